@@ -1,0 +1,310 @@
+"""``python -m nram_core COMMAND``: demo-data, download, train, evaluate, recommend, predict, explain.
+
+Errors are one line on stderr and exit code 2; results are one JSON line on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .config import ModelConfig, TrainConfig, preset, with_overrides, PRESETS
+from .fileio import DataError, atomic_path, atomic_write_text, nram_home
+
+
+# ---- shared argument groups ---------------------------------------------------------------
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="MIND root (train/ + dev/, MIND*_train/ + MIND*_dev/, their zips) "
+                                       "or a single split folder or zip")
+    parser.add_argument("--train", dest="train_dir", help="train split folder or zip")
+    parser.add_argument("--dev", dest="dev_dir", help="dev split folder or zip")
+    parser.add_argument("--strict", action="store_true", help="fail on the first bad row instead of skipping it")
+    parser.add_argument("--no-cache", action="store_true", help="re-parse and re-tokenise instead of using the cache")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One --flag per config field, so every field is settable without editing files."""
+    group = parser.add_argument_group("config fields (override the preset)")
+    for cls in (ModelConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            if f.name == "vocab_size":  # always from the data
+                continue
+            group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
+                               help=f"{cls.__name__}.{f.name} (default from preset)")
+
+
+def _layout(args: argparse.Namespace):
+    from .data.prepare import resolve_layout
+
+    return resolve_layout(args.data, train=args.train_dir, dev=args.dev_dir)
+
+
+def _print_json(record: dict[str, Any]) -> None:
+    print(json.dumps(record, sort_keys=True), flush=True)
+
+
+def _metrics_line(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("auc", "mrr", "ndcg@5", "ndcg@10", "impressions")
+    return {k: (round(metrics[k], 6) if isinstance(metrics[k], float) else metrics[k]) for k in keys}
+
+
+# ---- commands --------------------------------------------------------------------------------
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from .synth import generate
+
+    start = time.perf_counter()
+    out = generate(args.out_dir, scale=args.scale, seed=args.seed)
+    truth = json.loads((Path(out) / "truth.json").read_text())
+    print(f"wrote {args.scale} corpus (seed {args.seed}) to {out} in {time.perf_counter() - start:.1f}s",
+          file=sys.stderr)
+    _print_json({"out": str(out), "oracle": truth["oracle"], "counts": truth.get("counts", {})})
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .data.download import download_mind, tqdm_progress
+
+    with tqdm_progress() as progress:
+        folders = download_mind(args.size, Path(args.dest).expanduser(), splits=args.splits,
+                                base_url=args.base_url, on_progress=progress)
+    _print_json({split: str(path) for split, path in folders.items()})
+    return 0
+
+
+class _ProgressBar:
+    """CLI face of the trainer's callbacks: a tqdm bar per epoch and a line of dev metrics."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar = enabled, None
+
+    def on_train_start(self, trainer) -> None:
+        pass
+
+    def on_step(self, trainer, info) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=info.steps_in_epoch, desc=f"epoch {info.epoch}", file=sys.stderr, leave=False)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{info.loss:.4f}", samples_s=f"{info.samples_per_s:.0f}")
+
+    def on_epoch_end(self, trainer, info) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in (info.metrics or {}).items() if isinstance(v, float))
+        print(f"epoch {info.epoch}: loss {info.train_loss:.4f} {shown} ({info.seconds:.1f}s)", file=sys.stderr)
+
+    def on_train_end(self, trainer, result) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data.prepare import load_corpus
+    from .train import Trainer
+
+    model_cfg, train_cfg = preset(args.preset)
+    overrides = vars(args)
+    model_cfg = with_overrides(model_cfg, overrides)
+    train_cfg = with_overrides(train_cfg, overrides)
+    model_cfg.validate()
+    train_cfg.validate()
+    layout = _layout(args)
+    corpus = load_corpus(layout, title_len=model_cfg.title_len, min_count=train_cfg.min_word_count,
+                         strict=args.strict, cache=not args.no_cache)
+    if args.resume and args.out and (Path(args.out) / "vocab.json").is_file():
+        from .data.text import Vocab
+
+        saved = Vocab.load(Path(args.out) / "vocab.json")
+        if saved != corpus.vocab:
+            raise DataError(f"{args.out}: --resume with data whose vocabulary differs from the saved run")
+    for split in (corpus.train, corpus.dev):
+        if split is not None and any(r.total_skipped or r.dropped for r in split.reports):
+            print(split.summary(), file=sys.stderr)
+    model_cfg = dataclasses.replace(model_cfg, vocab_size=len(corpus.vocab))
+    out = Path(args.out) if args.out else nram_home() / "runs" / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    data_info = {"train": str(layout.train), "dev": str(layout.dev) if layout.dev else None, "preset": args.preset}
+    trainer = Trainer(model_config=model_cfg, train_config=train_cfg, corpus=corpus, run_dir=out,
+                      callbacks=[_ProgressBar(not args.no_progress)], device=args.device, glove=args.glove,
+                      resume=args.resume, data_info=data_info)
+    if trainer.glove_coverage is not None:
+        print(f"glove: {trainer.glove_coverage:.1%} of the vocabulary found in {args.glove}", file=sys.stderr)
+    print(f"training on {trainer.device} -> {out} ({trainer.batches.num_samples} samples/epoch)", file=sys.stderr)
+    result = trainer.fit()
+    if result.metrics is None:
+        print("no dev split: nothing to evaluate", file=sys.stderr)
+        _print_json({"run": str(out), "epochs": result.epochs_done})
+        return 0
+    _print_json({**_metrics_line(result.metrics), "run": str(out), "best_epoch": result.best_epoch})
+    return 0
+
+
+def _load_run_and_split(args: argparse.Namespace, split_name: str = "dev"):
+    from .checkpoint import load_run
+    from .data.prepare import load_corpus
+    from .train import pick_device
+
+    run = load_run(args.run, device=pick_device(getattr(args, "device", None)))
+    layout = _layout(args)
+    folder = layout.dev if split_name == "dev" and layout.dev is not None else layout.train
+    if folder is None:
+        raise DataError("no split to use: pass --data or --dev")
+    from .data.prepare import load_split
+
+    split = load_split(split_name, folder, run.vocab, title_len=run.model_config.title_len, strict=args.strict,
+                       cache=not args.no_cache)
+    return run, split
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .scoring import evaluate_split
+
+    run, split = _load_run_and_split(args)
+    result = evaluate_split(run.model, split, max_impressions=args.max_impressions)
+    _print_json(_metrics_line(result.as_dict()))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from .recommend import Recommender
+
+    run, split = _load_run_and_split(args)
+    rec = Recommender(run.model, split)
+    history = rec.history_of(args.user)
+    ranked = rec.rank_catalog(history, top=args.top, category=args.category)
+    news = split.news
+    for rank, (row, score, prob) in enumerate(zip(ranked.rows, ranked.scores, ranked.probabilities), start=1):
+        _print_json({"rank": rank, "news_id": news.ids[row], "score": round(float(score), 5),
+                     "probability": round(float(prob), 5), "category": news.categories[news.category[row]],
+                     "title": news.titles[row]})
+    return 0
+
+
+def prediction_lines(split, scores: np.ndarray, offsets: np.ndarray) -> list[str]:
+    """MIND leaderboard lines ``ImpId [r1,r2,...]``: the 1-based rank of each candidate, in file order."""
+    lines = []
+    for i, imp_id in enumerate(split.behaviors.impression_ids[: len(offsets) - 1]):
+        s = scores[offsets[i]: offsets[i + 1]]
+        ranks = np.empty(len(s), dtype=np.int64)
+        ranks[np.argsort(-s, kind="stable")] = np.arange(1, len(s) + 1)
+        lines.append(f"{imp_id} [{','.join(map(str, ranks))}]")
+    return lines
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .scoring import score_impressions
+
+    run, split = _load_run_and_split(args)
+    scores, _labels, offsets = score_impressions(run.model, split)
+    out = Path(args.out) if args.out else Path(args.run)
+    text = "\n".join(prediction_lines(split, scores, offsets)) + "\n"
+    atomic_write_text(out / "prediction.txt", text)
+    with atomic_path(out / "prediction.zip") as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("prediction.txt", text)
+    _print_json({"prediction": str(out / "prediction.txt"), "zip": str(out / "prediction.zip"),
+                 "impressions": len(offsets) - 1})
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .recommend import Recommender
+
+    run, split = _load_run_and_split(args)
+    rec = Recommender(run.model, split)
+    history = rec.history_of(args.user)[-run.model_config.history_len:]
+    candidate = rec.row_of(args.news)
+    exp = rec.explain(history, np.array([candidate]))
+    words = run.vocab.words
+    news = split.news
+
+    def weighted_words(row: int, weights: np.ndarray) -> list[list]:
+        tokens = news.tokens[row]
+        return [[words[t], round(float(w), 4)] for t, w in zip(tokens, weights) if t]
+
+    clicks = [
+        {"news_id": news.ids[row], "title": news.titles[row], "click_weight": round(float(exp.click_weights[i]), 4),
+         "contribution": round(float(exp.contributions[0, i]), 5),
+         "words": weighted_words(row, exp.history_word_weights[i])}
+        for i, row in enumerate(history)
+    ]
+    clicks.sort(key=lambda c: -abs(c["contribution"]))
+    _print_json({"user": args.user, "news_id": args.news, "title": news.titles[candidate],
+                 "score": round(float(exp.scores[0]), 5),
+                 "sum_of_contributions": round(float(exp.contributions[0].sum()), 5),
+                 "candidate_words": weighted_words(candidate, exp.candidate_word_weights[0]), "clicks": clicks})
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m nram_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="generate the synthetic MIND-format demo corpus")
+    p.add_argument("out_dir")
+    p.add_argument("--scale", choices=("demo", "small"), default="demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("download", help="download and extract MIND from the official host")
+    p.add_argument("--size", choices=("demo", "small", "large"), default="demo")
+    p.add_argument("--dest", default=str(Path("~/.cache/nram/mind")), help="folder for the zips and splits")
+    p.add_argument("--splits", nargs="+", choices=("train", "dev"), default=["train", "dev"])
+    p.add_argument("--base-url", default=None, help="mirror to download from instead of the official host")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("train", help="train a model; prints one JSON line of dev metrics")
+    _add_data_args(p)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    p.add_argument("--out", help="run folder (default NRAM_HOME/runs/PRESET-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--glove", help="word vectors in GloVe text format (dimension must equal --word-dim)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    p.add_argument("--no-progress", action="store_true")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    for name, func, text in (("evaluate", cmd_evaluate, "dev metrics of a run; prints one JSON line"),
+                             ("recommend", cmd_recommend, "top news of the catalog for a user"),
+                             ("predict", cmd_predict, "write prediction.txt and prediction.zip (leaderboard format)"),
+                             ("explain", cmd_explain, "attention and per-click contributions for a user and a news")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--run", required=True, help="run folder (holds config.json, vocab.json, model.safetensors)")
+        _add_data_args(p)
+        p.add_argument("--device")
+        p.set_defaults(func=func)
+        if name == "evaluate":
+            p.add_argument("--max-impressions", type=int, default=0)
+        if name == "recommend":
+            p.add_argument("--user", required=True)
+            p.add_argument("--top", type=int, default=10)
+            p.add_argument("--category")
+        if name == "predict":
+            p.add_argument("--out", help="folder for prediction.txt/zip (default: the run folder)")
+        if name == "explain":
+            p.add_argument("--user", required=True)
+            p.add_argument("--news", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

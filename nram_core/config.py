@@ -1,0 +1,101 @@
+"""Frozen configuration dataclasses and the named presets.
+
+``ModelConfig`` describes the network; its ``vocab_size`` always comes from the data
+(``dataclasses.replace`` after the vocabulary is built) and is saved with the
+checkpoint. ``TrainConfig`` describes the optimisation and the data sampling. The CLI
+maps each ``--flag`` onto a field of one of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 0  # set from the data's vocabulary, never typed by hand
+    word_dim: int = 300
+    num_heads: int = 15
+    head_dim: int = 20
+    query_dim: int = 200  # width of the additive attention's hidden layer
+    dropout: float = 0.2
+    title_len: int = 30
+    history_len: int = 50
+
+    @property
+    def news_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    def validate(self) -> None:
+        for name in ("word_dim", "num_heads", "head_dim", "query_dim", "title_len", "history_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    max_steps: int = 0  # 0: no step limit
+    batch_size: int = 64
+    negatives: int = 4  # K: non-clicks sampled from the same impression per click
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    seed: int = 0
+    min_word_count: int = 1
+    patience: int = 0  # early stopping on dev AUC; 0 disables it
+    max_impressions: int = 0  # cap on train impressions; 0 uses all
+    max_dev_impressions: int = 0  # cap on dev impressions evaluated per epoch; 0 uses all
+    num_workers: int = 0
+    eval_batch_size: int = 1024
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "negatives", "min_word_count", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "patience", "max_impressions", "max_dev_impressions", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
+    # The paper's NRMS-style settings: 300-d words, 15 heads x 20 dims, query 200.
+    "paper": (
+        ModelConfig(word_dim=300, num_heads=15, head_dim=20, query_dim=200, dropout=0.2,
+                    title_len=30, history_len=50),
+        TrainConfig(epochs=5, batch_size=64, negatives=4, lr=1e-4),
+    ),
+    # Small and quick on two CPU cores; trains on the demo corpus in about a minute.
+    "demo": (
+        ModelConfig(word_dim=64, num_heads=4, head_dim=16, query_dim=64, dropout=0.2,
+                    title_len=20, history_len=50),
+        TrainConfig(epochs=3, batch_size=64, negatives=4, lr=1e-3),
+    ),
+}
+
+
+def preset(name: str) -> tuple[ModelConfig, TrainConfig]:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """Replace the fields of ``config`` named in ``overrides`` (None values are ignored)."""
+    names = {f.name for f in dataclasses.fields(config)}
+    chosen = {k: v for k, v in overrides.items() if k in names and v is not None}
+    return dataclasses.replace(config, **chosen)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build ``cls`` from saved JSON, ignoring keys a newer/older version does not know."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,7 @@
+"""MIND data: parsing, layouts, tokenising, caching, batching and downloading."""
+from .mind import FileReport, parse_time, read_behaviors, read_news
+from .prepare import Corpus, Layout, News, Split, load_corpus, load_split, resolve_layout
+from .text import Vocab, load_glove, tokenize
+
+__all__ = ["Corpus", "FileReport", "Layout", "News", "Split", "Vocab", "load_corpus", "load_glove",
+           "load_split", "parse_time", "read_behaviors", "read_news", "resolve_layout", "tokenize"]

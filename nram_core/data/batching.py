@@ -1,0 +1,127 @@
+"""Turning a split into model inputs: training batches with sampled negatives, and
+impression-level evaluation batches. One history-gathering routine serves both.
+
+Each training batch encodes each distinct news once: the batch carries the tokens of
+its unique news and indexes into them, because histories overlap heavily.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .prepare import Split
+
+
+def gather_histories(split: Split, impressions: np.ndarray, history_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The latest ``history_len`` clicks of each impression: news rows [B,H] (0 = padding) and mask [B,H]."""
+    b = split.behaviors
+    ends = b.history_offsets[impressions + 1]
+    lengths = np.minimum(ends - b.history_offsets[impressions], history_len)
+    positions = np.arange(history_len)
+    mask = positions[None, :] < lengths[:, None]
+    index = np.where(mask, (ends - lengths)[:, None] + positions[None, :], 0)
+    rows = np.where(mask, b.history[index] if b.history.size else 0, 0).astype(np.int64)
+    return rows, mask
+
+
+@dataclass
+class Batch:
+    """Model inputs. ``titles`` are the unique news of the batch; the rest index into them."""
+
+    titles: torch.Tensor  # [U,L] int
+    history: torch.Tensor  # [B,H] int64
+    history_mask: torch.Tensor  # [B,H] bool
+    candidates: torch.Tensor  # [B,C] int64
+    labels: torch.Tensor  # [B] int64, index of the click among the candidates
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return Batch(**{k: v.to(device, non_blocking=non_blocking) for k, v in vars(self).items()})
+
+    def pin_memory(self) -> "Batch":
+        return Batch(**{k: v.pin_memory() for k, v in vars(self).items()})
+
+
+def make_batch(split: Split, history: np.ndarray, history_mask: np.ndarray, candidates: np.ndarray) -> Batch:
+    """Deduplicate the news of a batch and express history and candidates as indices into them."""
+    unique, inverse = np.unique(np.concatenate([history.ravel(), candidates.ravel()]), return_inverse=True)
+    split_at = history.size
+    return Batch(
+        titles=torch.from_numpy(split.news.tokens[unique]),
+        history=torch.from_numpy(inverse[:split_at].reshape(history.shape).astype(np.int64)),
+        history_mask=torch.from_numpy(history_mask),
+        candidates=torch.from_numpy(inverse[split_at:].reshape(candidates.shape).astype(np.int64)),
+        labels=torch.zeros(len(candidates), dtype=torch.int64),
+    )
+
+
+class TrainBatches(torch.utils.data.Dataset):
+    """One sample per click: the click plus ``negatives`` non-clicks of the same impression,
+    without replacement when the impression has at least K of them and with replacement otherwise.
+
+    Item ``i`` is the whole batch ``i`` of the current epoch (use ``DataLoader(batch_size=None)``);
+    the order and the negatives depend only on ``(seed, epoch, i)``, so a resumed run or a
+    DataLoader worker reproduces them exactly.
+    """
+
+    def __init__(self, split: Split, *, batch_size: int, negatives: int, history_len: int, seed: int = 0,
+                 max_impressions: int = 0):
+        self.split, self.batch_size, self.negatives = split, batch_size, negatives
+        self.history_len, self.seed = history_len, seed
+        b = split.behaviors
+        n_imp = len(b.impression_ids) if not max_impressions else min(max_impressions, len(b.impression_ids))
+        cand_imp = np.repeat(np.arange(len(b.impression_ids)), np.diff(b.candidate_offsets))
+        n_neg = np.add.reduceat(1 - b.labels, b.candidate_offsets[:-1]) if b.labels.size else np.zeros(0, int)
+        positive = (b.labels == 1) & (cand_imp < n_imp)
+        usable = positive & (n_neg[cand_imp] > 0)
+        self.skipped_no_negative = int((positive & ~usable).sum())
+        self.sample_impression = cand_imp[usable]  # [S]
+        self.sample_candidate = np.flatnonzero(usable)  # [S] flat candidate index of the click
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.sample_impression)
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+    def _order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
+
+    def __getitem__(self, index: int) -> Batch:
+        order = self.__dict__.get("_cached_order")
+        if order is None or self.__dict__.get("_cached_epoch") != self.epoch:
+            order = self._order()
+            self.__dict__.update(_cached_order=order, _cached_epoch=self.epoch)
+        chosen = order[index * self.batch_size: (index + 1) * self.batch_size]
+        impressions = self.sample_impression[chosen]
+        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        negatives = self._sample_negatives(impressions, rng)
+        clicks = self.split.behaviors.candidates[self.sample_candidate[chosen]].astype(np.int64)
+        candidates = np.concatenate([clicks[:, None], negatives], axis=1)  # click first: label 0
+        history, mask = gather_histories(self.split, impressions, self.history_len)
+        return make_batch(self.split, history, mask, candidates)
+
+    def _sample_negatives(self, impressions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        b = self.split.behaviors
+        k = self.negatives
+        lo, hi = b.candidate_offsets[impressions], b.candidate_offsets[impressions + 1]
+        width = int((hi - lo).max())
+        slots = lo[:, None] + np.arange(width)[None, :]
+        valid = slots < hi[:, None]
+        is_negative = valid & (b.labels[np.where(valid, slots, 0)] == 0)
+        n_neg = is_negative.sum(axis=1)
+        # Without replacement: the K negatives with the smallest random keys.
+        keys = np.where(is_negative, rng.random(slots.shape), np.inf)
+        picked_wo = np.argsort(keys, axis=1)[:, :k] if width >= k else np.zeros((len(lo), k), dtype=np.int64)
+        # With replacement (fewer than K negatives): uniform picks among the negatives.
+        rank = (rng.random((len(lo), k)) * n_neg[:, None]).astype(np.int64)
+        neg_positions = np.argsort(~is_negative, axis=1, kind="stable")  # negatives first, in order
+        picked_w = np.take_along_axis(neg_positions, rank, axis=1)
+        picked = np.where((n_neg >= k)[:, None], picked_wo, picked_w)
+        return b.candidates[np.take_along_axis(slots, picked, axis=1)].astype(np.int64)

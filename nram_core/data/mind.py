@@ -1,0 +1,242 @@
+"""Reading MIND's news.tsv and behaviors.tsv, with bad rows counted (or fatal under ``strict``).
+
+news.tsv:      news_id, category, subcategory, title, abstract, url, title_entities, abstract_entities
+behaviors.tsv: impression_id, user_id, time ("MM/DD/YYYY HH:MM:SS AM/PM"), history, impressions ("N1-1 N2-0")
+"""
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import DataError
+
+NEWS_FIELDS = ("news_id", "category", "subcategory", "title", "abstract", "url", "title_entities",
+               "abstract_entities")
+BEHAVIOR_FIELDS = ("impression_id", "user_id", "time", "history", "impressions")
+_TIME_RE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2}):(\d{2}) ([AP]M)")
+FIRST_LINES_KEPT = 5
+
+
+@dataclass
+class FileReport:
+    """What reading one file skipped, and why: counts plus the first few line numbers."""
+
+    file: str
+    rows: int = 0
+    kept: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    first_lines: dict[str, list[int]] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # ids removed from otherwise good rows
+
+    def skip(self, reason: str, lineno: int) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        lines = self.first_lines.setdefault(reason, [])
+        if len(lines) < FIRST_LINES_KEPT:
+            lines.append(lineno)
+
+    def drop(self, what: str, count: int = 1) -> None:
+        if count:
+            self.dropped[what] = self.dropped.get(what, 0) + count
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        parts = [f"{self.file}: {self.kept}/{self.rows} rows kept"]
+        for reason, count in sorted(self.skipped.items()):
+            lines = ", ".join(map(str, self.first_lines.get(reason, [])))
+            parts.append(f"  skipped {count} ({reason}), first at line {lines}")
+        for what, count in sorted(self.dropped.items()):
+            parts.append(f"  dropped {count} {what}")
+        return "\n".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "rows": self.rows, "kept": self.kept, "skipped": self.skipped,
+                "first_lines": self.first_lines, "dropped": self.dropped}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FileReport":
+        return cls(**data)
+
+
+class _Rows:
+    """Iterate (lineno, fields) of a TSV file, counting or raising on undecodable or short rows."""
+
+    def __init__(self, path: Path, *, fields: tuple[str, ...], report: FileReport, strict: bool):
+        self.path, self.fields, self.report, self.strict = path, fields, report, strict
+
+    def bad(self, lineno: int, field_name: str, reason: str, detail: str) -> None:
+        if self.strict:
+            raise DataError(f"{self.path}:{lineno}: field '{field_name}': {detail}")
+        self.report.skip(reason, lineno)
+
+    def __iter__(self):
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot read ({exc.strerror or exc})") from exc
+        for lineno, raw in enumerate(data.split(b"\n"), start=1):
+            raw = raw.rstrip(b"\r")
+            if not raw.strip():
+                continue
+            self.report.rows += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self.bad(lineno, "row", "invalid_utf8", f"invalid UTF-8 at byte {exc.start}")
+                continue
+            parts = line.split("\t")
+            if len(parts) != len(self.fields):
+                self.bad(lineno, "row", "field_count",
+                         f"expected {len(self.fields)} tab-separated fields, found {len(parts)}")
+                continue
+            yield lineno, parts
+
+
+@dataclass
+class RawNews:
+    ids: list[str]
+    categories: list[str]
+    subcategories: list[str]
+    titles: list[str]
+    abstracts: list[str]
+    title_entities: list[str]
+    report: FileReport
+
+
+def read_news(path: str | Path, *, strict: bool = False) -> RawNews:
+    path = Path(path)
+    report = FileReport(file=str(path))
+    rows = _Rows(path, fields=NEWS_FIELDS, report=report, strict=strict)
+    out = RawNews([], [], [], [], [], [], report)
+    seen: set[str] = set()
+    for lineno, (news_id, category, subcategory, title, abstract, _url, title_ents, _abs_ents) in rows:
+        if not news_id:
+            rows.bad(lineno, "news_id", "empty_news_id", "empty news id")
+            continue
+        if news_id in seen:  # MIND lists each news once; a repeat is ignored, not fatal
+            report.drop("duplicate news rows")
+            continue
+        seen.add(news_id)
+        out.ids.append(news_id)
+        out.categories.append(category)
+        out.subcategories.append(subcategory)
+        out.titles.append(title)
+        out.abstracts.append(abstract)
+        out.title_entities.append(title_ents)
+        report.kept += 1
+    return out
+
+
+def parse_time(text: str) -> int | None:
+    """Seconds since the epoch (UTC) of MIND's ``11/15/2019 7:11:50 AM``; None if malformed.
+
+    >>> parse_time("11/15/2019 12:37:50 PM") - parse_time("11/15/2019 12:37:50 AM")
+    43200
+    >>> parse_time("13/15/2019 1:00:00 PM") is None
+    True
+    """
+    match = _TIME_RE.fullmatch(text.strip())
+    if not match:
+        return None
+    month, day, year, hour, minute, second = (int(g) for g in match.groups()[:6])
+    if not (1 <= month <= 12 and 1 <= hour <= 12 and minute < 60 and second < 60):
+        return None
+    if not 1 <= day <= calendar.monthrange(year, month)[1]:
+        return None
+    hour = hour % 12 + (12 if match.group(7) == "PM" else 0)
+    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+
+
+@dataclass
+class RawBehaviors:
+    """Impressions with news already resolved to row numbers of the split's news table (1-based)."""
+
+    impression_ids: np.ndarray  # [I] int64
+    user_ids: list[str]  # [I]
+    times: np.ndarray  # [I] int64 seconds
+    history_offsets: np.ndarray  # [I+1] int64
+    history: np.ndarray  # int32 news rows, oldest click first
+    candidate_offsets: np.ndarray  # [I+1] int64
+    candidates: np.ndarray  # int32 news rows
+    labels: np.ndarray  # int8, 1 = clicked
+    report: FileReport
+
+
+def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool = False) -> RawBehaviors:
+    """Parse behaviors.tsv; ids without a news row are dropped and counted.
+
+    ``news_index`` maps news id to its row (>= 1; 0 is reserved for padding).
+    """
+    path = Path(path)
+    report = FileReport(file=str(path))
+    rows = _Rows(path, fields=BEHAVIOR_FIELDS, report=report, strict=strict)
+    imp_ids: list[int] = []
+    users: list[str] = []
+    times: list[int] = []
+    hist_len: list[int] = []
+    hist: list[int] = []
+    cand_len: list[int] = []
+    cands: list[int] = []
+    labels: list[int] = []
+    for lineno, (imp_text, user, time_text, history_text, impressions_text) in rows:
+        try:
+            imp_id = int(imp_text)
+        except ValueError:
+            rows.bad(lineno, "impression_id", "bad_impression_id", f"not an integer: {imp_text[:40]!r}")
+            continue
+        if not user:
+            rows.bad(lineno, "user_id", "empty_user_id", "empty user id")
+            continue
+        seconds = parse_time(time_text)
+        if seconds is None:
+            rows.bad(lineno, "time", "bad_time", f"expected MM/DD/YYYY HH:MM:SS AM/PM, got {time_text[:40]!r}")
+            continue
+        row_cands: list[int] = []
+        row_labels: list[int] = []
+        bad_label = None
+        for item in impressions_text.split():
+            news_id, dash, label = item.rpartition("-")
+            if not dash or not news_id or label not in ("0", "1"):
+                bad_label = item
+                break
+            row_cands.append(news_index.get(news_id, 0))
+            row_labels.append(int(label))
+        if bad_label is not None or not row_cands:
+            shown = bad_label if bad_label is not None else "(empty)"
+            rows.bad(lineno, "impressions", "bad_impression_label",
+                     f"expected NEWSID-0 or NEWSID-1, got {shown[:40]!r}")
+            continue
+        history_rows = [news_index.get(n, 0) for n in history_text.split()]
+        kept_history = [r for r in history_rows if r]
+        report.drop("unresolved history ids", len(history_rows) - len(kept_history))
+        resolved = [(c, y) for c, y in zip(row_cands, row_labels) if c]
+        report.drop("unresolved impression ids", len(row_cands) - len(resolved))
+        if not resolved:
+            report.drop("impressions with no resolvable candidate")
+            continue
+        imp_ids.append(imp_id)
+        users.append(user)
+        times.append(seconds)
+        hist_len.append(len(kept_history))
+        hist.extend(kept_history)
+        cand_len.append(len(resolved))
+        cands.extend(c for c, _ in resolved)
+        labels.extend(y for _, y in resolved)
+        report.kept += 1
+    return RawBehaviors(
+        impression_ids=np.asarray(imp_ids, dtype=np.int64),
+        user_ids=users,
+        times=np.asarray(times, dtype=np.int64),
+        history_offsets=np.concatenate(([0], np.cumsum(hist_len, dtype=np.int64))),
+        history=np.asarray(hist, dtype=np.int32),
+        candidate_offsets=np.concatenate(([0], np.cumsum(cand_len, dtype=np.int64))),
+        candidates=np.asarray(cands, dtype=np.int32),
+        labels=np.asarray(labels, dtype=np.int8),
+        report=report,
+    )

@@ -1,0 +1,291 @@
+"""From MIND folders to encoded, cached splits.
+
+``resolve_layout`` finds the train and dev folders (or zips) that a user points at;
+``load_split`` parses one folder and encodes every title once into an int32 array,
+cached on disk under a key made of the input files' hash and the settings, so a
+second run neither re-parses nor re-tokenises.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import DataError, atomic_write_text, nram_home
+from .mind import FileReport, RawBehaviors, read_behaviors, read_news
+from .text import Vocab
+
+CACHE_VERSION = 1
+SIZES = ("demo", "small", "large")
+
+
+def is_split_dir(path: Path) -> bool:
+    return (path / "news.tsv").is_file() and (path / "behaviors.tsv").is_file()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each split lives. ``dev`` is None when only one split folder was given."""
+
+    train: Path | None
+    dev: Path | None
+
+    def require(self, split: str) -> Path:
+        path = self.train if split == "train" else self.dev
+        if path is None:
+            raise DataError(f"no {split} split found; pass a folder holding {split}/ or use --{split} DIR")
+        return path
+
+
+def _extract_zip(zip_path: Path) -> Path:
+    """Extract an official MIND zip once into NRAM_HOME/extracted and return the split folder."""
+    from .download import safe_extract, verify_zip
+
+    verify_zip(zip_path, remove_bad=False)  # the user's own file: report, never delete
+    stat = zip_path.stat()
+    tag = hashlib.blake2b(f"{zip_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode(), digest_size=6)
+    dest = nram_home() / "extracted" / f"{zip_path.stem}-{tag.hexdigest()}"
+    if not dest.exists():
+        safe_extract(zip_path, dest)
+    return _find_split_inside(dest, zip_path)
+
+
+def _find_split_inside(folder: Path, origin: Path) -> Path:
+    if is_split_dir(folder):
+        return folder
+    inner = [p for p in sorted(folder.iterdir()) if p.is_dir() and is_split_dir(p)]
+    if len(inner) == 1:
+        return inner[0]
+    raise DataError(f"{origin}: holds no news.tsv and behaviors.tsv")
+
+
+def _as_split(path: Path, what: str) -> Path:
+    path = Path(path).expanduser()
+    if path.is_file() and path.suffix == ".zip":
+        return _extract_zip(path)
+    if path.is_dir() and is_split_dir(path):
+        return path
+    if not path.exists():
+        raise DataError(f"{what} {path}: no such file or folder")
+    raise DataError(f"{what} {path}: not a MIND split (needs news.tsv and behaviors.tsv, or an official .zip)")
+
+
+def resolve_layout(data: str | Path | None = None, *, train: str | Path | None = None,
+                   dev: str | Path | None = None) -> Layout:
+    """Accept a root with train/ and dev/, the official MIND{size}_{split} folders or zips,
+    a single split folder or zip, or explicit ``train``/``dev`` folders."""
+    if train is not None or dev is not None:
+        return Layout(train=_as_split(Path(train), "--train") if train else None,
+                      dev=_as_split(Path(dev), "--dev") if dev else None)
+    if data is None:
+        raise DataError("no data given: pass --data DIR (or --train DIR --dev DIR)")
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise DataError(f"--data {root}: no such file or folder")
+    if root.is_file() or is_split_dir(root):
+        return Layout(train=_as_split(root, "--data"), dev=None)
+    found: dict[str, Path] = {}
+    for split in ("train", "dev"):
+        candidates = [root / split] + [root / f"MIND{size}_{split}" for size in SIZES]
+        candidates += [root / f"MIND{size}_{split}.zip" for size in SIZES]
+        existing = [c for c in candidates if (c.is_dir() and is_split_dir(c)) or c.is_file()]
+        if len(existing) > 1 and len({c.with_suffix("").name for c in existing}) > 1:
+            names = ", ".join(c.name for c in existing)
+            raise DataError(f"--data {root}: several {split} splits ({names}); pass --train and --dev")
+        if existing:
+            found[split] = _as_split(existing[0], "--data")
+    if not found:
+        raise DataError(f"--data {root}: no MIND data (expected train/ and dev/, MIND*_train/ and "
+                        "MIND*_dev/, their .zip files, or news.tsv and behaviors.tsv)")
+    return Layout(train=found.get("train"), dev=found.get("dev"))
+
+
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "blake2b").hexdigest()[:32]
+
+
+def split_key(folder: Path) -> str:
+    """Content hash of a split's two files."""
+    return hashlib.blake2b(
+        (_file_digest(folder / "news.tsv") + _file_digest(folder / "behaviors.tsv")).encode(), digest_size=12
+    ).hexdigest()
+
+
+@dataclass
+class News:
+    """The news table of one split. Row 0 is the padding news (no words)."""
+
+    ids: list[str]  # [N+1], ids[0] == ""
+    titles: list[str]
+    abstracts: list[str]
+    title_entities: list[str]  # raw MIND JSON
+    categories: list[str]  # distinct names
+    subcategories: list[str]
+    category: np.ndarray  # [N+1] int32 into categories
+    subcategory: np.ndarray  # [N+1] int32 into subcategories
+    tokens: np.ndarray  # [N+1, title_len] int32
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def index(self) -> dict[str, int]:
+        cached = self.__dict__.get("_index")
+        if cached is None:
+            cached = self.__dict__["_index"] = {n: i for i, n in enumerate(self.ids) if i}
+        return cached
+
+
+@dataclass
+class Split:
+    name: str
+    folder: Path
+    news: News
+    behaviors: RawBehaviors
+    user_ids: list[str]  # distinct users
+    users: np.ndarray  # [I] int32 into user_ids
+    reports: list[FileReport]
+
+    @property
+    def num_impressions(self) -> int:
+        return len(self.behaviors.impression_ids)
+
+    def summary(self) -> str:
+        return "\n".join(r.summary() for r in self.reports)
+
+    def history_of(self, impression: int) -> np.ndarray:
+        b = self.behaviors
+        return b.history[b.history_offsets[impression]: b.history_offsets[impression + 1]]
+
+    def candidates_of(self, impression: int) -> tuple[np.ndarray, np.ndarray]:
+        b = self.behaviors
+        lo, hi = b.candidate_offsets[impression], b.candidate_offsets[impression + 1]
+        return b.candidates[lo:hi], b.labels[lo:hi]
+
+
+def _parse_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict: bool) -> Split:
+    raw = read_news(folder / "news.tsv", strict=strict)
+    ids = [""] + raw.ids
+    categories = sorted(set(raw.categories))
+    subcategories = sorted(set(raw.subcategories))
+    cat_index = {c: i for i, c in enumerate(categories)}
+    sub_index = {s: i for i, s in enumerate(subcategories)}
+    news = News(
+        ids=ids,
+        titles=[""] + raw.titles,
+        abstracts=[""] + raw.abstracts,
+        title_entities=["[]"] + raw.title_entities,
+        categories=categories,
+        subcategories=subcategories,
+        category=np.asarray([0] + [cat_index[c] for c in raw.categories], dtype=np.int32),
+        subcategory=np.asarray([0] + [sub_index[s] for s in raw.subcategories], dtype=np.int32),
+        tokens=vocab.encode_many([""] + raw.titles, title_len),
+    )
+    behaviors = read_behaviors(folder / "behaviors.tsv", news.index, strict=strict)
+    user_ids = sorted(set(behaviors.user_ids))
+    user_index = {u: i for i, u in enumerate(user_ids)}
+    users = np.asarray([user_index[u] for u in behaviors.user_ids], dtype=np.int32)
+    return Split(name=name, folder=folder, news=news, behaviors=behaviors, user_ids=user_ids, users=users,
+                 reports=[raw.report, behaviors.report])
+
+
+_ARRAYS_NEWS = ("category", "subcategory", "tokens")
+_ARRAYS_BEHAVIORS = ("impression_ids", "times", "history_offsets", "history", "candidate_offsets",
+                     "candidates", "labels")
+
+
+def _save_split(split: Split, dest: Path) -> None:
+    """Write the split to ``dest`` as arrays.npz + meta.json, atomically (temp folder, then rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        arrays = {f"news_{k}": getattr(split.news, k) for k in _ARRAYS_NEWS}
+        arrays.update({f"beh_{k}": getattr(split.behaviors, k) for k in _ARRAYS_BEHAVIORS})
+        arrays["users"] = split.users
+        np.savez(tmp / "arrays.npz", **arrays)
+        meta = {
+            "name": split.name, "folder": str(split.folder), "user_ids": split.user_ids,
+            "news": {k: getattr(split.news, k) for k in ("ids", "titles", "abstracts", "title_entities",
+                                                          "categories", "subcategories")},
+            "reports": [r.to_dict() for r in split.reports],
+        }
+        atomic_write_text(tmp / "meta.json", json.dumps(meta))
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another process cached the same split first; theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _load_cached(dest: Path) -> Split | None:
+    try:
+        meta = json.loads((dest / "meta.json").read_text(encoding="utf-8"))
+        with np.load(dest / "arrays.npz", allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, KeyError):
+        return None
+    reports = [FileReport.from_dict(r) for r in meta["reports"]]
+    news = News(**meta["news"], **{k: arrays[f"news_{k}"] for k in _ARRAYS_NEWS})
+    behaviors = RawBehaviors(user_ids=[meta["user_ids"][u] for u in arrays["users"]], report=reports[1],
+                             **{k: arrays[f"beh_{k}"] for k in _ARRAYS_BEHAVIORS})
+    return Split(name=meta["name"], folder=Path(meta["folder"]), news=news, behaviors=behaviors,
+                 user_ids=meta["user_ids"], users=arrays["users"], reports=reports)
+
+
+def load_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict: bool = False,
+               cache: bool = True) -> Split:
+    """Parse and encode one split, or load it from the cache when the files and settings match."""
+    if not cache:
+        return _parse_split(name, folder, vocab, title_len=title_len, strict=strict)
+    key = hashlib.blake2b(
+        f"{CACHE_VERSION}|{split_key(folder)}|{vocab.digest}|{title_len}|{int(strict)}|{name}".encode(),
+        digest_size=12,
+    ).hexdigest()
+    dest = nram_home() / "prepared" / key
+    cached = _load_cached(dest) if dest.is_dir() else None
+    if cached is not None:
+        cached.folder = folder
+        return cached
+    split = _parse_split(name, folder, vocab, title_len=title_len, strict=strict)
+    _save_split(split, dest)
+    return split
+
+
+def build_vocab(train_folder: Path, *, min_count: int, strict: bool = False, cache: bool = True) -> Vocab:
+    """Vocabulary of the train titles, cached by the train files' hash and ``min_count``."""
+    path = nram_home() / "prepared" / f"vocab-{split_key(train_folder)}-{min_count}.json"
+    if cache and path.is_file():
+        return Vocab.load(path)
+    vocab = Vocab.build(read_news(train_folder / "news.tsv", strict=strict).titles, min_count=min_count)
+    if cache:
+        vocab.save(path)
+    return vocab
+
+
+@dataclass
+class Corpus:
+    vocab: Vocab
+    train: Split | None
+    dev: Split | None
+
+
+def load_corpus(layout: Layout, *, title_len: int, min_count: int = 1, vocab: Vocab | None = None,
+                splits: tuple[str, ...] = ("train", "dev"), strict: bool = False, cache: bool = True) -> Corpus:
+    """Load the requested splits. Without ``vocab`` (a new model), it is built from train."""
+    if vocab is None:
+        vocab = build_vocab(layout.require("train"), min_count=min_count, strict=strict, cache=cache)
+    loaded = {}
+    for name in ("train", "dev"):
+        folder = layout.train if name == "train" else layout.dev
+        if name in splits and folder is not None:
+            loaded[name] = load_split(name, folder, vocab, title_len=title_len, strict=strict, cache=cache)
+    return Corpus(vocab=vocab, train=loaded.get("train"), dev=loaded.get("dev"))

@@ -1,0 +1,125 @@
+"""Tokenising titles, the vocabulary, and pre-trained word vectors."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..fileio import DataError, atomic_write_json
+
+# The NRMS authors' tokeniser (Microsoft recommenders' word_tokenize): lowercase,
+# runs of word characters, and a few punctuation marks as their own tokens.
+_TOKEN_RE = re.compile(r"[\w]+|[.,!?;|]")
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+
+
+def tokenize(text: str) -> list[str]:
+    """>>> tokenize("Tom Brady's 3rd TD: wow!")
+    ['tom', 'brady', 's', '3rd', 'td', 'wow', '!']
+    """
+    return _TOKEN_RE.findall(text.lower())
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Word list where index 0 is padding and 1 is unknown; built from train titles only."""
+
+    words: tuple[str, ...]
+
+    @classmethod
+    def build(cls, texts: Iterable[str], *, min_count: int = 1) -> "Vocab":
+        counts = Counter(token for text in texts for token in tokenize(text))
+        # Sort by falling count, then alphabetically, so the same data always gives the same ids.
+        kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        return cls((PAD, UNK, *kept))
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def index(self) -> dict[str, int]:
+        cached = self.__dict__.get("_index")
+        if cached is None:
+            cached = {w: i for i, w in enumerate(self.words)}
+            object.__setattr__(self, "_index", cached)
+        return cached
+
+    @property
+    def digest(self) -> str:
+        return hashlib.blake2b("\n".join(self.words).encode(), digest_size=8).hexdigest()
+
+    def encode(self, text: str, length: int) -> np.ndarray:
+        """Token ids of ``text``, truncated or zero-padded to ``length``."""
+        ids = [self.index.get(t, UNK_ID) for t in tokenize(text)[:length]]
+        out = np.zeros(length, dtype=np.int32)
+        out[: len(ids)] = ids
+        return out
+
+    def encode_many(self, texts: list[str], length: int) -> np.ndarray:
+        out = np.zeros((len(texts), length), dtype=np.int32)
+        index = self.index
+        for row, text in enumerate(texts):
+            ids = [index.get(t, UNK_ID) for t in tokenize(text)[:length]]
+            out[row, : len(ids)] = ids
+        return out
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, {"words": list(self.words)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocab":
+        try:
+            words = json.loads(Path(path).read_text(encoding="utf-8"))["words"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"{path}: not a vocabulary file ({exc})") from exc
+        if words[:2] != [PAD, UNK]:
+            raise DataError(f"{path}: field 'words' must start with {PAD!r}, {UNK!r}")
+        return cls(tuple(words))
+
+
+@dataclass(frozen=True)
+class GloveResult:
+    vectors: np.ndarray  # [vocab, dim] float32; row 0 (padding) is zero
+    found: int  # vocabulary words (padding and unknown excluded) that the file covered
+
+    def coverage(self, vocab: Vocab) -> float:
+        return self.found / max(1, len(vocab) - 2)
+
+
+def load_glove(path: str | Path, vocab: Vocab, *, dim: int, seed: int = 0) -> GloveResult:
+    """Vectors in GloVe text format (``word v1 v2 ...``) for the words of ``vocab``.
+
+    Words the file lacks are drawn from N(0, 0.1); only vocabulary words are kept in
+    memory, so a multi-GB file streams through.
+    """
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(0.0, 0.1, size=(len(vocab), dim)).astype(np.float32)
+    vectors[PAD_ID] = 0.0
+    index = vocab.index
+    found: set[int] = set()
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                word, _, rest = line.rstrip("\n").partition(" ")
+                row = index.get(word)
+                if row is None or row < 2 or row in found:
+                    continue
+                values = rest.split(" ")
+                if len(values) != dim:
+                    raise DataError(f"{path}:{lineno}: field 'vector' has {len(values)} values, expected {dim}")
+                try:
+                    vectors[row] = np.asarray(values, dtype=np.float32)
+                except ValueError as exc:
+                    raise DataError(f"{path}:{lineno}: field 'vector' is not numeric") from exc
+                found.add(row)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read word vectors ({exc.strerror or exc})") from exc
+    return GloveResult(vectors=vectors, found=len(found))

@@ -1,0 +1,57 @@
+"""Small filesystem helpers shared by every module that writes to disk.
+
+Writes are atomic: a temp file in the destination folder, then ``os.replace``, so a
+crash never leaves a half-written file where a good one used to be.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+
+class DataError(ValueError):
+    """Bad user input (a file, a folder, a row). The CLI prints it as one line and exits 2."""
+
+
+def nram_home() -> Path:
+    """Root of caches and runs: $NRAM_HOME, else ~/.cache/nram. Read at call time, never at import."""
+    return Path(os.environ.get("NRAM_HOME") or Path.home() / ".cache" / "nram").expanduser()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success rename it over ``path``, on error remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
+    """Let ``writer`` fill a temp path (e.g. ``safetensors.torch.save_file``), then rename."""
+    with atomic_path(path) as tmp:
+        writer(tmp)

@@ -1,0 +1,180 @@
+"""Ranking metrics for MIND, with the exact formulas of MIND's official evaluate.py.
+
+Every metric is computed per impression and then averaged over impressions.
+
+* AUC: the ROC AUC of the impression's scores (ties count one half, as in
+  ``sklearn.metrics.roc_auc_score``).
+* MRR: ``sum(label / rank) / sum(label)``, ranks from ``np.argsort(score)[::-1]``.
+* nDCG@k: gain ``2**y - 1``, discount ``log2(i + 2)``, divided by the ideal DCG.
+
+evaluate.py calls ``roc_auc_score`` on every impression, which raises on an
+impression that lacks either a click or a non-click (the official test set has
+none such). We skip those impressions for all four metrics, so every average runs
+over the same impressions, and report how many were skipped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+METRIC_NAMES = ("auc", "mrr", "ndcg@5", "ndcg@10")
+
+
+def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC via the Mann-Whitney statistic with average ranks for ties.
+
+    >>> auc_score(np.array([1, 0, 0]), np.array([0.9, 0.1, 0.5]))
+    1.0
+    >>> auc_score(np.array([0, 1, 0, 1]), np.array([0.3, 0.3, 0.1, 0.8]))
+    0.875
+    """
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos = int((labels > 0).sum())
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUC needs at least one positive and one negative label")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(scores.size, dtype=np.float64)
+    # Average 1-based ranks over runs of equal scores.
+    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
+    starts = np.concatenate(([0], boundaries))
+    ends = np.concatenate((boundaries, [scores.size]))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    rank_sum = ranks[labels > 0].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def mrr_score(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean reciprocal rank of the clicks, as evaluate.py defines it.
+
+    >>> mrr_score(np.array([0, 1, 0]), np.array([0.9, 0.5, 0.1]))
+    0.5
+    >>> round(mrr_score(np.array([1, 0, 1]), np.array([0.9, 0.5, 0.1])), 4)
+    0.6667
+    """
+    order = np.argsort(scores)[::-1]
+    ranked = np.take(labels, order)
+    return float(np.sum(ranked / (np.arange(len(ranked)) + 1)) / np.sum(ranked))
+
+
+def dcg_score(labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
+    """Discounted cumulative gain of the top ``k``.
+
+    >>> round(dcg_score(np.array([0, 1]), np.array([0.9, 0.1]), k=2), 4)
+    0.6309
+    """
+    order = np.argsort(scores)[::-1]
+    ranked = np.take(labels, order[:k])
+    gains = 2.0**ranked - 1
+    discounts = np.log2(np.arange(len(ranked)) + 2)
+    return float(np.sum(gains / discounts))
+
+
+def ndcg_score(labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
+    """DCG@k divided by the DCG@k of the ideal ranking.
+
+    >>> ndcg_score(np.array([1, 0, 0]), np.array([0.9, 0.2, 0.1]), k=5)
+    1.0
+    >>> round(ndcg_score(np.array([0, 1]), np.array([0.9, 0.1]), k=5), 4)
+    0.6309
+    """
+    return dcg_score(labels, scores, k) / dcg_score(labels, labels, k)
+
+
+def impression_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """All four metrics of one impression (it must hold a click and a non-click).
+
+    >>> impression_metrics(np.array([1, 0]), np.array([2.0, 1.0]))
+    {'auc': 1.0, 'mrr': 1.0, 'ndcg@5': 1.0, 'ndcg@10': 1.0}
+    """
+    labels = np.asarray(labels)
+    scores = np.asarray(scores)
+    return {
+        "auc": auc_score(labels, scores),
+        "mrr": mrr_score(labels, scores),
+        "ndcg@5": ndcg_score(labels, scores, 5),
+        "ndcg@10": ndcg_score(labels, scores, 10),
+    }
+
+
+def has_both_labels(labels: np.ndarray) -> bool:
+    """True when an impression holds a click and a non-click, so that it can be scored.
+
+    >>> has_both_labels(np.array([1, 0])), has_both_labels(np.array([1, 1]))
+    (True, False)
+    """
+    labels = np.asarray(labels)
+    positives = int((labels > 0).sum())
+    return 0 < positives < labels.size
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Averaged metrics plus how many impressions were scored and skipped."""
+
+    auc: float
+    mrr: float
+    ndcg5: float
+    ndcg10: float
+    impressions: int
+    skipped: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "auc": self.auc,
+            "mrr": self.mrr,
+            "ndcg@5": self.ndcg5,
+            "ndcg@10": self.ndcg10,
+            "impressions": self.impressions,
+            "skipped_impressions": self.skipped,
+        }
+
+
+def per_impression_metrics(labels: np.ndarray, scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Metrics of every impression stored flat: impression ``i`` owns ``[offsets[i], offsets[i+1])``.
+
+    Returns a float array ``(n_impressions, 4)`` in METRIC_NAMES order, NaN for impressions
+    that lack a click or a non-click.
+
+    >>> per_impression_metrics(np.array([1, 0, 1, 1]), np.array([.9, .1, .5, .4]), np.array([0, 2, 4]))[:, 0]
+    array([ 1., nan])
+    """
+    n = len(offsets) - 1
+    out = np.full((n, len(METRIC_NAMES)), np.nan)
+    for i in range(n):
+        lo, hi = offsets[i], offsets[i + 1]
+        y = labels[lo:hi]
+        if has_both_labels(y):
+            out[i] = list(impression_metrics(y, scores[lo:hi]).values())
+    return out
+
+
+def mean_metrics(per_impression: np.ndarray) -> EvalResult:
+    """Average per-impression metrics, leaving out the unscorable (NaN) impressions.
+
+    >>> mean_metrics(np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 0.5, 0.5, 0.5], [np.nan] * 4])).auc
+    0.5
+    """
+    scored = ~np.isnan(per_impression[:, 0])
+    n = int(scored.sum())
+    means = per_impression[scored].mean(axis=0) if n else np.full(len(METRIC_NAMES), np.nan)
+    return EvalResult(
+        auc=float(means[0]),
+        mrr=float(means[1]),
+        ndcg5=float(means[2]),
+        ndcg10=float(means[3]),
+        impressions=n,
+        skipped=int(len(per_impression) - n),
+    )
+
+
+def evaluate_flat(labels: np.ndarray, scores: np.ndarray, offsets: np.ndarray) -> EvalResult:
+    """Per-impression metrics of flat arrays, averaged.
+
+    >>> evaluate_flat(np.array([1, 0, 0, 1]), np.array([.9, .1, .8, .2]), np.array([0, 2, 4])).auc
+    0.5
+    """
+    return mean_metrics(per_impression_metrics(labels, scores, offsets))

@@ -1,0 +1,229 @@
+"""The NRAM model: an NRMS-style news recommender built from two attention layers.
+
+News encoder: word embeddings -> multi-head self-attention -> additive attention.
+User encoder: multi-head self-attention over clicked-news vectors -> additive attention.
+Click score: inner product of the user vector and the candidate news vector.
+
+Every attention module returns ``(output, weights)``; weights are ``None`` unless asked
+for, in which case the explicit (non-fused) path runs so that they can be returned.
+Masks are boolean, True where a position is real, and padding never receives attention.
+
+Shapes: B batch, L title length, H history length, C candidates, N news, E word dim,
+h heads, d head dim, D = h*d news/user dim, Q additive query dim.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax over ``dim`` where ``mask`` is False gets exactly zero weight.
+
+    A row with no valid entry (an empty title or a cold user's history) would be
+    ``softmax([-inf, ...]) = NaN``; it is given all-zero weights instead, and no NaN
+    reaches the gradient because the -inf fill is skipped on such rows.
+    """
+    has_any = mask.any(dim=dim, keepdim=True)
+    fill_mask = mask | ~has_any  # empty rows keep finite scores; their weights are zeroed below
+    weights = scores.masked_fill(~fill_mask, float("-inf")).softmax(dim=dim)
+    return weights.masked_fill(~has_any, 0.0)
+
+
+class AdditiveAttention(nn.Module):
+    """Pool a sequence into one vector: a_i = softmax_i(q . tanh(W x_i + b))."""
+
+    def __init__(self, *, input_dim: int, query_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(input_dim, query_dim)
+        self.query = nn.Parameter(torch.empty(query_dim).uniform_(-0.1, 0.1))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
+        scores = torch.tanh(self.proj(x)) @ self.query  # [B,S,D] -> [B,S]
+        weights = masked_softmax(scores, mask)  # [B,S]
+        pooled = torch.bmm(weights.unsqueeze(1), x).squeeze(1)  # [B,1,S]@[B,S,D] -> [B,D]
+        return pooled, (weights if need_weights else None)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Scaled dot-product self-attention with ``num_heads`` heads and no output projection (as NRMS)."""
+
+    def __init__(self, *, input_dim: int, num_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, head_dim
+        self.q = nn.Linear(input_dim, num_heads * head_dim)
+        self.k = nn.Linear(input_dim, num_heads * head_dim)
+        self.v = nn.Linear(input_dim, num_heads * head_dim)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        return x.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)  # [B,S,h*d] -> [B,h,S,d]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
+        q = self._split_heads(self.q(x))  # [B,S,E] -> [B,h,S,d]
+        k = self._split_heads(self.k(x))  # [B,S,E] -> [B,h,S,d]
+        v = self._split_heads(self.v(x))  # [B,S,E] -> [B,h,S,d]
+        key_mask = mask[:, None, None, :]  # [B,S] -> [B,1,1,S]
+        weights = None
+        if need_weights:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # [B,h,S,d]@[B,h,d,S] -> [B,h,S,S]
+            weights = masked_softmax(scores, key_mask.expand_as(scores))  # [B,h,S,S]
+            out = weights @ v  # [B,h,S,S]@[B,h,S,d] -> [B,h,S,d]
+        else:
+            # Fused kernel. An all-padding row may see its (zero) padding keys so that it stays
+            # finite; its output is never used, because every pooling step masks it out.
+            safe_mask = key_mask | ~mask.any(dim=-1)[:, None, None, None]  # [B,1,1,S]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask)  # [B,h,S,d]
+        batch, _, seq, _ = out.shape
+        out = out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)  # [B,h,S,d] -> [B,S,D]
+        return out, weights
+
+
+@dataclass(frozen=True)
+class EncoderAttention:
+    """The attention weights of one encoder call: self-attention per head, then additive pooling."""
+
+    self_attention: torch.Tensor  # [B,h,S,S]
+    pooling: torch.Tensor  # [B,S]
+
+
+class NewsEncoder(nn.Module):
+    """Title tokens -> news vector."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embedding = nn.Embedding(config.vocab_size, config.word_dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+        self.dropout = nn.Dropout(config.dropout)
+        self.self_attention = MultiHeadSelfAttention(
+            input_dim=config.word_dim, num_heads=config.num_heads, head_dim=config.head_dim
+        )
+        self.pooling = AdditiveAttention(input_dim=config.news_dim, query_dim=config.query_dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False):
+        """``tokens`` [N,L] int; ``mask`` [N,L] bool, by default ``tokens != 0``."""
+        if mask is None:
+            mask = tokens != 0  # [N,L]
+        words = self.dropout(self.embedding(tokens))  # [N,L] -> [N,L,E]
+        context, self_weights = self.self_attention(words, mask, need_weights)  # [N,L,E] -> [N,L,D]
+        news, word_weights = self.pooling(self.dropout(context), mask, need_weights)  # [N,L,D] -> [N,D]
+        return news, (EncoderAttention(self_weights, word_weights) if need_weights else None)
+
+
+class UserEncoder(nn.Module):
+    """Clicked-news vectors -> user vector."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self_attention = MultiHeadSelfAttention(
+            input_dim=config.news_dim, num_heads=config.num_heads, head_dim=config.head_dim
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.pooling = AdditiveAttention(input_dim=config.news_dim, query_dim=config.query_dim)
+
+    def contextualise(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
+        """Self-attention over the clicks: [B,H,D] -> [B,H,D] (the h_i that the pooling weighs)."""
+        context, weights = self.self_attention(clicked, mask, need_weights)  # [B,H,D]
+        return self.dropout(context), weights
+
+    def forward(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
+        """``clicked`` [B,H,D] news vectors, ``mask`` [B,H] bool. An empty history gives a zero vector."""
+        context, self_weights = self.contextualise(clicked, mask, need_weights)  # [B,H,D]
+        user, click_weights = self.pooling(context, mask, need_weights)  # [B,H,D] -> [B,D]
+        return user, (EncoderAttention(self_weights, click_weights) if need_weights else None)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Everything the model attended to for one user and a set of candidates (NumPy, on CPU).
+
+    ``scores[c] == contributions[c].sum()`` because the user vector is the weighted sum
+    ``u = sum_i click_weights[i] * h_i``, so ``u . n_c = sum_i click_weights[i] * (h_i . n_c)``.
+    """
+
+    history_word_weights: np.ndarray  # [H,L] additive attention over each clicked title's words
+    history_self_attention: np.ndarray  # [H,h,L,L]
+    candidate_word_weights: np.ndarray  # [C,L]
+    candidate_self_attention: np.ndarray  # [C,h,L,L]
+    click_weights: np.ndarray  # [H] additive attention of the user encoder over the clicks
+    click_self_attention: np.ndarray  # [h,H,H]
+    contributions: np.ndarray  # [C,H] per-click share of each candidate's score
+    scores: np.ndarray  # [C]
+
+
+class NRAM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.vocab_size < 2:
+            raise ValueError("ModelConfig.vocab_size must come from the data's vocabulary (>= 2)")
+        config.validate()
+        self.config = config
+        self.news_encoder = NewsEncoder(config)
+        self.user_encoder = UserEncoder(config)
+
+    def encode_news(self, titles: torch.Tensor) -> torch.Tensor:
+        """[N,L] tokens -> [N,D] news vectors."""
+        return self.news_encoder(titles)[0]
+
+    def encode_users(self, clicked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B,H,D] clicked-news vectors, [B,H] mask -> [B,D] user vectors."""
+        return self.user_encoder(clicked, mask)[0]
+
+    def forward(
+        self,
+        titles: torch.Tensor,
+        history: torch.Tensor,
+        history_mask: torch.Tensor,
+        candidates: torch.Tensor,
+    ) -> torch.Tensor:
+        """Click logits for a batch.
+
+        ``titles`` [U,L] holds the tokens of the batch's unique news, each encoded once;
+        ``history`` [B,H] and ``candidates`` [B,C] index rows of ``titles``.
+        """
+        news = self.encode_news(titles)  # [U,L] -> [U,D]
+        user = self.encode_users(news[history], history_mask)  # [B,H] -> [B,H,D] -> [B,D]
+        return (news[candidates] @ user.unsqueeze(-1)).squeeze(-1)  # [B,C,D]@[B,D,1] -> [B,C]
+
+    @torch.no_grad()
+    def explain(self, history_titles: torch.Tensor, candidate_titles: torch.Tensor) -> Explanation:
+        """Attention and score decomposition for one user (``history_titles`` [H,L]) and candidates [C,L].
+
+        Runs in eval mode (no dropout) and restores the previous mode afterwards.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            hist_vecs, hist_att = self.news_encoder(history_titles, need_weights=True)  # [H,L] -> [H,D]
+            cand_vecs, cand_att = self.news_encoder(candidate_titles, need_weights=True)  # [C,L] -> [C,D]
+            mask = torch.ones(1, hist_vecs.shape[0], dtype=torch.bool, device=hist_vecs.device)  # [1,H]
+            context, click_self = self.user_encoder.contextualise(hist_vecs.unsqueeze(0), mask, True)  # [1,H,D]
+            user, click_pool = self.user_encoder.pooling(context, mask, True)  # [1,H,D] -> [1,D]
+            per_click = cand_vecs @ context[0].T  # [C,D]@[D,H] -> [C,H]
+            contributions = per_click * click_pool[0]  # [C,H]
+            scores = cand_vecs @ user[0]  # [C,D]@[D] -> [C]
+        finally:
+            self.train(was_training)
+
+        def cpu(t: torch.Tensor) -> np.ndarray:
+            return t.detach().float().cpu().numpy()
+
+        return Explanation(
+            history_word_weights=cpu(hist_att.pooling),
+            history_self_attention=cpu(hist_att.self_attention),
+            candidate_word_weights=cpu(cand_att.pooling),
+            candidate_self_attention=cpu(cand_att.self_attention),
+            click_weights=cpu(click_pool[0]),
+            click_self_attention=cpu(click_self[0]),
+            contributions=cpu(contributions),
+            scores=cpu(scores),
+        )

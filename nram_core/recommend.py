@@ -1,0 +1,125 @@
+"""Serving a trained model over one split: rank an impression, rank the whole catalog,
+explain a score. The CLI and the app both call this; it caches the news vectors once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data.prepare import Split
+from .fileio import DataError
+from .metrics import has_both_labels, impression_metrics
+from .model import NRAM, Explanation
+from .scoring import encode_all_news, encode_histories, model_device
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Candidates in ranked order: news rows, scores, click probabilities, optional true labels."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    probabilities: np.ndarray
+    labels: np.ndarray | None = None
+    metrics: dict[str, float] | None = None  # of the impression, when it has a click and a non-click
+
+
+class Recommender:
+    def __init__(self, model: NRAM, split: Split, *, news_vectors: torch.Tensor | None = None):
+        self.model = model.eval()
+        self.split = split
+        self.news_vectors = news_vectors if news_vectors is not None else encode_all_news(model, split)
+        self._user_impressions: dict[str, np.ndarray] | None = None
+
+    # ---- users -------------------------------------------------------------------------
+    def impressions_of(self, user_id: str) -> np.ndarray:
+        """Impression numbers (row order in behaviors.tsv) of a user, oldest first."""
+        if self._user_impressions is None:
+            order = np.argsort(self.split.users, kind="stable")
+            bounds = np.searchsorted(self.split.users[order], np.arange(len(self.split.user_ids) + 1))
+            self._user_impressions = {
+                u: order[bounds[i]: bounds[i + 1]] for i, u in enumerate(self.split.user_ids)
+            }
+        found = self._user_impressions.get(user_id)
+        if found is None:
+            raise DataError(f"unknown user id {user_id!r} in {self.split.folder}")
+        times = self.split.behaviors.times[found]
+        return found[np.argsort(times, kind="stable")]
+
+    def history_of(self, user_id: str) -> np.ndarray:
+        """The user's clicked-news rows (oldest first) as of their latest impression."""
+        return self.split.history_of(int(self.impressions_of(user_id)[-1]))
+
+    # ---- scoring -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def user_vector(self, history: np.ndarray) -> torch.Tensor:
+        """[D] vector of a history given as news rows; only the latest ``history_len`` clicks count."""
+        history_len = self.model.config.history_len
+        recent = np.asarray(history, dtype=np.int64)[-history_len:]
+        rows = np.zeros((1, history_len), dtype=np.int64)
+        mask = np.zeros((1, history_len), dtype=bool)
+        rows[0, : len(recent)] = recent
+        mask[0, : len(recent)] = True
+        return encode_histories(self.model, self.news_vectors, rows, mask)[0]
+
+    @torch.inference_mode()
+    def score(self, history: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        cand = torch.as_tensor(np.asarray(candidates, dtype=np.int64), device=self.news_vectors.device)
+        return (self.news_vectors[cand] @ self.user_vector(history)).float().cpu().numpy()  # [C,D]@[D] -> [C]
+
+    def _ranked(self, rows: np.ndarray, scores: np.ndarray, labels: np.ndarray | None) -> Ranked:
+        order = np.argsort(-scores, kind="stable")
+        metrics = impression_metrics(labels, scores) if labels is not None and has_both_labels(labels) else None
+        return Ranked(rows=rows[order], scores=scores[order], probabilities=sigmoid(scores[order]),
+                      labels=None if labels is None else labels[order], metrics=metrics)
+
+    def rank_impression(self, impression: int, *, history: np.ndarray | None = None) -> Ranked:
+        """Rank one impression's candidates (with its own history unless another is given)."""
+        candidates, labels = self.split.candidates_of(impression)
+        if history is None:
+            history = self.split.history_of(impression)
+        return self._ranked(candidates, self.score(history, candidates), labels)
+
+    @torch.inference_mode()
+    def rank_catalog(self, history: np.ndarray, *, top: int = 10, category: str | None = None,
+                     exclude_history: bool = True) -> Ranked:
+        """Top news of the whole catalog for a history: one matrix-vector product over cached vectors."""
+        scores = (self.news_vectors @ self.user_vector(history)).float().cpu().numpy()  # [N,D]@[D] -> [N]
+        allowed = np.ones(len(scores), dtype=bool)
+        allowed[0] = False
+        if exclude_history:
+            allowed[np.asarray(history, dtype=np.int64)] = False
+        if category is not None:
+            if category not in self.split.news.categories:
+                raise DataError(f"unknown category {category!r}")
+            allowed &= self.split.news.category == self.split.news.categories.index(category)
+        candidates = np.flatnonzero(allowed)
+        top = min(top, len(candidates))
+        best = candidates[np.argpartition(-scores[candidates], top - 1)[:top]] if top else candidates[:0]
+        return self._ranked(best, scores[best], None)
+
+    def catalog_scores(self, history: np.ndarray) -> np.ndarray:
+        """Scores of every news (row 0 excluded) for the distribution chart."""
+        with torch.inference_mode():
+            return (self.news_vectors[1:] @ self.user_vector(history)).float().cpu().numpy()
+
+    def explain(self, history: np.ndarray, candidates: np.ndarray) -> Explanation:
+        """Attention for the latest ``history_len`` clicks of ``history`` and the given candidate rows."""
+        device = model_device(self.model)
+        recent = np.asarray(history, dtype=np.int64)[-self.model.config.history_len:]
+        tokens = self.split.news.tokens
+        return self.model.explain(torch.from_numpy(tokens[recent]).to(device),
+                                  torch.from_numpy(tokens[np.asarray(candidates, dtype=np.int64)]).to(device))
+
+    def row_of(self, news_id: str) -> int:
+        row = self.split.news.index.get(news_id)
+        if row is None:
+            raise DataError(f"unknown news id {news_id!r} in {self.split.folder}")
+        return row
+

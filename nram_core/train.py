@@ -1,0 +1,242 @@
+"""The trainer: (K+1)-way softmax over a click and K sampled non-clicks, per-epoch dev
+evaluation, atomic checkpoints, resume, early stopping. Progress leaves only through callbacks.
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint as ckpt
+from .config import ModelConfig, TrainConfig
+from .data.batching import TrainBatches
+from .data.prepare import Corpus
+from .data.text import load_glove
+from .fileio import DataError, atomic_write_text
+from .model import NRAM
+from .scoring import evaluate_split
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    epoch: int  # 1-based
+    step: int  # step within the epoch, 1-based
+    steps_in_epoch: int
+    global_step: int
+    loss: float
+    samples_per_s: float
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    epoch: int
+    train_loss: float
+    metrics: dict[str, Any] | None  # dev metrics, None without a dev split
+    seconds: float
+    improved: bool
+
+
+@dataclass
+class TrainResult:
+    epochs_done: int
+    global_step: int
+    best_epoch: int
+    metrics: dict[str, Any] | None  # dev metrics of the model in model.safetensors
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+    cancelled: bool = False
+
+
+class Callback:
+    """Override what you need. Callbacks run on the training thread; they must be quick."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+    def on_step(self, trainer: "Trainer", info: StepInfo) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", info: EpochInfo) -> None: ...
+    def on_train_end(self, trainer: "Trainer", result: TrainResult) -> None: ...
+
+
+class Trainer:
+    def __init__(self, *, model_config: ModelConfig, train_config: TrainConfig, corpus: Corpus,
+                 run_dir: str | Path | None = None, callbacks: Sequence[Callback] = (),
+                 device: str | None = None, glove: str | Path | None = None, resume: bool = False,
+                 data_info: dict[str, Any] | None = None):
+        if corpus.train is None:
+            raise DataError("training needs a train split")
+        model_config.validate()
+        train_config.validate()
+        self.model_config = model_config
+        self.train_config = train_config
+        self.corpus = corpus
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.callbacks = list(callbacks)
+        self.device = pick_device(device)
+        self.resume = resume
+        self.data_info = dict(data_info or {})
+        self._stop = threading.Event()
+        seed_everything(train_config.seed)
+        self.model = NRAM(model_config).to(self.device)
+        self.glove_coverage: float | None = None
+        if glove is not None:
+            result = load_glove(glove, corpus.vocab, dim=model_config.word_dim, seed=train_config.seed)
+            with torch.no_grad():
+                self.model.news_encoder.embedding.weight.copy_(torch.from_numpy(result.vectors))
+            self.glove_coverage = result.coverage(corpus.vocab)
+            self.data_info["glove"] = {"path": str(glove), "coverage": self.glove_coverage}
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.lr,
+                                          weight_decay=train_config.weight_decay)
+        self.batches = TrainBatches(corpus.train, batch_size=train_config.batch_size,
+                                    negatives=train_config.negatives, history_len=model_config.history_len,
+                                    seed=train_config.seed, max_impressions=train_config.max_impressions)
+        if self.batches.num_samples == 0:
+            raise DataError(f"{corpus.train.folder}: no trainable clicks (each needs a non-click in its impression)")
+
+    def request_stop(self) -> None:
+        """Ask the run to stop after the current step (thread-safe). The last finished epoch is kept."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def _emit(self, name: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, name)(self, *args)
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        workers = self.train_config.num_workers
+        return torch.utils.data.DataLoader(
+            self.batches, batch_size=None, shuffle=False, num_workers=workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+        )
+
+    def _restore(self) -> dict[str, Any]:
+        assert self.run_dir is not None
+        state = ckpt.read_state(self.run_dir)
+        if not state:
+            return {}
+        saved = ckpt.read_config(self.run_dir)
+        if saved.get("model") != ckpt.to_dict(self.model_config):
+            raise DataError(f"{self.run_dir}: --resume with a different model config than the saved run")
+        if len(self.corpus.vocab) != saved["model"]["vocab_size"]:
+            raise DataError(f"{self.run_dir}: --resume with a different vocabulary than the saved run")
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(self.run_dir / "last.safetensors")))
+        self.model.to(self.device)
+        ckpt.load_optimizer(self.optimizer, self.run_dir / "optimizer.pt", self.device)
+        return state
+
+    def _save_epoch(self, state: dict[str, Any], improved: bool) -> None:
+        if self.run_dir is None:
+            return
+        ckpt.save_weights(self.model, self.run_dir / "last.safetensors")
+        if improved:
+            ckpt.save_weights(self.model, self.run_dir / "model.safetensors")
+        ckpt.save_optimizer(self.optimizer, self.run_dir / "optimizer.pt")
+        ckpt.atomic_write_json(self.run_dir / "state.json", state)
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        if self.run_dir is None:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        previous = path.read_text(encoding="utf-8") if path.exists() else ""
+        atomic_write_text(path, previous + json.dumps(record, sort_keys=True) + "\n")
+
+    def evaluate(self) -> dict[str, Any] | None:
+        if self.corpus.dev is None:
+            return None
+        result = evaluate_split(self.model, self.corpus.dev, max_impressions=self.train_config.max_dev_impressions,
+                                batch_size=self.train_config.eval_batch_size)
+        return result.as_dict()
+
+    def fit(self) -> TrainResult:
+        cfg = self.train_config
+        state: dict[str, Any] = {"epochs_done": 0, "global_step": 0, "best_epoch": 0, "best_auc": None,
+                                 "history": []}
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.resume:
+                state = self._restore() or state
+            elif (self.run_dir / "state.json").exists():
+                raise DataError(f"{self.run_dir}: already holds a run; pass --resume or choose another --out")
+            ckpt.write_config(self.run_dir, model_config=self.model_config, train_config=cfg, data=self.data_info)
+            self.corpus.vocab.save(self.run_dir / "vocab.json")
+        self._emit("on_train_start")
+        loader = self._loader()
+        result = TrainResult(epochs_done=state["epochs_done"], global_step=state["global_step"],
+                             best_epoch=state["best_epoch"], metrics=None, history=list(state["history"]))
+        if result.history and state["best_epoch"]:
+            result.metrics = result.history[state["best_epoch"] - 1].get("metrics")
+        stale = 0
+        for epoch in range(state["epochs_done"] + 1, cfg.epochs + 1):
+            if self._stop.is_set() or (cfg.max_steps and result.global_step >= cfg.max_steps):
+                break
+            epoch_start = time.perf_counter()
+            self.batches.set_epoch(epoch)
+            self.model.train()
+            losses: list[float] = []
+            seen = 0
+            for step, batch in enumerate(loader, start=1):
+                batch = batch.to(self.device, non_blocking=True)
+                logits = self.model(batch.titles, batch.history, batch.history_mask, batch.candidates)
+                loss = F.cross_entropy(logits, batch.labels)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                losses.append(loss.item())
+                seen += len(batch.labels)
+                result.global_step += 1
+                self._emit("on_step", StepInfo(epoch=epoch, step=step, steps_in_epoch=len(self.batches),
+                                               global_step=result.global_step, loss=losses[-1],
+                                               samples_per_s=seen / max(time.perf_counter() - epoch_start, 1e-9)))
+                if self._stop.is_set() or (cfg.max_steps and result.global_step >= cfg.max_steps):
+                    break
+            if self._stop.is_set():
+                result.cancelled = True
+                break  # an unfinished epoch is not saved; the last finished one stays on disk
+            metrics = self.evaluate()
+            auc = metrics["auc"] if metrics else None
+            improved = auc is None or state["best_auc"] is None or auc > state["best_auc"]
+            if improved:
+                state["best_auc"], state["best_epoch"] = auc, epoch
+                result.best_epoch, result.metrics = epoch, metrics
+                stale = 0
+            else:
+                stale += 1
+            record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "metrics": metrics,
+                      "seconds": time.perf_counter() - epoch_start, "steps": len(losses)}
+            result.history.append(record)
+            result.epochs_done = epoch
+            state.update(epochs_done=epoch, global_step=result.global_step, history=result.history)
+            self._save_epoch(state, improved)
+            self._append_metrics({"event": "epoch", **record})
+            self._emit("on_epoch_end", EpochInfo(epoch=epoch, train_loss=record["train_loss"], metrics=metrics,
+                                                 seconds=record["seconds"], improved=improved))
+            if cfg.patience and stale >= cfg.patience:
+                result.stopped_early = True
+                break
+        if result.epochs_done and not result.cancelled:
+            self._append_metrics({"event": "final", "best_epoch": result.best_epoch, **(result.metrics or {})})
+        self._emit("on_train_end", result)
+        return result
