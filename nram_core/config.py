@@ -72,7 +72,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     # Small and quick on two CPU cores; trains on the demo corpus in about a minute.
     "demo": (
         ModelConfig(word_dim=64, num_heads=4, head_dim=16, query_dim=64, dropout=0.2,
-                    title_len=20, history_len=50),
+                    title_len=16, history_len=50),
         TrainConfig(epochs=3, batch_size=64, negatives=4, lr=1e-3),
     ),
 }

@@ -35,6 +35,7 @@ class Batch:
     history_mask: torch.Tensor  # [B,H] bool
     candidates: torch.Tensor  # [B,C] int64
     labels: torch.Tensor  # [B] int64, index of the click among the candidates
+    news_rows: torch.Tensor  # [U] int64, the split's news row behind each row of ``titles``
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         return Batch(**{k: v.to(device, non_blocking=non_blocking) for k, v in vars(self).items()})
@@ -53,6 +54,7 @@ def make_batch(split: Split, history: np.ndarray, history_mask: np.ndarray, cand
         history_mask=torch.from_numpy(history_mask),
         candidates=torch.from_numpy(inverse[split_at:].reshape(candidates.shape).astype(np.int64)),
         labels=torch.zeros(len(candidates), dtype=torch.int64),
+        news_rows=torch.from_numpy(unique.astype(np.int64)),
     )
 
 

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from nram_core import metrics
+
+
+# The formulas of MIND's evaluate.py, restated here as the reference.
+def official_dcg(y_true, y_score, k=10):
+    order = np.argsort(y_score)[::-1]
+    y_true = np.take(y_true, order[:k])
+    gains = 2**y_true - 1
+    discounts = np.log2(np.arange(len(y_true)) + 2)
+    return np.sum(gains / discounts)
+
+
+def official_ndcg(y_true, y_score, k=10):
+    return official_dcg(y_true, y_score, k) / official_dcg(y_true, y_true, k)
+
+
+def official_mrr(y_true, y_score):
+    order = np.argsort(y_score)[::-1]
+    y_true = np.take(y_true, order)
+    return np.sum(y_true / (np.arange(len(y_true)) + 1)) / np.sum(y_true)
+
+
+def test_hand_computed_impression():
+    labels = np.array([0, 1, 0, 1, 0])
+    scores = np.array([0.9, 0.8, 0.1, 0.3, 0.2])
+    # ranks: 0.9(0) 0.8(1) 0.3(1) 0.2(0) 0.1(0): clicks at ranks 2 and 3
+    m = metrics.impression_metrics(labels, scores)
+    assert m["auc"] == pytest.approx(4 / 6)  # 4 of the 6 click/non-click pairs are ordered right
+    assert m["mrr"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    ideal5 = 1 + 1 / np.log2(3)
+    assert m["ndcg@5"] == pytest.approx((1 / np.log2(3) + 1 / np.log2(4)) / ideal5)
+    assert m["ndcg@10"] == pytest.approx(m["ndcg@5"])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_matches_sklearn_and_official_formulas(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    labels = rng.integers(0, 2, n)
+    labels[0], labels[1] = 1, 0
+    # coarse scores produce ties, which sklearn averages and so must we
+    scores = rng.integers(0, 5, n).astype(float) if seed % 2 else rng.normal(size=n)
+    m = metrics.impression_metrics(labels, scores)
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert m["mrr"] == pytest.approx(official_mrr(labels, scores))
+    assert m["ndcg@5"] == pytest.approx(official_ndcg(labels, scores, 5))
+    assert m["ndcg@10"] == pytest.approx(official_ndcg(labels, scores, 10))
+
+
+def test_flat_evaluation_averages_per_impression_and_skips_single_label():
+    rng = np.random.default_rng(0)
+    groups = [rng.integers(0, 2, int(rng.integers(3, 20))) for _ in range(30)]
+    for g in groups[:25]:
+        g[0], g[1] = 1, 0
+    groups[27][:] = 1  # all clicks: unscorable
+    groups[28][:] = 0  # no click: unscorable
+    scores = [rng.normal(size=len(g)) for g in groups]
+    offsets = np.concatenate([[0], np.cumsum([len(g) for g in groups])])
+    result = metrics.evaluate_flat(np.concatenate(groups), np.concatenate(scores), offsets)
+    scorable = [(g, s) for g, s in zip(groups, scores) if 0 < g.sum() < len(g)]
+    assert result.impressions == len(scorable)
+    assert result.skipped == len(groups) - len(scorable)
+    assert result.auc == pytest.approx(np.mean([roc_auc_score(g, s) for g, s in scorable]))
+    assert result.ndcg10 == pytest.approx(np.mean([official_ndcg(g, s, 10) for g, s in scorable]))
+    assert result.mrr == pytest.approx(np.mean([official_mrr(g, s) for g, s in scorable]))
+
+
+def test_auc_rejects_single_class():
+    with pytest.raises(ValueError):
+        metrics.auc_score(np.array([1, 1]), np.array([0.1, 0.2]))
