@@ -36,8 +36,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         for f in dataclasses.fields(cls):
             if f.name == "vocab_size":  # always from the data
                 continue
-            group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=None,
-                               help=f"{cls.__name__}.{f.name} (default from preset)")
+            flag = f"--{f.name.replace('_', '-')}"
+            text = f"{cls.__name__}.{f.name} (default from preset)"
+            if isinstance(f.default, bool):
+                group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            else:
+                group.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=text)
 
 
 def _layout(args: argparse.Namespace):
@@ -134,6 +138,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_cfg = dataclasses.replace(model_cfg, vocab_size=len(corpus.vocab))
     out = Path(args.out) if args.out else nram_home() / "runs" / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     data_info = {"train": str(layout.train), "dev": str(layout.dev) if layout.dev else None, "preset": args.preset}
+    truth = Path(args.data) / "truth.json" if args.data else None
+    if truth is not None and truth.is_file():  # a generated corpus: record how to make it again
+        facts = json.loads(truth.read_text(encoding="utf-8"))
+        data_info["synthetic"] = {"scale": facts.get("scale"), "seed": facts.get("seed")}
     trainer = Trainer(model_config=model_cfg, train_config=train_cfg, corpus=corpus, run_dir=out,
                       callbacks=[_ProgressBar(not args.no_progress)], device=args.device, glove=args.glove,
                       resume=args.resume, data_info=data_info)
@@ -141,6 +149,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"glove: {trainer.glove_coverage:.1%} of the vocabulary found in {args.glove}", file=sys.stderr)
     print(f"training on {trainer.device} -> {out} ({trainer.batches.num_samples} samples/epoch)", file=sys.stderr)
     result = trainer.fit()
+    if args.slim:  # a run to ship: drop what only --resume needs
+        for name in ("last.safetensors", "optimizer.pt"):
+            (out / name).unlink(missing_ok=True)
     if result.metrics is None:
         print("no dev split: nothing to evaluate", file=sys.stderr)
         _print_json({"run": str(out), "epochs": result.epochs_done})
@@ -272,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--glove", help="word vectors in GloVe text format (dimension must equal --word-dim)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--slim", action="store_true", help="delete the resume state at the end (for shipping a model)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 

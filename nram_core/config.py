@@ -73,7 +73,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     "demo": (
         ModelConfig(word_dim=64, num_heads=4, head_dim=16, query_dim=64, dropout=0.2,
                     title_len=16, history_len=50),
-        TrainConfig(epochs=3, batch_size=64, negatives=4, lr=1e-3),
+        TrainConfig(epochs=4, batch_size=64, negatives=4, lr=3e-3),
     ),
 }
 

@@ -194,6 +194,10 @@ class NRAM(nn.Module):
         user = self.encode_users(news[history], history_mask)  # [B,H] -> [B,H,D] -> [B,D]
         return (news[candidates] @ user.unsqueeze(-1)).squeeze(-1)  # [B,C,D]@[B,D,1] -> [B,C]
 
+    def score_batch(self, batch) -> torch.Tensor:
+        """Logits [B,C] of a ``nram_core.data.batching.Batch``."""
+        return self(batch.titles, batch.history, batch.history_mask, batch.candidates)
+
     @torch.no_grad()
     def explain(self, history_titles: torch.Tensor, candidate_titles: torch.Tensor) -> Explanation:
         """Attention and score decomposition for one user (``history_titles`` [H,L]) and candidates [C,L].

@@ -80,7 +80,9 @@ class Trainer:
     def __init__(self, *, model_config: ModelConfig, train_config: TrainConfig, corpus: Corpus,
                  run_dir: str | Path | None = None, callbacks: Sequence[Callback] = (),
                  device: str | None = None, glove: str | Path | None = None, resume: bool = False,
-                 data_info: dict[str, Any] | None = None):
+                 data_info: dict[str, Any] | None = None, model: torch.nn.Module | None = None):
+        """``model`` defaults to ``NRAM(model_config)``; any module with ``score_batch(batch) -> [B,C]``
+        logits trains the same way (the baselines do)."""
         if corpus.train is None:
             raise DataError("training needs a train split")
         model_config.validate()
@@ -95,7 +97,7 @@ class Trainer:
         self.data_info = dict(data_info or {})
         self._stop = threading.Event()
         seed_everything(train_config.seed)
-        self.model = NRAM(model_config).to(self.device)
+        self.model = (model if model is not None else NRAM(model_config)).to(self.device)
         self.glove_coverage: float | None = None
         if glove is not None:
             result = load_glove(glove, corpus.vocab, dim=model_config.word_dim, seed=train_config.seed)
@@ -199,7 +201,7 @@ class Trainer:
             seen = 0
             for step, batch in enumerate(loader, start=1):
                 batch = batch.to(self.device, non_blocking=True)
-                logits = self.model(batch.titles, batch.history, batch.history_mask, batch.candidates)
+                logits = self.model.score_batch(batch)  # [B,1+K]
                 loss = F.cross_entropy(logits, batch.labels)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

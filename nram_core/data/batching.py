@@ -36,6 +36,8 @@ class Batch:
     candidates: torch.Tensor  # [B,C] int64
     labels: torch.Tensor  # [B] int64, index of the click among the candidates
     news_rows: torch.Tensor  # [U] int64, the split's news row behind each row of ``titles``
+    categories: torch.Tensor  # [U] int64 category id of each unique news (index into split.news.categories)
+    subcategories: torch.Tensor  # [U] int64
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         return Batch(**{k: v.to(device, non_blocking=non_blocking) for k, v in vars(self).items()})
@@ -55,6 +57,8 @@ def make_batch(split: Split, history: np.ndarray, history_mask: np.ndarray, cand
         candidates=torch.from_numpy(inverse[split_at:].reshape(candidates.shape).astype(np.int64)),
         labels=torch.zeros(len(candidates), dtype=torch.int64),
         news_rows=torch.from_numpy(unique.astype(np.int64)),
+        categories=torch.from_numpy(split.news.category[unique].astype(np.int64)),
+        subcategories=torch.from_numpy(split.news.subcategory[unique].astype(np.int64)),
     )
 
 
