@@ -34,7 +34,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("config fields (override the preset)")
     for cls in (ModelConfig, TrainConfig):
         for f in dataclasses.fields(cls):
-            if f.name == "vocab_size":  # always from the data
+            if f.name in ("vocab_size", "num_categories", "num_subcategories"):  # always from the data
                 continue
             flag = f"--{f.name.replace('_', '-')}"
             text = f"{cls.__name__}.{f.name} (default from preset)"
@@ -114,6 +114,7 @@ class _ProgressBar:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .data.prepare import load_corpus
     from .train import Trainer
 
@@ -123,9 +124,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_cfg = with_overrides(train_cfg, overrides)
     model_cfg.validate()
     train_cfg.validate()
+    dist_info, device = distributed.init_from_env(args.device)  # under torchrun: join the process group
+    rank0 = dist_info.is_main  # only rank 0 prints and writes
     layout = _layout(args)
-    corpus = load_corpus(layout, title_len=model_cfg.title_len, min_count=train_cfg.min_word_count,
-                         strict=args.strict, cache=not args.no_cache)
+    with distributed.main_first():  # rank 0 fills the data cache, the other ranks then read it
+        corpus = load_corpus(layout, title_len=model_cfg.title_len, min_count=train_cfg.min_word_count,
+                             strict=args.strict, cache=not args.no_cache)
     if args.resume and args.out and (Path(args.out) / "vocab.json").is_file():
         from .data.text import Vocab
 
@@ -133,22 +137,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         if saved != corpus.vocab:
             raise DataError(f"{args.out}: --resume with data whose vocabulary differs from the saved run")
     for split in (corpus.train, corpus.dev):
-        if split is not None and any(r.total_skipped or r.dropped for r in split.reports):
+        if rank0 and split is not None and any(r.total_skipped or r.dropped for r in split.reports):
             print(split.summary(), file=sys.stderr)
     model_cfg = dataclasses.replace(model_cfg, vocab_size=len(corpus.vocab))
     out = Path(args.out) if args.out else nram_home() / "runs" / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(distributed.broadcast_object(str(out)))  # every rank uses rank 0's run folder name
     data_info = {"train": str(layout.train), "dev": str(layout.dev) if layout.dev else None, "preset": args.preset}
     truth = Path(args.data) / "truth.json" if args.data else None
     if truth is not None and truth.is_file():  # a generated corpus: record how to make it again
         facts = json.loads(truth.read_text(encoding="utf-8"))
         data_info["synthetic"] = {"scale": facts.get("scale"), "seed": facts.get("seed")}
     trainer = Trainer(model_config=model_cfg, train_config=train_cfg, corpus=corpus, run_dir=out,
-                      callbacks=[_ProgressBar(not args.no_progress)], device=args.device, glove=args.glove,
+                      callbacks=[_ProgressBar(not args.no_progress)], device=device, glove=args.glove,
                       resume=args.resume, data_info=data_info)
-    if trainer.glove_coverage is not None:
+    if rank0 and trainer.glove_coverage is not None:
         print(f"glove: {trainer.glove_coverage:.1%} of the vocabulary found in {args.glove}", file=sys.stderr)
-    print(f"training on {trainer.device} -> {out} ({trainer.batches.num_samples} samples/epoch)", file=sys.stderr)
+    if rank0:
+        ranks = f", {dist_info.world_size} ranks" if dist_info.enabled else ""
+        print(f"training on {trainer.device}{ranks} -> {out} ({trainer.batches.num_samples} samples/epoch)",
+              file=sys.stderr)
     result = trainer.fit()
+    if not rank0:
+        return 0
     if args.slim:  # a run to ship: drop what only --resume needs
         for name in ("last.safetensors", "optimizer.pt"):
             (out / name).unlink(missing_ok=True)
@@ -174,6 +184,8 @@ def _load_run_and_split(args: argparse.Namespace, split_name: str = "dev"):
 
     split = load_split(split_name, folder, run.vocab, title_len=run.model_config.title_len, strict=args.strict,
                        cache=not args.no_cache)
+    if any(r.total_skipped or r.dropped for r in split.reports):
+        print(split.summary(), file=sys.stderr)
     return run, split
 
 
@@ -257,6 +269,36 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiments import run_suite
+
+    last = {"line": ""}
+
+    def progress(p) -> None:
+        if args.no_progress:
+            if p.message and p.phase in ("done", "skipped", "finished"):
+                print(f"[{p.run}/{p.runs}] {p.message}", file=sys.stderr, flush=True)
+            return
+        if p.message:
+            print(f"[{p.run}/{p.runs}] {p.model} seed {p.seed}: {p.message}", file=sys.stderr, flush=True)
+        elif p.phase == "train" and p.step % 20 == 0:
+            line = (f"[{p.run}/{p.runs}] {p.model} seed {p.seed}: epoch {p.epoch}/{p.epochs} "
+                    f"step {p.step}/{p.steps_in_epoch} loss {p.loss:.4f}")
+            if line != last["line"]:
+                print(line, file=sys.stderr, flush=True)
+                last["line"] = line
+
+    train = {"max_impressions": args.max_impressions, "max_dev_impressions": args.max_dev_impressions,
+             "batch_size": args.batch_size, "lr": args.lr}
+    layout = _layout(args)
+    folder = run_suite(suite=args.suite, layout=layout, out=args.out, preset=args.preset, epochs=args.epochs,
+                       seeds=args.seeds, train_overrides=train, device=args.device, progress=progress,
+                       strict=args.strict, cache=not args.no_cache)
+    _print_json({"suite": args.suite, "out": str(folder), "results": str(folder / "results.csv"),
+                 "report": str(folder / "results.md"), "plots": str(folder / "plots.html")})
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nram_core", description=__doc__.splitlines()[0])
@@ -286,6 +328,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slim", action="store_true", help="delete the resume state at the end (for shipping a model)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("experiment", help="train and compare a suite of models (NRAM, baselines, ablations)")
+    _add_data_args(p)
+    p.add_argument("--suite", choices=("paper", "heads", "negatives", "ablation", "all"), default="paper")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per model (default from the preset)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model")
+    p.add_argument("--out", help="suite folder (default NRAM_HOME/experiments/SUITE-PRESET-eEPOCHS-DATA); "
+                                 "rerunning with the same folder continues an interrupted suite")
+    p.add_argument("--max-impressions", type=int, default=None, help="cap on train impressions (0 = all)")
+    p.add_argument("--max-dev-impressions", type=int, default=None, help="cap on dev impressions scored (0 = all)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when present)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_experiment)
 
     for name, func, text in (("evaluate", cmd_evaluate, "dev metrics of a run; prints one JSON line"),
                              ("recommend", cmd_recommend, "top news of the catalog for a user"),
