@@ -1,0 +1,84 @@
+"""NRAM Studio: ``streamlit run app/main.py`` (optionally ``-- --data DIR``).
+
+The entry point sets up the page, makes sure the demo corpus exists, draws the shared
+sidebar (dataset, split, model, user) and runs the page chosen in the navigation.
+Pages live in ``app/views``; the glue they share lives in ``app/studio``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+
+_started = time.perf_counter()
+APP_DIR = Path(__file__).resolve().parent
+if str(APP_DIR) not in sys.path:  # streamlit adds it; AppTest and other runners may not
+    sys.path.insert(0, str(APP_DIR))
+
+import threading  # noqa: E402
+
+from studio import registry  # noqa: E402  (light: no torch)
+
+# First start: generate the demo corpus in a thread while torch and the rest are imported.
+_demo_thread = None
+if not (registry.demo_corpus_dir() / "truth.json").is_file():
+    _demo_errors: list[BaseException] = []
+
+    def _generate() -> None:
+        try:
+            registry.ensure_demo_corpus()
+        except Exception as exc:  # noqa: BLE001 - shown below
+            _demo_errors.append(exc)
+
+    _demo_thread = threading.Thread(target=_generate, name="nram-demo-corpus", daemon=True)
+    _demo_thread.start()
+
+import streamlit as st  # noqa: E402
+
+from studio import context  # noqa: E402
+
+st.set_page_config(page_title="NRAM Studio", page_icon=":material/newspaper:", layout="wide",
+                   initial_sidebar_state="expanded")
+
+# Keep the values of page widgets when the user switches pages (Streamlit forgets the
+# state of widgets that a run does not draw, unless it is re-assigned like this).
+for _key in context.PERSISTENT_KEYS:
+    if _key in st.session_state:
+        st.session_state[_key] = st.session_state[_key]
+
+if _demo_thread is not None:
+    with st.spinner("First start: generating the demo corpus (a few seconds)…"):
+        _demo_thread.join()
+    if _demo_errors:  # the app still runs on other datasets
+        st.error(f"The demo corpus could not be generated in {registry.demo_corpus_dir()}: {_demo_errors[0]}")
+
+pages = [
+    st.Page("views/overview.py", title="Overview", icon=":material/insights:", url_path="overview", default=True),
+    st.Page("views/recommendations.py", title="Recommendations", icon=":material/recommend:",
+            url_path="recommendations"),
+    st.Page("views/attention.py", title="Attention", icon=":material/visibility:", url_path="attention"),
+    st.Page("views/whatif.py", title="What-if", icon=":material/science:", url_path="what-if"),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+]
+if (APP_DIR / "views" / "experiments.py").is_file():  # the experiments page, maintained beside the core
+    pages.append(st.Page("views/experiments.py", title="Experiments", icon=":material/leaderboard:",
+                         url_path="experiments"))
+pages.append(st.Page("views/data.py", title="Data", icon=":material/folder_open:", url_path="data"))
+page = st.navigation(pages)
+st.sidebar.title(":material/newspaper: NRAM Studio")
+
+try:
+    st.session_state[context.CTX_KEY] = context.build_sidebar()
+except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
+    traceback.print_exc()
+    st.error(f"Could not prepare the dataset or model: {type(exc).__name__}: {exc}")
+    st.stop()
+
+try:
+    page.run()
+except Exception as exc:  # noqa: BLE001 - st.stop/st.rerun are BaseException and pass through
+    traceback.print_exc()
+    st.error(f"Something went wrong on this page: {type(exc).__name__}: {exc}")
+
+st.sidebar.caption(f"Server time for this view: {(time.perf_counter() - _started) * 1000:.0f} ms")

@@ -1,0 +1,169 @@
+"""Charts and the one attention colour scale used everywhere (words, heatmaps, click bars)."""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+
+# One sequential scale for every attention weight in the app: pale = ignored, dark red = attended.
+ATTENTION_SCALE = "OrRd"
+ATTENTION_STOPS = [0.0, 0.25, 0.5, 0.75, 1.0]
+UP, DOWN = "#1a7f37", "#cf222e"  # contributions: pushed the score up / pulled it down
+PLOT_CONFIG = {"displayModeBar": False}
+
+ATTENTION_LEGEND_TEXT = (
+    "Attention colour: each weight is shown relative to the largest weight in the same view "
+    "(a title's words, a heatmap, the clicks), so the darkest cell is what the model attended to most."
+)
+
+
+_LUT_SIZE = 256
+_LUT = sample_colorscale(ATTENTION_SCALE, list(np.linspace(0.0, 1.0, _LUT_SIZE)))  # sampling is slow: once
+
+
+def attention_colour(value: float) -> str:
+    """Colour of a weight already scaled to [0, 1] (the same colours plotly draws for ATTENTION_SCALE)."""
+    return _LUT[int(round(float(np.clip(value, 0.0, 1.0)) * (_LUT_SIZE - 1)))]
+
+
+def _text_colour(value: float) -> str:
+    return "#ffffff" if value > 0.6 else "#1f2328"
+
+
+def attention_legend_html() -> str:
+    colours = ", ".join(sample_colorscale(ATTENTION_SCALE, ATTENTION_STOPS))
+    return (
+        "<div style='display:flex;align-items:center;gap:.6rem;font-size:.85rem;margin:.2rem 0 .6rem 0'>"
+        "<span>low attention</span>"
+        f"<span style='display:inline-block;width:180px;height:14px;border-radius:3px;"
+        f"background:linear-gradient(to right, {colours});border:1px solid #ddd'></span>"
+        "<span>high attention</span>"
+        f"<span style='color:#57606a'>· {html.escape(ATTENTION_LEGEND_TEXT)}</span></div>"
+    )
+
+
+def topical_legend_html() -> str:
+    return ("<div style='font-size:.85rem;margin-bottom:.4rem'><span style='text-decoration:underline 2px #0550ae;"
+            "font-weight:700'>underlined</span> = a topical word of the news' subcategory in the demo "
+            "corpus' <code>truth.json</code> (what the clicks were really generated from).</div>")
+
+
+def shaded_title_html(words: list[str], weights: np.ndarray, *, topical: set[str] | None = None,
+                      prefix: str = "") -> str:
+    """A title with every word's background shaded by its (row-normalised) attention weight."""
+    weights = np.asarray(weights, dtype=float)
+    top = float(weights.max()) if len(weights) and weights.max() > 0 else 1.0
+    spans = []
+    for word, weight in zip(words, weights):
+        value = weight / top
+        style = (f"background:{attention_colour(value)};color:{_text_colour(value)};padding:1px 4px;"
+                 "border-radius:3px;margin:1px;display:inline-block")
+        if topical and word.lower() in topical:
+            style += ";text-decoration:underline 2px #0550ae;font-weight:700"
+        spans.append(f"<span title='{weight:.3f}' style='{style}'>{html.escape(word)}</span>")
+    return f"<div style='line-height:1.9'>{prefix}{''.join(spans) or '<i>(no words)</i>'}</div>"
+
+
+def _layout(fig: go.Figure, *, height: int = 320, title: str | None = None) -> go.Figure:
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), title=title)
+    return fig
+
+
+def bar(df: pd.DataFrame, x: str, y: str, *, title: str | None = None, height: int = 300,
+        colour: str = "#d7301f", tickformat: str | None = None, hover: str | None = None) -> go.Figure:
+    fig = go.Figure(go.Bar(x=df[x], y=df[y], marker_color=colour, hovertemplate=hover))
+    if tickformat:
+        fig.update_yaxes(tickformat=tickformat)
+    return _layout(fig, height=height, title=title)
+
+
+def histogram(values: np.ndarray, *, title: str | None = None, xlabel: str = "", height: int = 300,
+              vline: float | None = None, vlabel: str = "", nbins: int = 50) -> go.Figure:
+    fig = go.Figure(go.Histogram(x=values, nbinsx=nbins, marker_color="#fc8d59"))
+    fig.update_xaxes(title=xlabel)
+    fig.update_yaxes(title="count")
+    if vline is not None:
+        fig.add_vline(x=vline, line_dash="dash", line_color="#7f0000", annotation_text=vlabel)
+    return _layout(fig, height=height, title=title)
+
+
+def self_attention_heatmap(matrix: np.ndarray, words: list[str], *, title: str) -> go.Figure:
+    """Word-by-word attention: row = the word attending (query), column = the word attended to (key)."""
+    labels = [f"{i + 1}·{w}" for i, w in enumerate(words)]  # positions keep repeated words apart
+    top = float(matrix.max()) if matrix.size and matrix.max() > 0 else 1.0
+    fig = go.Figure(go.Heatmap(
+        z=matrix, x=labels, y=labels, colorscale=ATTENTION_SCALE, zmin=0.0, zmax=top,
+        colorbar=dict(title="attention"),
+        hovertemplate="%{y} → %{x}: %{z:.3f}<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed", title="query word (attends…)")
+    fig.update_xaxes(title="key word (…to)", tickangle=-45)
+    side = max(320, 26 * len(words) + 140)
+    return _layout(fig, height=min(side, 720), title=title)
+
+
+def click_attention_bar(labels: list[str], weights: np.ndarray, *, title: str) -> go.Figure:
+    weights = np.asarray(weights, dtype=float)
+    top = float(weights.max()) if len(weights) and weights.max() > 0 else 1.0
+    fig = go.Figure(go.Bar(
+        x=weights, y=labels, orientation="h",
+        marker=dict(color=weights, colorscale=ATTENTION_SCALE, cmin=0.0, cmax=top,
+                    colorbar=dict(title="attention")),
+        hovertemplate="%{y}<br>weight %{x:.3f}<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title="attention weight α over the clicks (sums to 1)")
+    return _layout(fig, height=max(260, 22 * len(labels) + 80), title=title)
+
+
+def contribution_waterfall(labels: list[str], contributions: np.ndarray, score: float, *,
+                           max_bars: int = 15) -> go.Figure:
+    """Per-click contributions α_i·(h_i·n), largest push up first, ending at the exact score."""
+    contributions = np.asarray(contributions, dtype=float)
+    order = np.argsort(-contributions, kind="stable")
+    if len(order) > max_bars:  # keep the strongest pushes and pulls, fold the middle into one bar
+        strongest = np.argsort(-np.abs(contributions), kind="stable")[:max_bars - 1]
+        keep = [i for i in order if i in set(strongest.tolist())]
+        rest = [i for i in order if i not in set(keep)]
+    else:
+        keep, rest = list(order), []
+    names = [labels[i] for i in keep]
+    values = [float(contributions[i]) for i in keep]
+    if rest:
+        names.append(f"{len(rest)} other clicks")
+        values.append(float(contributions[rest].sum()))
+        # keep the sorted look: put the folded bar where its value belongs
+        pairs = sorted(zip(names, values), key=lambda p: -p[1])
+        names, values = [p[0] for p in pairs], [p[1] for p in pairs]
+    fig = go.Figure(go.Waterfall(
+        orientation="h",
+        measure=["relative"] * len(values) + ["total"],
+        y=names + ["= score"],
+        x=values + [score],
+        increasing=dict(marker=dict(color=UP)),
+        decreasing=dict(marker=dict(color=DOWN)),
+        totals=dict(marker=dict(color="#57606a")),
+        connector=dict(line=dict(color="#bbb", width=1)),
+        hovertemplate="%{y}<br>%{x:+.4f}<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_xaxes(title="contribution to the score (running total)")
+    return _layout(fig, height=max(300, 26 * (len(values) + 1) + 90))
+
+
+def loss_curve(steps: list[int], losses: list[float]) -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=steps, y=losses, mode="lines+markers" if len(losses) < 60 else "lines",
+                             name="loss per step", line=dict(color="#fc8d59", width=1.5), marker=dict(size=5)))
+    if len(losses) >= 5:
+        window = max(5, len(losses) // 30)
+        smooth = pd.Series(losses).rolling(window, min_periods=1).mean()
+        fig.add_trace(go.Scatter(x=steps, y=smooth, mode="lines", name=f"moving mean ({window})",
+                                 line=dict(color="#b30000", width=2)))
+    fig.update_xaxes(title="step")
+    fig.update_yaxes(title="train loss")
+    fig.update_layout(legend=dict(orientation="h", y=1.12))
+    return _layout(fig, height=300)

@@ -1,0 +1,268 @@
+"""The shared sidebar (dataset, split, model, user) and the context every page reads.
+
+``build_sidebar()`` runs in main.py on every rerun, before the page; it stores a
+``Ctx`` in the session so that pages only call ``ctx()`` and ``need_*()``. Problems
+(a bad folder, a model that cannot read the data, an unknown user) are kept as
+messages and shown by the page with st.error, never as a traceback.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from nram_core.checkpoint import Run
+from nram_core.data.prepare import Split
+from nram_core.fileio import DataError
+from nram_core.recommend import Recommender
+
+from . import loaders, registry
+from .registry import DatasetEntry, ModelEntry
+
+CTX_KEY = "_nram_ctx"
+USER_OPTIONS_CAP = 2000  # users listed in the picker; any other id can still be typed
+# Widget values that must survive a page switch (Streamlit drops the state of widgets
+# that a run does not draw); main.py re-assigns them on every run.
+PERSISTENT_KEYS = ("rec_mode", "impression_choice", "catalog_top", "catalog_category", "att_candidate",
+                   "att_title", "att_head", "att_topical", "whatif_mode", "whatif_top", "train_preset",
+                   "download_size")
+
+
+@dataclass
+class Ctx:
+    datasets: list[DatasetEntry]
+    models: list[ModelEntry]
+    dataset: DatasetEntry | None = None
+    split_name: str | None = None
+    model: ModelEntry | None = None
+    run: Run | None = None
+    split: Split | None = None
+    rec: Recommender | None = None
+    fit: loaders.Fit | None = None
+    users: pd.DataFrame | None = None
+    user: str | None = None
+    impressions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    dataset_error: str | None = None
+    model_error: str | None = None
+    user_error: str | None = None
+
+    @property
+    def key(self) -> tuple:
+        """Identifies (dataset split, model) for st.cache_data."""
+        usable = self.dataset is not None and self.dataset.ok and self.split_name
+        folder = str(self.dataset.folder(self.split_name)) if usable else ""
+        model = (self.model.key, self.model.mtime_ns) if self.model else ("", 0)
+        return (folder, self.split_name or "", *model)
+
+    @property
+    def train_folder(self) -> str | None:
+        if self.dataset is None or self.dataset.layout is None or self.dataset.layout.train is None:
+            return None
+        return str(self.dataset.layout.train)
+
+    @property
+    def truth(self) -> dict:
+        path = self.dataset.truth_path if self.dataset else None
+        return loaders.read_truth(str(path)) if path else {}
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        assert self.run is not None
+        return self.run.vocab.words
+
+    def news(self) -> pd.DataFrame:
+        assert self.split is not None
+        return loaders.news_frame(self.split, self.key)
+
+
+def ctx() -> Ctx:
+    return st.session_state[CTX_KEY]
+
+
+# ---- what pages require ----------------------------------------------------------------------
+def need_split() -> Ctx:
+    c = ctx()
+    if c.dataset_error or c.split is None:
+        st.error(c.dataset_error or "No dataset selected.")
+        st.stop()
+    return c
+
+
+def need_model() -> Ctx:
+    c = need_split()
+    if c.model is None and not c.model_error:
+        st.info("No trained model yet. Train one on the **Train** page; it will appear in the model picker.")
+        st.stop()
+    if c.model_error or c.rec is None:
+        st.error(c.model_error or "The model could not be loaded.")
+        st.stop()
+    if c.fit is not None and c.fit.level == "warn":
+        st.warning(c.fit.message)
+    return c
+
+
+def need_user() -> Ctx:
+    c = need_model()
+    if c.user_error:
+        st.error(c.user_error)
+        st.stop()
+    if c.user is None:
+        st.info("Pick a user in the sidebar.")
+        st.stop()
+    return c
+
+
+def cold_user_note(c: Ctx) -> None:
+    if len(c.history) == 0:
+        st.info(f"**{c.user} is a cold user**: no clicks in the history, so the user vector is zero and every "
+                "candidate gets the same score (0, probability 0.5). The ranking below is arbitrary.")
+
+
+# ---- the sidebar -----------------------------------------------------------------------------
+def _sanitize(key: str, options: list, default) -> None:
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default
+
+
+def _pick_random_user(candidates: list[str]) -> None:
+    if candidates:
+        st.session_state["user"] = random.choice(candidates)
+
+
+def _default_user(table: pd.DataFrame) -> str | None:
+    if table.empty:
+        return None
+    good = table[(table["history"] >= 10) & (table["clicks"] > 0)]
+    return str((good if not good.empty else table).iloc[0]["user"])
+
+
+def build_sidebar() -> Ctx:
+    datasets = loaders.datasets()
+    models = registry.discover_models()
+    c = Ctx(datasets=datasets, models=models)
+    sb = st.sidebar
+
+    by_key = {d.key: d for d in datasets}
+    _sanitize("dataset", list(by_key), datasets[0].key)
+    sb.selectbox("Dataset", list(by_key), key="dataset",
+                 format_func=lambda k: by_key[k].label if by_key[k].ok else f"⚠ {by_key[k].label}",
+                 help="The built-in demo corpus, folders from NRAM_DATA_DIRS or `-- --data DIR`, "
+                      "and folders registered on the Data page.")
+    c.dataset = by_key[st.session_state["dataset"]]
+    if not c.dataset.ok:
+        c.dataset_error = f"This dataset cannot be used: {c.dataset.error}"
+    splits = c.dataset.splits()
+    if splits:
+        _sanitize("split", splits, splits[0])
+        sb.radio("Split", splits, key="split", horizontal=True,
+                 help="dev: the held-out day the model is evaluated on; train: what it learned from.")
+        c.split_name = st.session_state["split"]
+
+    model_keys = [m.key for m in models]
+    by_model = {m.key: m for m in models}
+    if model_keys:
+        _sanitize("model", model_keys, model_keys[0])
+        sb.selectbox("Model", model_keys, key="model", format_func=lambda k: by_model[k].label,
+                     help="The shipped demo model and every run under NRAM_HOME/runs.")
+        c.model = by_model[st.session_state["model"]]
+    else:
+        sb.caption("No model yet: train one on the Train page.")
+
+    _load(c)
+    _user_widgets(c, sb)
+    return c
+
+
+def _load(c: Ctx) -> None:
+    if c.dataset_error or c.split_name is None:
+        return
+    folder = str(c.dataset.folder(c.split_name))
+    if c.model is not None:
+        try:
+            c.run = loaders.get_run(c.model.key, c.model.mtime_ns)
+        except (DataError, ValueError, OSError) as exc:
+            c.model_error = f"Model {c.model.path} cannot be loaded: {exc}"
+    model_path = c.model.key if c.run is not None else None
+    mtime = c.model.mtime_ns if c.run is not None else 0
+    try:
+        c.split = loaders.get_split(c.split_name, folder, c.train_folder, model_path, mtime)
+    except (DataError, OSError) as exc:
+        c.dataset_error = f"{c.dataset.label}: {exc}"
+        return
+    if c.split.num_impressions == 0:
+        c.dataset_error = f"{folder}: no usable impressions (see the skipped rows on the Overview page)."
+        return
+    if c.run is None:
+        return
+    c.fit = loaders.vocab_fit(c.run, c.split, c.key, c.train_folder)
+    if c.fit.level == "error":
+        c.model_error = c.fit.message
+        return
+    try:
+        c.rec = loaders.get_recommender(c.split_name, folder, c.train_folder, c.model.key, c.model.mtime_ns)
+    except (DataError, ValueError, RuntimeError) as exc:
+        c.model_error = f"Model {c.model.path.name} cannot score this dataset: {exc}"
+
+
+def _user_widgets(c: Ctx, sb) -> None:
+    if c.split is None:
+        return
+    c.users = loaders.user_table(c.split, c.key)
+    sb.divider()
+    sb.markdown("**User**")
+    table = c.users
+    top = int(table["history"].max()) if len(table) else 0
+    bounds = (0, max(top, 1))
+    current = st.session_state.get("history_range")
+    if (not isinstance(current, (tuple, list)) or len(current) != 2
+            or not (bounds[0] <= current[0] <= current[1] <= bounds[1])):
+        st.session_state["history_range"] = bounds
+    lo, hi = sb.slider("History length (clicks)", bounds[0], bounds[1], key="history_range",
+                       help="Only list users whose history, as of their latest impression, has this many clicks.")
+    filtered = table[(table["history"] >= lo) & (table["history"] <= hi)]
+    ids = filtered["user"].tolist()
+    options = ids[:USER_OPTIONS_CAP]
+    scope = (c.dataset.key, c.split_name)
+    previous = st.session_state.get("_user_scope")
+    if previous != scope:  # another dataset or split: start from its default user
+        st.session_state["_user_scope"] = scope
+        if previous is not None and st.session_state.get("user") not in set(table["user"]):
+            st.session_state["user"] = None
+    if "user" not in st.session_state or st.session_state["user"] is None:
+        st.session_state["user"] = _default_user(filtered if not filtered.empty else table)
+    chosen = st.session_state.get("user")
+    if chosen is not None and chosen not in options:
+        options = [chosen] + options
+    sb.selectbox("User id", options, key="user", accept_new_options=True,
+                 placeholder="type a user id",
+                 help=f"Type to search the {len(ids):,} users that match the filter (the list shows "
+                      f"{min(len(ids), USER_OPTIONS_CAP):,}); any id can be entered.")
+    sb.button("Random user", icon=":material/casino:", on_click=_pick_random_user, args=(ids,), key="random_user",
+              disabled=not ids, width="stretch")
+    if not ids:
+        sb.warning("No user has a history length in this range.")
+    user = st.session_state.get("user")
+    if user is None:
+        return
+    user = str(user).strip()
+    c.user = user
+    row = table.index[table["user"] == user]
+    if len(row) == 0:
+        c.user_error = (f"Unknown user id {user!r}: it has no impression in the {c.split_name} split of "
+                        f"{c.dataset.label}. Pick one from the list or press Random user.")
+        sb.error(f"Unknown user id {user!r}")
+        return
+    if c.rec is not None:
+        try:
+            c.impressions = c.rec.impressions_of(user)
+            c.history = c.rec.history_of(user)
+        except DataError as exc:
+            c.user_error = str(exc)
+            return
+    info = table.loc[row[0]]
+    sb.caption(f"{int(info['history'])} clicks in history · {int(info['impressions'])} impressions")

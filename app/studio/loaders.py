@@ -1,0 +1,287 @@
+"""Cached loading: models and Recommenders with st.cache_resource, tables with st.cache_data.
+
+Every key holds the model folder plus the mtime of its weights and the split folder, so
+a retrained run or another dataset never gets a stale object. Objects that cannot be
+hashed are passed as ``_arg`` (ignored by the cache) next to the key that identifies them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from nram_core.checkpoint import Run, load_run
+from nram_core.data.prepare import Split, build_vocab, load_split
+from nram_core.data.text import UNK_ID, tokenize
+from nram_core.fileio import DataError
+from nram_core.recommend import Recommender
+
+DEFAULT_TITLE_LEN = 30  # for browsing a dataset before any model is chosen
+
+
+@st.cache_data(ttl=30, max_entries=16, show_spinner=False)
+def _datasets(stamp: tuple) -> list:
+    from . import registry
+
+    return registry.discover_datasets()
+
+
+def datasets() -> list:
+    """The picker's datasets, re-validated when a source changes (and every 30 s): validating a
+    zipped dataset reads the whole archive, far too slow for every rerun."""
+    import os
+    import sys
+
+    from nram_core.fileio import nram_home
+
+    from . import registry
+
+    try:
+        registered = registry.registry_path().stat().st_mtime_ns
+    except OSError:
+        registered = 0
+    demo_ready = (registry.demo_corpus_dir() / "truth.json").is_file()
+    stamp = (str(nram_home()), os.environ.get("NRAM_DATA_DIRS", ""), tuple(sys.argv[1:]), registered, demo_ready)
+    return _datasets(stamp)
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading model…")
+def get_run(path: str, mtime_ns: int) -> Run:
+    return load_run(path, device="cpu")
+
+
+@st.cache_resource(max_entries=6, show_spinner="Reading the dataset…")
+def get_split(split_name: str, folder: str, train_folder: str | None, model_path: str | None,
+              model_mtime: int) -> Split:
+    """The split encoded with the model's vocabulary and title length (or the data's own without a model)."""
+    if model_path is not None:
+        run = get_run(model_path, model_mtime)
+        vocab, title_len = run.vocab, run.model_config.title_len
+    else:
+        vocab = build_vocab(Path(train_folder or folder), min_count=1)
+        title_len = DEFAULT_TITLE_LEN
+    return load_split(split_name, Path(folder), vocab, title_len=title_len)
+
+
+@st.cache_resource(max_entries=6, show_spinner="Encoding every news once…")
+def get_recommender(split_name: str, folder: str, train_folder: str | None, model_path: str,
+                    model_mtime: int) -> Recommender:
+    run = get_run(model_path, model_mtime)
+    split = get_split(split_name, folder, train_folder, model_path, model_mtime)
+    return Recommender(run.model, split)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def read_truth(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+# ---- tables ---------------------------------------------------------------------------------
+@st.cache_data(max_entries=8, show_spinner=False)
+def user_table(_split: Split, key: tuple) -> pd.DataFrame:
+    """One row per user: impressions, and history length as of the latest impression."""
+    b = _split.behaviors
+    users = _split.users.astype(np.int64)
+    n_users = len(_split.user_ids)
+    hist_len = np.diff(b.history_offsets)
+    order = np.lexsort((b.times, users))  # by user, then time
+    last = np.full(n_users, -1, dtype=np.int64)
+    last[users[order]] = order  # the last write per user wins: the latest impression
+    counts = np.bincount(users, minlength=n_users)
+    clicks = np.add.reduceat(b.labels.astype(np.int64), b.candidate_offsets[:-1]) if len(b.labels) else np.zeros(0)
+    user_clicks = np.bincount(users, weights=clicks, minlength=n_users).astype(np.int64) if len(clicks) else counts * 0
+    return pd.DataFrame({
+        "user": _split.user_ids,
+        "impressions": counts,
+        "history": np.where(last >= 0, hist_len[np.maximum(last, 0)], 0),
+        "clicks": user_clicks,
+    })
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How well a model's vocabulary covers a dataset's titles."""
+
+    unk_rate: float  # share of title words that map to <unk>
+    truncated: float  # share of titles longer than the model's title_len
+    known_titles: float  # share of titles with at least one known word
+    same_vocab: bool | None  # the model's vocabulary equals the one this data's train split gives
+    level: str  # ok | warn | error
+    message: str
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def vocab_fit(_run: Run, _split: Split, key: tuple, train_folder: str | None) -> Fit:
+    tokens = _split.news.tokens[1:]
+    real = tokens > 0
+    n_words = int(real.sum())
+    unk_rate = float((tokens == UNK_ID).sum() / n_words) if n_words else 1.0
+    known_titles = float(((tokens > UNK_ID).any(axis=1)).mean()) if len(tokens) else 0.0
+    title_len = _run.model_config.title_len
+    lengths = np.fromiter((len(tokenize(t)) for t in _split.news.titles[1:]), dtype=np.int64,
+                          count=len(_split.news.titles) - 1)
+    truncated = float((lengths > title_len).mean()) if len(lengths) else 0.0
+    same = None
+    if train_folder is not None:
+        try:
+            data_vocab = build_vocab(Path(train_folder), min_count=_run.train_config.min_word_count)
+            same = data_vocab.digest == _run.vocab.digest
+        except (DataError, OSError):
+            same = None
+    problems = []
+    level = "ok"
+    if n_words == 0 or known_titles < 0.05 or unk_rate > 0.95:
+        level = "error"
+        problems.append(f"{unk_rate:.0%} of the title words of this dataset map to <unk> in the model's "
+                        f"vocabulary ({len(_run.vocab):,} words): this model was trained on other data and "
+                        "cannot read these titles. Pick another model, or train one on this dataset.")
+    else:
+        if unk_rate > 0.2:
+            level = "warn"
+            problems.append(f"{unk_rate:.0%} of the title words map to <unk>: the model's vocabulary comes "
+                            "from other data, so those words carry no meaning for it.")
+        if truncated > 0.2:
+            level = "warn"
+            problems.append(f"{truncated:.0%} of the titles are longer than the model's title length "
+                            f"({title_len} words) and are cut.")
+    if level == "ok":
+        message = "vocabulary fits" + ("" if same in (None, True) else " (built from other data)")
+    else:
+        message = " ".join(problems)
+    return Fit(unk_rate=unk_rate, truncated=truncated, known_titles=known_titles, same_vocab=same, level=level,
+               message=message)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def news_frame(_split: Split, key: tuple) -> pd.DataFrame:
+    """Titles, ids and category names by news row (row 0 is padding)."""
+    news = _split.news
+    cats = np.asarray(news.categories, dtype=object)
+    subs = np.asarray(news.subcategories, dtype=object)
+    frame = pd.DataFrame({
+        "news_id": news.ids,
+        "title": news.titles,
+        "category": cats[news.category] if len(cats) else "",
+        "subcategory": subs[news.subcategory] if len(subs) else "",
+    })
+    frame.loc[0, ["category", "subcategory"]] = ""
+    return frame
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def split_stats(_split: Split, key: tuple) -> dict:
+    """Dataset figures and the tables behind the Overview charts."""
+    news, b = _split.news, _split.behaviors
+    n_cands = np.diff(b.candidate_offsets)
+    clicks = int(b.labels.sum())
+    cat_names = np.asarray(news.categories, dtype=object)
+    by_cat = pd.Series(cat_names[news.category[1:]]).value_counts().rename_axis("category").reset_index(name="news")
+    cand_cat = cat_names[news.category[b.candidates]] if len(b.candidates) else np.zeros(0, dtype=object)
+    ctr = (pd.DataFrame({"category": cand_cat, "clicked": b.labels.astype(np.int64)})
+           .groupby("category")["clicked"].agg(["mean", "sum", "count"])
+           .rename(columns={"mean": "ctr", "sum": "clicks", "count": "shown"}).reset_index()
+           .sort_values("ctr", ascending=False))
+    stamps = pd.to_datetime(b.times, unit="s")
+    days = stamps.normalize()
+    per_day = pd.Series(1, index=days).groupby(level=0).sum().rename_axis("day").reset_index(name="impressions")
+    hours = stamps.floor("h")
+    per_hour = pd.Series(1, index=hours).groupby(level=0).sum().rename_axis("hour").reset_index(name="impressions")
+    users = user_table(_split, key)
+    reports = []
+    for r in _split.reports:
+        reports.append({"file": r.file, "rows": r.rows, "kept": r.kept, "skipped": r.total_skipped,
+                        "why": "; ".join(f"{reason}: {count} (first at line "
+                                         f"{', '.join(map(str, r.first_lines.get(reason, [])))})"
+                                         for reason, count in sorted(r.skipped.items())),
+                        "dropped": "; ".join(f"{count} {what}" for what, count in sorted(r.dropped.items()))})
+    return {
+        "news": len(news) - 1,
+        "users": len(_split.user_ids),
+        "impressions": _split.num_impressions,
+        "clicks": clicks,
+        "candidates": int(n_cands.sum()),
+        "ctr": clicks / max(1, int(n_cands.sum())),
+        "cold_users": int((users["history"] == 0).sum()),
+        "mean_history": float(users["history"].mean()) if len(users) else 0.0,
+        "by_category": by_cat,
+        "ctr_by_category": ctr,
+        "per_day": per_day,
+        "per_hour": per_hour,
+        "history_lengths": users["history"].to_numpy(),
+        "reports": pd.DataFrame(reports),
+    }
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def title_index(_split: Split, key: tuple) -> pd.Series:
+    """Lower-cased titles for the what-if search."""
+    return pd.Series(_split.news.titles).str.lower()
+
+
+def search_titles(split: Split, key: tuple, query: str, limit: int = 25) -> list[int]:
+    query = query.strip().lower()
+    if not query:
+        return []
+    titles = title_index(split, key)
+    hits = np.flatnonzero(titles.str.contains(query, regex=False).to_numpy())
+    return [int(h) for h in hits if h][:limit]
+
+
+@st.cache_resource
+def training_job():
+    """The one training job of this app process, shared by every session."""
+    from .training import TrainingJob
+
+    return TrainingJob()
+
+
+# ---- cached scoring: a rerun that only changes the view (a head, a chart) recomputes nothing ----------
+def _rows(history) -> tuple[int, ...] | None:
+    return None if history is None else tuple(int(r) for r in history)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _rank_impression(_rec: Recommender, key: tuple, impression: int, history: tuple[int, ...] | None):
+    rows = None if history is None else np.asarray(history, dtype=np.int64)
+    return _rec.rank_impression(impression, history=rows)
+
+
+def rank_impression(rec: Recommender, key: tuple, impression: int, history=None):
+    return _rank_impression(rec, key, int(impression), _rows(history))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _rank_catalog(_rec: Recommender, key: tuple, history: tuple[int, ...], top: int, category: str | None,
+                  exclude_history: bool):
+    return _rec.rank_catalog(np.asarray(history, dtype=np.int64), top=top, category=category,
+                             exclude_history=exclude_history)
+
+
+def rank_catalog(rec: Recommender, key: tuple, history, *, top: int = 10, category: str | None = None,
+                 exclude_history: bool = True):
+    return _rank_catalog(rec, key, _rows(history), int(top), category, bool(exclude_history))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _catalog_scores(_rec: Recommender, key: tuple, history: tuple[int, ...]) -> np.ndarray:
+    return _rec.catalog_scores(np.asarray(history, dtype=np.int64))
+
+
+def catalog_scores(rec: Recommender, key: tuple, history) -> np.ndarray:
+    return _catalog_scores(rec, key, _rows(history))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _explain(_rec: Recommender, key: tuple, history: tuple[int, ...], candidates: tuple[int, ...]):
+    return _rec.explain(np.asarray(history, dtype=np.int64), np.asarray(candidates, dtype=np.int64))
+
+
+def explain(rec: Recommender, key: tuple, history, candidates):
+    return _explain(rec, key, _rows(history), _rows(candidates))

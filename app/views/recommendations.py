@@ -1,0 +1,66 @@
+"""Recommendations: a user's history, then one real impression ranked, or the whole catalog."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from studio import charts, loaders, views_common as vc
+from studio.context import cold_user_note, need_user
+
+c = need_user()
+st.title("Recommendations")
+st.caption(f"User **{c.user}** · {len(c.history)} clicks · {len(c.impressions)} impressions in the "
+           f"{c.split_name} split · model {c.model.label}")
+cold_user_note(c)
+
+news = c.news()
+with st.expander(f"History: {len(c.history)} clicked news, newest first", expanded=True):
+    if len(c.history):
+        st.dataframe(vc.history_table(news, c.history), hide_index=True, width="stretch", height=260,
+                     key="rec_history")
+    else:
+        st.caption("No clicks.")
+
+if st.session_state.get("rec_mode") not in ("Impression", "Catalog"):
+    st.session_state["rec_mode"] = "Impression"
+mode = st.segmented_control("Mode", ["Impression", "Catalog"], key="rec_mode",
+                            help="Impression: rank what the user was really shown. Catalog: rank every news.")
+if mode is None:
+    mode = "Impression"
+
+if mode == "Impression":
+    imp = vc.impression_picker(c)
+    ranked = loaders.rank_impression(c.rec, c.key, imp)
+    metrics = ranked.metrics
+    cols = st.columns(4)
+    for col, (name, key) in zip(cols, (("AUC", "auc"), ("MRR", "mrr"), ("nDCG@5", "ndcg@5"), ("nDCG@10", "ndcg@10"))):
+        col.metric(name, f"{metrics[key]:.3f}" if metrics else "–")
+    if metrics is None:
+        st.info("This impression's metrics need at least one click and one non-click among its candidates.")
+    table = vc.ranked_table(news, ranked)
+    st.dataframe(table, hide_index=True, width="stretch", key="rec_ranked",
+                 column_config=vc.RANKED_COLUMNS)
+    clicked = table.loc[table["clicked"] == "✓", "rank"].tolist()
+    st.caption(f"{len(table)} candidates · true clicks at rank {', '.join(map(str, clicked)) or '–'} "
+               "(✓ marks the news the user really clicked)")
+else:
+    left, right = st.columns([1, 2])
+    if not isinstance(st.session_state.get("catalog_top"), int):
+        st.session_state["catalog_top"] = 20
+    top = left.slider("How many", 5, 100, step=5, key="catalog_top")
+    categories = ["All categories"] + list(c.split.news.categories)
+    if st.session_state.get("catalog_category") not in categories:
+        st.session_state["catalog_category"] = categories[0]
+    category = right.selectbox("Category", categories, key="catalog_category")
+    ranked = loaders.rank_catalog(c.rec, c.key, c.history, top=top,
+                                  category=None if category == categories[0] else category)
+    st.dataframe(vc.ranked_table(news, ranked), hide_index=True, width="stretch", key="rec_catalog",
+                 column_config=vc.RANKED_COLUMNS)
+    st.caption(f"Top {len(ranked.rows)} of the {len(news) - 1:,} news in the catalog; the {len(c.history)} "
+               "news already in the history are left out.")
+    scores = loaders.catalog_scores(c.rec, c.key, c.history)
+    threshold = float(ranked.scores[-1]) if len(ranked.scores) else None
+    st.subheader("Score distribution over the whole catalog")
+    st.plotly_chart(charts.histogram(scores, xlabel="score (user · news)", vline=threshold,
+                                     vlabel=f"top {len(ranked.rows)}"),
+                    config=charts.PLOT_CONFIG, key="rec_scores")

@@ -1,0 +1,191 @@
+"""Train: start a run in the background, watch it live, cancel it, compare runs."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pandas as pd
+import streamlit as st
+
+from nram_core.checkpoint import read_config, read_state
+from nram_core.config import PRESETS, preset as get_preset
+from nram_core.fileio import DataError
+
+from studio import charts, loaders, registry
+from studio.context import ctx
+from studio.training import ACTIVE, run_folder_name
+
+
+c = ctx()
+job = loaders.training_job()
+st.title("Train")
+if st.session_state.pop("_train_started", None):
+    st.toast("Training started: progress below")
+
+# ---- the form ---------------------------------------------------------------------------------
+names = sorted(PRESETS)
+if st.session_state.get("train_preset") not in names:
+    st.session_state["train_preset"] = "demo"
+preset_name = st.selectbox("Preset", names, key="train_preset",
+                           help="demo: small and quick on a CPU; paper: the NRMS paper's sizes (slow on a CPU).")
+mc, tc = get_preset(preset_name)
+dataset_ok = c.dataset is not None and c.dataset.ok and c.dataset.layout.train is not None
+st.caption(f"Trains on the dataset chosen in the sidebar: **{c.dataset.label if c.dataset else '–'}** "
+           f"(train split, evaluated on dev after every epoch). Runs are saved under `{registry.runs_dir()}`.")
+
+with st.form("train_form"):
+    p = preset_name  # widget keys per preset, so picking a preset refreshes every default
+    name = st.text_input("Run name", value="", placeholder=preset_name, key=f"tf_name_{p}")
+    a, b, d, e = st.columns(4)
+    epochs = a.number_input("Epochs", 1, 100, tc.epochs, key=f"tf_epochs_{p}")
+    batch_size = b.number_input("Batch size", 1, 4096, tc.batch_size, key=f"tf_batch_{p}")
+    negatives = d.number_input("K (negatives per click)", 1, 50, tc.negatives, key=f"tf_k_{p}")
+    lr = e.number_input("Learning rate", 1e-6, 1.0, tc.lr, step=1e-4, format="%.6f", key=f"tf_lr_{p}")
+    a, b, d, e = st.columns(4)
+    heads = a.number_input("Attention heads", 1, 64, mc.num_heads, key=f"tf_heads_{p}")
+    head_dim = b.number_input("Head dim", 1, 256, mc.head_dim, key=f"tf_headdim_{p}")
+    title_len = d.number_input("Title length (words)", 1, 100, mc.title_len, key=f"tf_title_{p}")
+    history_len = e.number_input("History length (clicks)", 1, 500, mc.history_len, key=f"tf_hist_{p}")
+    a, b, d, _ = st.columns(4)
+    max_impressions = a.number_input("Cap on train impressions (0 = all)", 0, 100_000_000, tc.max_impressions,
+                                     key=f"tf_maximp_{p}")
+    max_steps = b.number_input("Max steps (0 = no limit)", 0, 10_000_000, tc.max_steps, key=f"tf_maxsteps_{p}")
+    max_dev = d.number_input("Cap on dev impressions per evaluation (0 = all)", 0, 100_000_000,
+                             tc.max_dev_impressions, key=f"tf_maxdev_{p}")
+    submitted = st.form_submit_button("Start training", type="primary", disabled=job.busy)
+if job.busy:
+    st.caption("A run is training now; this app trains one model at a time. Cancel it below or wait for it.")
+
+if submitted:
+    model_cfg = dataclasses.replace(mc, num_heads=int(heads), head_dim=int(head_dim), title_len=int(title_len),
+                                    history_len=int(history_len))
+    train_cfg = dataclasses.replace(tc, epochs=int(epochs), batch_size=int(batch_size), negatives=int(negatives),
+                                    lr=float(lr), max_impressions=int(max_impressions), max_steps=int(max_steps),
+                                    max_dev_impressions=int(max_dev))
+    try:
+        model_cfg.validate()
+        train_cfg.validate()
+    except ValueError as exc:
+        st.error(f"Invalid setting: {exc}")
+    else:
+        if not dataset_ok:
+            st.error("Training needs a dataset with a train split. Pick one in the sidebar "
+                     + (f"({c.dataset.error})" if c.dataset and c.dataset.error else "") + ".")
+        else:
+            run_dir = run_folder_name(name, preset_name, registry.runs_dir())
+            data_info = {"train": str(c.dataset.layout.train),
+                         "dev": str(c.dataset.layout.dev) if c.dataset.layout.dev else None,
+                         "preset": preset_name, "dataset": c.dataset.label, "source": "nram-studio"}
+            problem = job.start(layout=c.dataset.layout, model_config=model_cfg, train_config=train_cfg,
+                                run_dir=run_dir, data_info=data_info, label=run_dir.name)
+            if problem:
+                st.error(problem)
+            else:
+                st.session_state["_train_started"] = run_dir.name
+                st.rerun()  # redraw the form disabled and start polling the progress
+
+
+def _use_model(path: str) -> None:
+    st.session_state["model"] = path
+
+
+# ---- live progress ------------------------------------------------------------------------------
+def _progress(polling: bool) -> None:
+    s = job.snapshot()
+    status = s["status"]
+    if status == "idle":
+        st.caption("No training has run in this app yet.")
+        return
+    st.subheader(f"Run {s['label']}")
+    elapsed = (s["finished"] or time.time()) - s["started"]
+    if status in ACTIVE:
+        total = max(1, s["total_steps"])
+        fraction = min(1.0, s["global_step"] / total)
+        text = ("loading the data…" if status == "loading" else
+                f"epoch {s['epoch']}/{s['epochs']} · step {s['global_step']}/{total} · "
+                f"{s['samples_per_s']:.0f} samples/s · {elapsed:.0f}s")
+        if status == "stopping":
+            text += " · stopping…"
+        st.progress(fraction, text=text)
+        st.button("Cancel training", key="train_cancel", on_click=job.cancel, disabled=status == "stopping",
+                  help="Stops after the current step; the last finished epoch's checkpoint is kept.")
+    elif status == "finished":
+        res = s["result"] or {}
+        metrics = res.get("metrics") or {}
+        auc = f", dev AUC {metrics['auc']:.4f}" if "auc" in metrics else ""
+        st.success(f"Finished in {elapsed:.0f}s: {res.get('epochs_done', 0)} epoch(s){auc}. "
+                   "The run is now in the model picker.")
+        st.button("Use this model", key="train_use", on_click=_use_model, args=(s["run_dir"],))
+    elif status == "cancelled":
+        if s.get("kept"):
+            st.warning(f"Cancelled after {elapsed:.0f}s. The last finished epoch's checkpoint was kept and is in "
+                       "the model picker.")
+            st.button("Use this model", key="train_use", on_click=_use_model, args=(s["run_dir"],))
+        else:
+            st.warning("Cancelled before the first epoch finished: there is no checkpoint to keep.")
+    elif status == "failed":
+        st.error(f"Training failed: {s['error']}")
+    if s["losses"]:
+        st.plotly_chart(charts.loss_curve(s["loss_steps"], s["losses"]), config=charts.PLOT_CONFIG,
+                        key="train_loss")
+    if s["epochs_log"]:
+        st.markdown("**Dev metrics per epoch**")
+        log = pd.DataFrame(s["epochs_log"]).drop(columns=["skipped_impressions"], errors="ignore")
+        st.dataframe(log.rename(columns={"train_loss": "train loss", "improved": "best so far"})
+                     .style.format(precision=4), hide_index=True, width="stretch")
+    # Once the run ends, rerun the whole app once: the model picker then lists the new run
+    # and this fragment stops polling.
+    if polling and status not in ACTIVE:
+        st.rerun(scope="app")
+
+
+running = job.busy
+st.fragment(_progress, run_every=1.0 if running else None)(running)
+
+# ---- runs table ----------------------------------------------------------------------------------
+st.header("All runs")
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def runs_table(stamp: tuple) -> pd.DataFrame:
+    rows = []
+    for folder in registry.list_run_folders():
+        try:
+            config = read_config(folder)
+            state = read_state(folder)
+        except DataError:
+            continue
+        model, train = config.get("model", {}), config.get("train", {})
+        history = state.get("history") or []
+        best = history[state["best_epoch"] - 1]["metrics"] if state.get("best_epoch") and history else {}
+        best = best or {}
+        rows.append({
+            "run": folder.name if folder != registry.demo_model_dir() else "demo model (shipped)",
+            "preset": (config.get("data") or {}).get("preset", ""),
+            "status": "finished" if (folder / "model.safetensors").is_file() else "in progress",
+            "epochs": state.get("epochs_done", 0),
+            "heads × dim": f"{model.get('num_heads')}×{model.get('head_dim')}",
+            "title/history": f"{model.get('title_len')}/{model.get('history_len')}",
+            "batch": train.get("batch_size"), "K": train.get("negatives"), "lr": train.get("lr"),
+            "train imps cap": train.get("max_impressions"),
+            "auc": best.get("auc"), "mrr": best.get("mrr"), "ndcg@5": best.get("ndcg@5"),
+            "ndcg@10": best.get("ndcg@10"),
+            "minutes": sum(h.get("seconds", 0) for h in history) / 60,
+            "folder": str(folder),
+        })
+    return pd.DataFrame(rows)
+
+
+stamp = tuple((str(p), (p / "state.json").stat().st_mtime_ns if (p / "state.json").exists() else 0)
+              for p in registry.list_run_folders())
+table = runs_table(stamp)
+if table.empty:
+    st.caption("No runs yet.")
+else:
+    st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
+                 column_config={"auc": st.column_config.NumberColumn(format="%.4f"),
+                                "mrr": st.column_config.NumberColumn(format="%.4f"),
+                                "ndcg@5": st.column_config.NumberColumn(format="%.4f"),
+                                "ndcg@10": st.column_config.NumberColumn(format="%.4f"),
+                                "minutes": st.column_config.NumberColumn(format="%.1f"),
+                                "lr": st.column_config.NumberColumn(format="%.0e")})

@@ -1,0 +1,119 @@
+"""What-if: edit the user's clicks and watch the ranking move."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from studio import loaders, views_common as vc
+from studio.context import need_user
+
+c = need_user()
+st.title("What-if")
+news = c.news()
+original = list(dict.fromkeys(int(r) for r in c.history))  # oldest first; a repeated click counts once here
+store = st.session_state.setdefault("_whatif", {})  # (dataset, split, model, user) -> {"added", "kept"}
+state = store.setdefault((*c.key, c.user), {"added": [], "kept": list(original)})
+options = original + [r for r in state["added"] if r not in original]
+
+
+def _short(title: str, width: int = 48) -> str:
+    return title if len(title) <= width else title[: width - 1] + "…"
+
+
+def _sync_selection() -> None:
+    state["kept"] = [int(r) for r in st.session_state["whatif_clicks"]]
+
+
+def _add(row: int) -> None:
+    if row not in state["added"] and row not in original:
+        state["added"].append(row)
+    if row not in state["kept"]:
+        state["kept"].append(row)
+
+
+def _reset() -> None:
+    state["added"].clear()
+    state["kept"][:] = list(original)
+
+
+kept = set(state["kept"])
+st.session_state["whatif_clicks"] = [r for r in options if r in kept]
+st.caption(f"User **{c.user}** · edit the history below; the model re-encodes the user at once. Only the latest "
+           f"{c.run.model_config.history_len} clicks are read by the model.")
+
+if not options:
+    st.info("This user has no clicks yet (a cold user): add news below to build a history.")
+st.pills("Clicks in the edited history (oldest first): click one to remove it, click it again to put it back",
+         options, selection_mode="multi", key="whatif_clicks", on_change=_sync_selection, wrap=True,
+         width="stretch",
+         format_func=lambda r: _short(news.at[r, "title"]) + (" (added)" if r not in original else ""))
+left, right, reset = st.columns([3, 3, 1], vertical_alignment="bottom")
+query = left.text_input("Find news by title to add", key="whatif_query", placeholder="e.g. quarterback")
+hits = loaders.search_titles(c.split, c.key, query) if query else []
+if query and not hits:
+    right.caption("No title contains that text.")
+if hits:
+    pick = right.selectbox("Matches", hits, key="whatif_pick",
+                           format_func=lambda r: f"{news.at[r, 'title']} [{news.at[r, 'category']}]")
+    right.button("Add as a click", key="whatif_add", on_click=_add, args=(int(pick),), type="primary")
+reset.button("Reset", on_click=_reset, key="whatif_reset", help="Back to the real history")
+
+edited = np.asarray([r for r in options if r in kept], dtype=np.int64)  # original order, added ones last
+removed = [r for r in original if r not in set(edited.tolist())]
+added = [r for r in edited.tolist() if r not in set(original)]
+st.markdown(f"**Edits:** {len(removed)} click(s) removed, {len(added)} added → {len(edited)} clicks "
+            f"(was {len(original)}).")
+if len(edited) == 0:
+    st.info("The edited history is empty: a cold user, so every candidate gets the same score.")
+
+if st.session_state.get("whatif_mode") not in ("Impression candidates", "Whole catalog"):
+    st.session_state["whatif_mode"] = "Impression candidates"
+mode = st.segmented_control("Rank", ["Impression candidates", "Whole catalog"], key="whatif_mode")
+mode = mode or "Impression candidates"
+
+
+def _change(before: int | None, after: int) -> str:
+    if before is None:
+        return "new"
+    if before == after:
+        return "="
+    return f"↑{before - after}" if before > after else f"↓{after - before}"
+
+
+if mode == "Impression candidates":
+    imp = vc.impression_picker(c)
+    base = loaders.rank_impression(c.rec, c.key, imp, history=original)
+    new = loaders.rank_impression(c.rec, c.key, imp, history=edited)
+    shown = new
+else:
+    if not isinstance(st.session_state.get("whatif_top"), int):
+        st.session_state["whatif_top"] = 20
+    top = st.slider("How many", 5, 50, step=5, key="whatif_top")
+    everything = len(news) - 1  # rank the whole catalog, so that a rank change is known for every news
+    base = loaders.rank_catalog(c.rec, c.key, original, top=everything)
+    new = loaders.rank_catalog(c.rec, c.key, edited, top=everything)
+    shown = type(new)(rows=new.rows[:top], scores=new.scores[:top], probabilities=new.probabilities[:top])
+old_rank = {int(r): i + 1 for i, r in enumerate(base.rows)}
+old_score = {int(r): float(s) for r, s in zip(base.rows, base.scores)}
+cutoff = len(shown.rows)
+table = vc.ranked_table(news, shown)
+table.insert(1, "change", [_change(old_rank.get(int(r)) if mode == "Impression candidates" or
+                                   old_rank.get(int(r), cutoff + 1) <= cutoff else None, i + 1)
+                           for i, r in enumerate(shown.rows)])
+table["score before"] = [old_score.get(int(r), np.nan) for r in shown.rows]
+moved = int((table["change"] != "=").sum())
+st.dataframe(table, hide_index=True, width="stretch", key="whatif_table",
+             column_config={**vc.RANKED_COLUMNS,
+                            "score before": st.column_config.NumberColumn("score before", format="%.4f")})
+st.caption(f"{moved} of {len(table)} positions changed. ↑n / ↓n: places gained or lost against the real history; "
+           "new: not in the top list before." if mode != "Impression candidates"
+           else f"{moved} of {len(table)} candidates changed rank against the real history (↑ gained, ↓ lost).")
+if new.metrics and base.metrics:
+    def _delta(name: str) -> str | None:
+        change = new.metrics[name] - base.metrics[name]
+        return None if abs(change) < 5e-4 else f"{change:+.3f}"
+
+    a, b = st.columns(2)
+    a.metric("AUC of the impression, edited history", f"{new.metrics['auc']:.3f}", delta=_delta("auc"))
+    b.metric("MRR, edited history", f"{new.metrics['mrr']:.3f}", delta=_delta("mrr"))

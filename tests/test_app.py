@@ -1,0 +1,568 @@
+"""NRAM Studio pages under streamlit.testing (AppTest): every page, the main interactions,
+a tiny training run, and the error messages for bad input.
+
+All tests share one temporary NRAM_HOME (the demo corpus is generated into it on the
+first run). The model is the shipped ``assets/demo_model`` when it exists; otherwise a
+small model is trained into the temporary home and offered as the shipped one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import io
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "app" / "main.py"
+SHIPPED = REPO / "assets" / "demo_model"
+TIMEOUT = 120
+CTX_KEY = "_nram_ctx"
+if str(APP.parent) not in sys.path:  # the app's helper package, as `streamlit run` sees it
+    sys.path.insert(0, str(APP.parent))
+
+
+# ---- fixtures ------------------------------------------------------------------------------------
+def _train_fixture_model(corpus_dir: Path, out: Path) -> None:
+    """A quick model on the demo corpus, for checkouts that do not ship assets/demo_model yet."""
+    from nram_core.config import preset
+    from nram_core.data.prepare import load_corpus, resolve_layout
+    from nram_core.train import Trainer
+
+    model_cfg, train_cfg = preset("demo")
+    train_cfg = dataclasses.replace(train_cfg, epochs=1, max_steps=30, max_impressions=2000,
+                                    max_dev_impressions=200)
+    corpus = load_corpus(resolve_layout(corpus_dir), title_len=model_cfg.title_len)
+    model_cfg = dataclasses.replace(model_cfg, vocab_size=len(corpus.vocab))
+    Trainer(model_config=model_cfg, train_config=train_cfg, corpus=corpus, run_dir=out,
+            data_info={"train": str(corpus_dir / "train"), "preset": "demo"}).fit()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def studio_home(tmp_path_factory):
+    """A fresh NRAM_HOME for the whole module, plus a model and an invalid NRAM_DATA_DIRS entry."""
+    home = tmp_path_factory.mktemp("nram_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NRAM_HOME", str(home))
+        mp.setenv("NRAM_DATA_DIRS", str(home / "no-such-mind-folder"))
+        mp.setenv("NRAM_MIND_BASE_URL", "http://127.0.0.1:9")  # nothing listens there: "no network"
+        mp.delenv("NRAM_DEMO_MODEL", raising=False)
+        if not (SHIPPED / "model.safetensors").is_file():
+            from studio.registry import ensure_demo_corpus
+
+            corpus, _ = ensure_demo_corpus()
+            model = tmp_path_factory.mktemp("model") / "demo_model"
+            _train_fixture_model(corpus, model)
+            mp.setenv("NRAM_DEMO_MODEL", str(model))
+        yield home
+        from studio.loaders import training_job  # never leave a training thread running
+
+        training_job().cancel()
+        training_job().join(60)
+
+
+@pytest.fixture(autouse=True)
+def isolated_nram_home(studio_home, monkeypatch):
+    """Overrides tests/conftest.py's per-test home: these tests share one app home, as one app would."""
+    monkeypatch.setenv("NRAM_HOME", str(studio_home))
+    return studio_home
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert_clean(at)
+    return at
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def ctx(at: AppTest):
+    return at.session_state[CTX_KEY]
+
+
+def all_text(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "warning", "error", "success", "title", "header", "subheader"):
+        parts.extend(str(e.value) for e in getattr(at, kind))
+    return "\n".join(parts)
+
+
+def pick_user(at: AppTest, user: str) -> AppTest:
+    at.selectbox(key="user").set_value(user).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def users_where(at: AppTest, condition) -> list[str]:
+    table = ctx(at).users
+    return table[condition(table)]["user"].tolist()
+
+
+FRAMES = {  # which table is which: st.dataframe keys are not visible to AppTest
+    "history": {"#", "title", "subcategory"},
+    "ranked": {"rank", "clicked", "score", "probability"},
+    "catalog": {"rank", "score", "probability"},
+    "whatif": {"rank", "change", "score before"},
+    "runs": {"run", "auc", "folder"},
+    "reports": {"file", "rows", "kept", "skipped"},
+}
+
+
+def frame(at: AppTest, name: str):
+    wanted = FRAMES[name]
+    for df in at.dataframe:
+        value = df.value
+        columns = set(value.columns)
+        if wanted <= columns and not (name == "catalog" and "clicked" in columns) \
+                and not (name in ("ranked", "catalog") and "change" in columns):
+            return value
+    raise AssertionError(f"no {name} table on the page")
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+# ---- every page -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("page,title", [("overview", "Overview"), ("recommendations", "Recommendations"),
+                                        ("attention", "Attention"), ("whatif", "What-if"), ("train", "Train"),
+                                        ("data", "Data")])
+def test_every_page_renders_without_error(page, title):
+    at = goto(new_app(), page)
+    assert_clean(at)
+    assert any(t.value == title for t in at.title)
+
+
+def test_experiments_page_is_in_the_navigation_when_present():
+    if not (APP.parent / "views" / "experiments.py").is_file():
+        pytest.skip("app/views/experiments.py is not in this checkout")
+    at = goto(new_app(), "experiments")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(t.value == "Experiments" for t in at.title)
+
+
+def test_first_start_uses_demo_corpus_and_shipped_model(studio_home):
+    at = new_app()
+    assert (studio_home / "demo" / "seed-0" / "truth.json").is_file()
+    assert at.selectbox(key="dataset").value == "demo"
+    c = ctx(at)
+    assert c.model is not None and c.model.source == "shipped"
+    assert at.selectbox(key="model").format_func(at.selectbox(key="model").value).startswith("Demo model")
+    # overview: figures, the four charts, the skipped-rows report and the model card
+    assert metric(at, "Users") == f"{len(c.split.user_ids):,}"
+    assert len(at.get("plotly_chart")) >= 4
+    assert "Model card" in all_text(at)
+    assert "Parameters" in [m.label for m in at.metric]
+
+
+# ---- recommendations -----------------------------------------------------------------------------------
+def test_user_history_and_ranked_impression():
+    at = goto(new_app(), "recommendations")
+    user = users_where(at, lambda t: (t["history"] >= 5) & (t["clicks"] > 0))[0]
+    pick_user(at, user)
+    assert_clean(at)
+    c = ctx(at)
+    history = frame(at, "history")
+    assert len(history) == len(c.history)
+    newest = c.split.news.titles[int(c.history[-1])]
+    assert history.iloc[0]["title"] == newest  # newest first
+    ranked = frame(at, "ranked")
+    assert list(ranked["rank"]) == list(range(1, len(ranked) + 1))
+    assert {"score", "probability", "clicked", "category"} <= set(ranked.columns)
+    assert np.all(np.diff(ranked["score"].to_numpy()) <= 1e-9)
+    imp = at.selectbox(key="impression_choice").value
+    _, labels = c.split.candidates_of(imp)
+    assert (ranked["clicked"] == "✓").sum() == int(labels.sum())
+    assert {m.label for m in at.metric} >= {"AUC", "MRR", "nDCG@5", "nDCG@10"}
+
+
+def test_switch_impression_changes_candidates():
+    at = goto(new_app(), "recommendations")
+    user = users_where(at, lambda t: (t["impressions"] >= 2) & (t["history"] > 0))[0]
+    pick_user(at, user)
+    box = at.selectbox(key="impression_choice")
+    first = frame(at, "ranked")["news_id"].tolist()
+    other = [o for o in ctx(at).impressions.tolist() if o != box.value][0]
+    box.set_value(other).run()
+    assert_clean(at)
+    second = frame(at, "ranked")["news_id"].tolist()
+    c = ctx(at)
+    expected = sorted(c.split.news.ids[r] for r in c.split.candidates_of(other)[0])
+    assert sorted(second) == expected and second != first
+
+
+def test_catalog_mode_excludes_history_and_filters_category():
+    at = goto(new_app(), "recommendations")
+    user = users_where(at, lambda t: t["history"] >= 5)[0]
+    pick_user(at, user)
+    at.segmented_control(key="rec_mode").set_value("Catalog").run()
+    assert_clean(at)
+    table = frame(at, "catalog")
+    c = ctx(at)
+    assert len(table) == 20
+    read = {c.split.news.ids[r] for r in c.history}
+    assert not read & set(table["news_id"])
+    assert at.get("plotly_chart"), "score distribution chart"
+    category = c.split.news.categories[0]
+    at.selectbox(key="catalog_category").set_value(category).run()
+    assert set(frame(at, "catalog")["category"]) == {category}
+
+
+def test_cold_user_is_explained():
+    at = new_app()
+    cold = users_where(at, lambda t: t["history"] == 0)
+    if not cold:
+        pytest.skip("no cold user in this corpus")
+    pick_user(at, cold[0])
+    goto(at, "recommendations")
+    assert_clean(at)
+    assert "cold user" in all_text(at)
+    scores = frame(at, "ranked")["score"].to_numpy()
+    assert np.allclose(scores, scores[0])
+    goto(at, "attention")
+    assert "cold user" in all_text(at)
+    goto(at, "whatif")
+    assert_clean(at)
+    assert "cold user" in all_text(at)
+
+
+def test_unknown_user_id_shows_error():
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.session_state["user"] = "U-does-not-exist"  # as if typed into the user box (accepts new options)
+    at.run()
+    assert any("Unknown user id 'U-does-not-exist'" in e.value for e in at.error)
+    goto(at, "recommendations")
+    assert not at.exception
+    assert any("Unknown user id 'U-does-not-exist'" in e.value for e in at.error)
+
+
+# ---- attention --------------------------------------------------------------------------------------------
+def test_attention_charts_and_contributions_sum_to_score():
+    at = new_app()
+    user = users_where(at, lambda t: (t["history"] >= 8) & (t["clicks"] > 0))[0]
+    pick_user(at, user)
+    goto(at, "attention")
+    assert_clean(at)
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 3  # waterfall, click attention, heatmap
+    score = float(metric(at, "Score (model)"))
+    total = float(metric(at, "Σ per-click contributions"))
+    assert abs(score - total) < 1e-4
+    # the same numbers straight from the core
+    c = ctx(at)
+    candidate = at.selectbox(key="att_candidate").value
+    exp = c.rec.explain(c.history, np.array([candidate]))
+    assert abs(float(exp.scores[0]) - score) < 1e-5
+    assert abs(float(c.rec.score(c.history, np.array([candidate]))[0]) - score) < 1e-4
+    html = "".join(m.value for m in at.markdown)
+    assert "low attention" in html and "background:" in html  # legend and shaded words
+    # another candidate, a clicked title's heatmap, one head: still consistent
+    options = at.selectbox(key="att_candidate").options
+    at.selectbox(key="att_candidate").select_index(len(options) - 1).run()
+    at.selectbox(key="att_title").select_index(1).run()
+    at.selectbox(key="att_head").select_index(1).run()
+    assert_clean(at)
+    assert abs(float(metric(at, "Score (model)")) - float(metric(at, "Σ per-click contributions"))) < 1e-4
+
+
+def test_topical_word_overlay_on_demo_corpus():
+    at = new_app()
+    user = users_where(at, lambda t: t["history"] >= 5)[0]
+    pick_user(at, user)
+    goto(at, "attention")
+    toggle = at.toggle(key="att_topical")
+    assert not toggle.disabled
+    toggle.set_value(True).run()
+    assert_clean(at)
+    html = "".join(m.value for m in at.markdown)
+    assert "truth.json" in html and "text-decoration:underline" in html
+
+
+# ---- what-if -----------------------------------------------------------------------------------------------
+def test_whatif_removing_clicks_changes_the_ranking():
+    at = new_app()
+    user = users_where(at, lambda t: (t["history"] >= 6) & (t["clicks"] > 0))[0]
+    pick_user(at, user)
+    goto(at, "whatif")
+    assert_clean(at)
+    before = frame(at, "whatif")
+    assert set(before["change"]) == {"="}
+    clicks = at.pills(key="whatif_clicks")
+    history = list(clicks.value)
+    clicks.set_value(history[-2:]).run()  # keep the two newest clicks only
+    assert_clean(at)
+    after = frame(at, "whatif")
+    assert f"{len(history) - 2} click(s) removed" in all_text(at)
+    assert not np.allclose(after["score"].to_numpy(), after["score before"].to_numpy())
+    assert (after["change"] != "=").any(), "the ranking should move"
+    # the edit survives a page switch and back
+    goto(at, "overview")
+    goto(at, "whatif")
+    assert len(at.pills(key="whatif_clicks").value) == 2
+    # add a news found by title search, then go back to the real history
+    c = ctx(at)
+    word = c.split.news.titles[int(c.split.behaviors.candidates[0])].split()[0]
+    at.text_input(key="whatif_query").input(word).run()
+    at.button(key="whatif_add").click().run()
+    assert_clean(at)
+    assert "1 added" in all_text(at)
+    at.button(key="whatif_reset").click().run()
+    assert "0 click(s) removed, 0 added" in all_text(at)
+
+
+def test_whatif_catalog_mode_marks_new_entries():
+    at = new_app()
+    user = users_where(at, lambda t: t["history"] >= 6)[0]
+    pick_user(at, user)
+    goto(at, "whatif")
+    at.segmented_control(key="whatif_mode").set_value("Whole catalog").run()
+    clicks = at.pills(key="whatif_clicks")
+    clicks.set_value(list(clicks.value)[:1]).run()
+    assert_clean(at)
+    table = frame(at, "whatif")
+    assert len(table) == 20
+    assert all(c == "=" or c == "new" or c[0] in "↑↓" for c in table["change"])
+    assert (table["change"] != "=").any()
+
+
+# ---- bad input ------------------------------------------------------------------------------------------------
+def test_bad_folders_give_clear_errors(studio_home, tmp_path):
+    at = goto(new_app(), "data")
+    # not a MIND folder
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hello")
+    at.text_input(key="register_path").input(str(tmp_path / "notes"))
+    next(b for b in at.button if b.label == "Register").click().run()
+    assert not at.exception
+    assert any("Not registered" in e.value and "notes" in e.value for e in at.error)
+    # a missing folder
+    at.text_input(key="register_path").input(str(tmp_path / "missing"))
+    next(b for b in at.button if b.label == "Register").click().run()
+    assert any("no such file or folder" in e.value for e in at.error)
+    # a relative path is refused too (no browsing relative to the server's folder)
+    at.text_input(key="register_path").input("some/relative/dir")
+    next(b for b in at.button if b.label == "Register").click().run()
+    assert any("absolute path" in e.value for e in at.error)
+    # the invalid NRAM_DATA_DIRS entry is listed, and choosing it explains itself on every page
+    bad = next(d.key for d in ctx(at).datasets if "no-such-mind-folder" in d.key)
+    assert any(o.startswith("⚠") and "no-such-mind-folder" in o for o in at.selectbox(key="dataset").options)
+    at.selectbox(key="dataset").set_value(bad).run()
+    goto(at, "overview")
+    assert not at.exception
+    assert any("cannot be used" in e.value and "no such file or folder" in e.value for e in at.error)
+    goto(at, "recommendations")
+    assert at.error and not at.exception
+
+
+def write_mind_split(folder: Path, titles: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    news = "".join(f"N{i}\tnews\tworld\t{t}\tabstract\thttps://x/{i}\t[]\t[]\n" for i, t in enumerate(titles, 1))
+    rows = []
+    for i in range(1, len(titles) - 1):
+        rows.append(f"{i}\tU{i % 3}\t11/15/2019 9:0{i % 10}:00 AM\tN{i}\tN{i + 1}-1 N{i + 2}-0\n")
+    rows.append("bad row without tabs\n")
+    (folder / "news.tsv").write_text(news, encoding="utf-8")
+    (folder / "behaviors.tsv").write_text("".join(rows), encoding="utf-8")
+
+
+def test_registered_folder_and_vocabulary_mismatch(tmp_path):
+    gibberish = [" ".join(f"zq{i}x{j}" for j in range(5)) for i in range(12)]
+    root = tmp_path / "alien"
+    write_mind_split(root / "train", gibberish)
+    write_mind_split(root / "dev", gibberish)
+    at = goto(new_app(), "data")
+    at.text_input(key="register_path").input(str(root))
+    at.text_input(key="register_name").input("Alien words")
+    next(b for b in at.button if b.label == "Register").click().run()
+    assert_clean(at)
+    assert any("Registered Alien words" in s.value for s in at.success)
+    at.button(key="data_use").click().run()
+    assert "Alien words" in at.selectbox(key="dataset").format_func(at.selectbox(key="dataset").value)
+    # the overview still works (it needs no model) and reports the skipped row
+    goto(at, "overview")
+    assert any("rows could not be used" in w.value for w in at.warning)
+    reports = frame(at, "reports")
+    assert reports["skipped"].sum() >= 1
+    # the shipped model cannot read these titles: a clear error, no traceback
+    assert any("<unk>" in e.value for e in at.error)
+    goto(at, "recommendations")
+    assert not at.exception and any("<unk>" in e.value for e in at.error)
+
+
+MIND_SAMPLE = REPO.parent / "shared" / "data" / "mind-sample"
+
+
+def test_real_mind_sample_from_data_dirs(monkeypatch):
+    """Real MIND rows (most ids unresolvable): dropped ids reported, <unk> warning, pages still work."""
+    if not (MIND_SAMPLE / "train" / "news.tsv").is_file():
+        pytest.skip(f"{MIND_SAMPLE} is not present in this checkout")
+    monkeypatch.setenv("NRAM_DATA_DIRS", str(MIND_SAMPLE.parent))  # a root holding a MIND folder
+    at = new_app()
+    key = next(d.key for d in ctx(at).datasets if d.root == MIND_SAMPLE.resolve())
+    at.selectbox(key="dataset").set_value(key).run()
+    assert not at.exception and not at.error  # the user picker moved on to a user of this dataset
+    assert any("dropped" in i.value for i in at.info)
+    assert "unresolved history ids" in " ".join(frame(at, "reports")["dropped"])
+    assert any("<unk>" in w.value for w in at.warning)  # synthetic vocabulary vs real titles
+    for page in ("recommendations", "attention", "whatif"):
+        goto(at, page)
+        assert not at.error, [e.value for e in at.error]
+
+
+def test_data_dirs_and_command_line_folders(monkeypatch, tmp_path):
+    from studio import registry
+
+    assert registry.argv_data_dirs(["app/main.py", "--data", "/a", "--other", "x", "--data", "/b"]) == ["/a", "/b"]
+    write_mind_split(tmp_path / "one" / "train", ["a b c", "d e f", "g h i", "j k l"])
+    write_mind_split(tmp_path / "one" / "dev", ["a b c", "d e f", "g h i", "j k l"])
+    monkeypatch.setenv("NRAM_DATA_DIRS", str(tmp_path))  # a root with MIND folders inside
+    monkeypatch.setattr(sys, "argv", ["app/main.py", "--data", str(tmp_path / "nothing-here")])
+    entries = registry.discover_datasets()
+    one = next(e for e in entries if e.root == (tmp_path / "one").resolve())
+    assert one.ok and one.source == "env" and one.splits() == ["dev", "train"]
+    bad = next(e for e in entries if e.source == "argv")
+    assert not bad.ok and "no such file or folder" in bad.error
+
+
+def test_download_without_network_says_so():
+    at = goto(new_app(), "data")
+    at.button(key="download_go").click().run()
+    assert not at.exception
+    assert any("Download failed" in e.value and "network" in e.value for e in at.error)
+
+
+def _mind_zip(titles: list[str]) -> bytes:
+    tmp = io.BytesIO()
+    with zipfile.ZipFile(tmp, "w") as zf:
+        zf.writestr("news.tsv", "".join(f"N{i}\tnews\tworld\t{t}\ta\thttps://x/{i}\t[]\t[]\n"
+                                        for i, t in enumerate(titles, 1)))
+        zf.writestr("behaviors.tsv", "".join(f"{i}\tU{i}\t11/15/2019 9:00:00 AM\tN{i}\tN{i + 1}-1 N{i + 2}-0\n"
+                                             for i in range(1, len(titles) - 1)))
+    return tmp.getvalue()
+
+
+def test_download_from_a_mirror_registers_the_folder(monkeypatch, studio_home):
+    payload = _mind_zip([f"title number {i} about sports" for i in range(8)])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("NRAM_MIND_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        at = goto(new_app(), "data")
+        at.button(key="download_go").click().run()
+        assert_clean(at)
+        assert any("MINDdemo is ready" in s.value for s in at.success)
+        assert (studio_home / "mind" / "demo" / "MINDdemo_train" / "news.tsv").is_file()
+        assert any("MINDdemo" in label for label in at.selectbox(key="dataset").options)
+    finally:
+        server.shutdown()
+
+
+# ---- training ------------------------------------------------------------------------------------------------
+def _fill_train_form(at: AppTest, **values) -> None:
+    for key, value in values.items():
+        widget = at.text_input(key=f"tf_{key}_demo") if key == "name" else at.number_input(key=f"tf_{key}_demo")
+        widget.set_value(value)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _wait_for(at: AppTest, done, timeout: float = 90.0) -> None:
+    from studio.loaders import training_job
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        training_job().join(0.5)
+        at.run()
+        if done(at):
+            return
+    raise AssertionError("timed out; page says: " + all_text(at)[-2000:])
+
+
+@pytest.mark.slow
+def test_training_run_finishes_and_appears_in_model_picker(studio_home):
+    at = goto(new_app(), "train")
+    models_before = len(at.selectbox(key="model").options)
+    _fill_train_form(at, name="tiny test", epochs=1, maxsteps=3, maximp=40, maxdev=40, batch=16, heads=2, headdim=8)
+    assert not at.error, [e.value for e in at.error]
+    _wait_for(at, lambda a: any("Finished" in s.value for s in a.success))
+    assert_clean(at)
+    options = at.selectbox(key="model").options
+    assert len(options) == models_before + 1
+    run_dir = next(p for p in (studio_home / "runs").iterdir() if p.name.startswith("tiny-test-"))
+    assert (run_dir / "model.safetensors").is_file() and (run_dir / "state.json").is_file()
+    assert at.get("plotly_chart"), "loss curve"
+    table = frame(at, "runs")
+    assert run_dir.name in set(table["run"])
+    # use it: the explorer pages run on the new model
+    at.button(key="train_use").click().run()
+    assert ctx(at).model.path == run_dir.resolve()
+    goto(at, "recommendations")
+    assert_clean(at)
+
+
+@pytest.mark.slow
+def test_training_cancel_and_one_run_at_a_time(studio_home):
+    from studio.loaders import training_job
+
+    at = goto(new_app(), "train")
+    _fill_train_form(at, name="to cancel", epochs=5, maxsteps=0, maximp=3000, maxdev=40, batch=8)
+    job = training_job()
+    assert job.busy
+    # one run at a time: the form is disabled, and a direct start is refused with a message
+    assert next(b for b in at.button if b.label == "Start training").disabled
+    c = ctx(at)
+    problem = job.start(layout=c.dataset.layout, model_config=c.run.model_config, train_config=c.run.train_config,
+                        run_dir=studio_home / "runs" / "second", data_info={}, label="second")
+    assert problem and "already in progress" in problem
+    deadline = time.time() + 60
+    while job.snapshot()["global_step"] < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    at.run()
+    at.button(key="train_cancel").click().run()
+    _wait_for(at, lambda a: any("Cancelled" in w.value for w in a.warning))
+    assert not job.busy
+    assert not at.exception
+    assert not any(p.name.startswith("to-cancel-") for p in (studio_home / "runs").iterdir()), \
+        "a run cancelled before its first epoch leaves nothing behind"
+
+
+def test_train_form_refuses_invalid_values():
+    at = goto(new_app(), "train")
+    box = at.number_input(key="tf_epochs_demo")
+    assert box.min == 1
+    lr = at.number_input(key="tf_lr_demo")
+    assert lr.min > 0
+    # switching the preset refreshes every field
+    at.selectbox(key="train_preset").set_value("paper").run()
+    assert at.number_input(key="tf_heads_paper").value == 15

@@ -1,0 +1,265 @@
+"""End to end: a real ``streamlit run app/main.py`` server driven by Debian's Chromium.
+
+Walks every page the way a new user would (fresh NRAM_HOME: the first start generates
+the demo corpus and loads the shipped model), checks what is visible, and saves a
+screenshot of each page to ``assets/screenshots/<page>.png`` and to the test's tmp folder.
+It also measures the cold start: from spawning the server to the Overview's figures on
+screen, written to ``<tmp>/timings.json`` and printed.
+
+Never runs ``playwright install``: it uses /usr/bin/chromium and Playwright's bundled driver.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = REPO / "assets" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WIDTH = 1440
+
+pytestmark = pytest.mark.e2e
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux), to tell the app's own cost from a busy machine's."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+def _fallback_model(home: Path, out: Path) -> None:
+    """For a checkout without assets/demo_model: a quick model on the demo corpus the app will use."""
+    import dataclasses
+
+    from nram_core.config import preset
+    from nram_core.data.prepare import load_corpus, resolve_layout
+    from nram_core.synth import generate
+    from nram_core.train import Trainer
+
+    corpus_dir = generate(home / "demo" / "seed-0", scale="demo", seed=0)
+    model_cfg, train_cfg = preset("demo")
+    train_cfg = dataclasses.replace(train_cfg, epochs=1, max_steps=30, max_impressions=2000, max_dev_impressions=200)
+    corpus = load_corpus(resolve_layout(corpus_dir), title_len=model_cfg.title_len)
+    Trainer(model_config=dataclasses.replace(model_cfg, vocab_size=len(corpus.vocab)), train_config=train_cfg,
+            corpus=corpus, run_dir=out).fit()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package to run the browser test")
+    pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+    home = tmp_path_factory.mktemp("e2e_home")
+    port = _free_port()
+    env = {**os.environ, "NRAM_HOME": str(home)}
+    for name in ("NRAM_DATA_DIRS", "NRAM_MIND_BASE_URL", "NRAM_DEMO_MODEL"):
+        env.pop(name, None)
+    if not (REPO / "assets" / "demo_model" / "model.safetensors").is_file():
+        model = tmp_path_factory.mktemp("model") / "demo_model"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("NRAM_HOME", str(home))
+            _fallback_model(home, model)
+        env["NRAM_DEMO_MODEL"] = str(model)
+    log = (home / "streamlit.log").open("w")
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_healthy(port, proc)
+        yield {"url": f"http://127.0.0.1:{port}", "home": home, "started": started, "log": home / "streamlit.log",
+               "pid": proc.pid}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def wait_idle(page, timeout: float = 60_000) -> None:
+    """Wait until the script run is over (no 'Running…' widget) and lazy elements are drawn (no skeletons)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+                           " && !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=timeout)
+    page.wait_for_timeout(300)
+
+
+def no_exception(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0, page.locator(
+        "[data-testid='stException']").first.inner_text()
+
+
+def shoot(page, name: str, tmp_dir: Path) -> None:
+    """Full-page screenshot: Streamlit scrolls inside its main area, so grow the viewport to fit."""
+    height = page.evaluate("() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
+                           " return m ? m.scrollHeight : 900; }")
+    page.set_viewport_size({"width": WIDTH, "height": int(min(max(900, height), 5000))})
+    page.wait_for_timeout(1200)  # charts resize
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = tmp_dir / f"{name}.png"
+    page.screenshot(path=str(path))
+    shutil.copyfile(path, SHOTS / f"{name}.png")
+    page.set_viewport_size({"width": WIDTH, "height": 900})
+
+
+def go(page, title: str, until: str) -> None:
+    """Open a page from the sidebar and wait for ``until``, a text near the end of that page."""
+    page.get_by_role("link", name=title).first.click()
+    page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text(until).first.wait_for(timeout=60_000)
+    wait_idle(page)
+    no_exception(page)
+
+
+def test_walk_every_page(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+    timings: dict[str, float] = {}
+
+    # ---- Overview: cold start on a fresh NRAM_HOME ------------------------------------------------------
+    page.goto(server["url"], timeout=120_000)
+    page.get_by_role("heading", name="Overview", exact=True).wait_for(timeout=120_000)
+    page.get_by_text("Model card").wait_for(timeout=120_000)
+    page.locator("[data-testid='stMetricLabel']", has_text="Impressions").first.wait_for(timeout=120_000)
+    timings["cold_start_to_overview_s"] = time.perf_counter() - server["started"]
+    timings["server_cpu_s_to_overview"] = _cpu_seconds(server["pid"])
+    timings["load_average_1min"] = os.getloadavg()[0]
+    wait_idle(page)
+    no_exception(page)
+    assert (server["home"] / "demo" / "seed-0" / "truth.json").is_file()
+    body = page.inner_text("body")
+    for text in ("News per category", "History length per user", "Impressions per day",
+                 "Click-through rate by category", "Rows skipped while reading", "Parameters"):
+        assert text in body, text
+    assert page.locator("[data-testid='stPlotlyChart']").count() >= 4
+    assert page.get_by_role("combobox", name="Model").input_value().startswith("Demo model (shipped)")
+    assert page.get_by_role("combobox", name="Dataset").input_value().startswith("Demo corpus")
+    shoot(page, "overview", tmp_path)
+
+    # ---- Recommendations --------------------------------------------------------------------------------
+    t = time.perf_counter()
+    go(page, "Recommendations", "true clicks at rank")
+    timings["recommendations_s"] = time.perf_counter() - t
+    body = page.inner_text("body")
+    assert "History:" in body and "nDCG@10" in body and "AUC" in body
+    assert page.locator("[data-testid='stDataFrame']").count() >= 2
+    shoot(page, "recommendations", tmp_path)
+    page.get_by_role("radio", name="Catalog").click()
+    page.get_by_text("Score distribution over the whole catalog").wait_for(timeout=30_000)
+    wait_idle(page)
+    no_exception(page)
+    shoot(page, "recommendations_catalog", tmp_path)
+
+    # ---- Attention ---------------------------------------------------------------------------------------
+    t = time.perf_counter()
+    go(page, "Attention", "Self-attention inside a title")
+    timings["attention_s"] = time.perf_counter() - t
+    body = page.inner_text("body")
+    assert "Σ per-click contributions" in body and "Score (model)" in body
+    assert "low attention" in body and "high attention" in body
+    assert page.locator("[data-testid='stPlotlyChart']").count() >= 3
+    values = page.locator("[data-testid='stMetricValue']").all_inner_texts()
+    assert abs(float(values[0]) - float(values[1])) < 1e-4, values  # score == sum of contributions
+    page.get_by_text("Mark the topical words of truth.json").click()
+    wait_idle(page)
+    assert page.locator("span[style*='underline']").count() > 0
+    shoot(page, "attention", tmp_path)
+
+    # ---- What-if: remove one click ---------------------------------------------------------------------
+    go(page, "What-if", "candidates changed rank")
+    assert "0 click(s) removed" in page.inner_text("body")
+    page.locator("[data-testid='stButtonGroup']").first.locator("button[data-variant]").first.click()
+    page.get_by_text("1 click(s) removed").wait_for(timeout=30_000)
+    wait_idle(page)
+    no_exception(page)
+    shoot(page, "whatif", tmp_path)
+
+    # ---- Train: a tiny run, watched live, then in the model picker ------------------------------------------
+    go(page, "Train", "All runs")
+    page.get_by_label("Run name").fill("e2e tiny")
+    page.get_by_label("Epochs").fill("1")
+    page.get_by_label("Batch size").fill("8")
+    page.get_by_label("Max steps (0 = no limit)").fill("12")
+    page.get_by_label("Cap on train impressions (0 = all)").fill("40")
+    page.get_by_label("Cap on dev impressions per evaluation (0 = all)").fill("40")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Finished in").wait_for(timeout=180_000)  # polled by the st.fragment
+    wait_idle(page)
+    no_exception(page)
+    assert any(p.name.startswith("e2e-tiny-") for p in (server["home"] / "runs").iterdir())
+    page.get_by_role("combobox", name="Model").click()
+    page.get_by_role("option", name=re.compile("e2e-tiny")).wait_for(timeout=10_000)  # in the model picker
+    page.keyboard.press("Escape")
+    shoot(page, "train", tmp_path)
+
+    # ---- Data: a bad folder is refused with a clear message -----------------------------------------------
+    go(page, "Data", "Register a folder")
+    page.get_by_label("Folder path (absolute)").fill(str(tmp_path / "not-a-mind-folder"))
+    page.get_by_role("button", name="Register", exact=True).click()
+    page.get_by_text("Not registered").wait_for(timeout=30_000)
+    wait_idle(page)
+    no_exception(page)
+    assert "no such file or folder" in page.inner_text("body")
+    shoot(page, "data", tmp_path)
+
+    # ---- an unknown user id typed into the picker ----------------------------------------------------------
+    go(page, "Recommendations", "Score distribution over the whole catalog")  # the mode chosen earlier stuck
+    user_box = page.get_by_role("combobox", name="User id")
+    user_box.click()
+    user_box.fill("U-nobody")
+    page.keyboard.press("Enter")
+    page.get_by_text("Unknown user id 'U-nobody'").first.wait_for(timeout=30_000)
+    no_exception(page)
+
+    page.close()
+    (tmp_path / "timings.json").write_text(json.dumps(timings, indent=2))
+    print("e2e timings:", json.dumps(timings))
+    assert "Traceback" not in server["log"].read_text()
