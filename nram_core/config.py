@@ -22,10 +22,19 @@ class ModelConfig:
     dropout: float = 0.2
     title_len: int = 30
     history_len: int = 50
+    # Ablations (the paper's open questions). Without self-attention the word embeddings go
+    # straight into the additive attention in both encoders, so news_dim is word_dim.
+    self_attention: bool = True
+    # Fuse category and subcategory embeddings into the news vector (additive attention over
+    # the title, category and subcategory views). The sizes come from the train split's
+    # category vocabulary, like vocab_size, and the batches must carry ids of that vocabulary.
+    use_categories: bool = False
+    num_categories: int = 0  # set from the data, never typed by hand
+    num_subcategories: int = 0  # set from the data, never typed by hand
 
     @property
     def news_dim(self) -> int:
-        return self.num_heads * self.head_dim
+        return self.num_heads * self.head_dim if self.self_attention else self.word_dim
 
     def validate(self) -> None:
         for name in ("word_dim", "num_heads", "head_dim", "query_dim", "title_len", "history_len"):
@@ -33,6 +42,9 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.use_categories and (self.num_categories < 2 or self.num_subcategories < 2):
+            raise ValueError("use_categories needs num_categories and num_subcategories from the train split's "
+                             "category vocabulary (>= 2 each)")
 
 
 @dataclass(frozen=True)
@@ -48,8 +60,10 @@ class TrainConfig:
     patience: int = 0  # early stopping on dev AUC; 0 disables it
     max_impressions: int = 0  # cap on train impressions; 0 uses all
     max_dev_impressions: int = 0  # cap on dev impressions evaluated per epoch; 0 uses all
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes building batches; 0 builds them in the loop
     eval_batch_size: int = 1024
+    amp: bool = True  # on CUDA: bf16 autocast and TF32 matmuls (no effect on CPU)
+    compile: bool = False  # wrap the training step in torch.compile
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "negatives", "min_word_count", "eval_batch_size"):

@@ -90,12 +90,13 @@ class MultiHeadSelfAttention(nn.Module):
 class EncoderAttention:
     """The attention weights of one encoder call: self-attention per head, then additive pooling."""
 
-    self_attention: torch.Tensor  # [B,h,S,S]
+    self_attention: torch.Tensor | None  # [B,h,S,S]; None when the model has no self-attention
     pooling: torch.Tensor  # [B,S]
+    views: torch.Tensor | None = None  # [B,3] title/category/subcategory weights (use_categories only)
 
 
 class NewsEncoder(nn.Module):
-    """Title tokens -> news vector."""
+    """Title tokens (and, with ``use_categories``, category ids) -> news vector."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -106,17 +107,37 @@ class NewsEncoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.self_attention = MultiHeadSelfAttention(
             input_dim=config.word_dim, num_heads=config.num_heads, head_dim=config.head_dim
-        )
+        ) if config.self_attention else None
         self.pooling = AdditiveAttention(input_dim=config.news_dim, query_dim=config.query_dim)
+        self.use_categories = config.use_categories
+        if config.use_categories:  # id 0 is the unknown category: a zero vector that the view pooling masks out
+            self.category_embedding = nn.Embedding(config.num_categories, config.news_dim, padding_idx=0)
+            self.subcategory_embedding = nn.Embedding(config.num_subcategories, config.news_dim, padding_idx=0)
+            self.view_pooling = AdditiveAttention(input_dim=config.news_dim, query_dim=config.query_dim)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False):
-        """``tokens`` [N,L] int; ``mask`` [N,L] bool, by default ``tokens != 0``."""
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False,
+                categories: torch.Tensor | None = None, subcategories: torch.Tensor | None = None):
+        """``tokens`` [N,L] int; ``mask`` [N,L] bool, by default ``tokens != 0``; ``categories`` and
+        ``subcategories`` [N] ids of the train split's category vocabulary (``use_categories`` only)."""
         if mask is None:
             mask = tokens != 0  # [N,L]
         words = self.dropout(self.embedding(tokens))  # [N,L] -> [N,L,E]
-        context, self_weights = self.self_attention(words, mask, need_weights)  # [N,L,E] -> [N,L,D]
-        news, word_weights = self.pooling(self.dropout(context), mask, need_weights)  # [N,L,D] -> [N,D]
-        return news, (EncoderAttention(self_weights, word_weights) if need_weights else None)
+        if self.self_attention is not None:
+            context, self_weights = self.self_attention(words, mask, need_weights)  # [N,L,E] -> [N,L,D]
+            context = self.dropout(context)
+        else:
+            context, self_weights = words, None  # D == E
+        news, word_weights = self.pooling(context, mask, need_weights)  # [N,L,D] -> [N,D]
+        view_weights = None
+        if self.use_categories:
+            if categories is None or subcategories is None:
+                raise ValueError("this model fuses categories: pass the news' category and subcategory ids")
+            views = torch.stack([news, self.category_embedding(categories),
+                                 self.subcategory_embedding(subcategories)], dim=1)  # 3 x [N,D] -> [N,3,D]
+            view_mask = torch.stack([torch.ones_like(categories, dtype=torch.bool), categories != 0,
+                                     subcategories != 0], dim=1)  # [N,3]
+            news, view_weights = self.view_pooling(views, view_mask, need_weights)  # [N,3,D] -> [N,D]
+        return news, (EncoderAttention(self_weights, word_weights, view_weights) if need_weights else None)
 
 
 class UserEncoder(nn.Module):
@@ -126,12 +147,15 @@ class UserEncoder(nn.Module):
         super().__init__()
         self.self_attention = MultiHeadSelfAttention(
             input_dim=config.news_dim, num_heads=config.num_heads, head_dim=config.head_dim
-        )
+        ) if config.self_attention else None
         self.dropout = nn.Dropout(config.dropout)
         self.pooling = AdditiveAttention(input_dim=config.news_dim, query_dim=config.query_dim)
 
     def contextualise(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
-        """Self-attention over the clicks: [B,H,D] -> [B,H,D] (the h_i that the pooling weighs)."""
+        """Self-attention over the clicks: [B,H,D] -> [B,H,D] (the h_i that the pooling weighs).
+        Without self-attention the clicked-news vectors themselves are the h_i (weights None)."""
+        if self.self_attention is None:
+            return clicked, None
         context, weights = self.self_attention(clicked, mask, need_weights)  # [B,H,D]
         return self.dropout(context), weights
 
@@ -170,9 +194,10 @@ class NRAM(nn.Module):
         self.news_encoder = NewsEncoder(config)
         self.user_encoder = UserEncoder(config)
 
-    def encode_news(self, titles: torch.Tensor) -> torch.Tensor:
-        """[N,L] tokens -> [N,D] news vectors."""
-        return self.news_encoder(titles)[0]
+    def encode_news(self, titles: torch.Tensor, categories: torch.Tensor | None = None,
+                    subcategories: torch.Tensor | None = None) -> torch.Tensor:
+        """[N,L] tokens (plus [N] category ids when ``use_categories``) -> [N,D] news vectors."""
+        return self.news_encoder(titles, categories=categories, subcategories=subcategories)[0]
 
     def encode_users(self, clicked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B,H,D] clicked-news vectors, [B,H] mask -> [B,D] user vectors."""
@@ -184,18 +209,26 @@ class NRAM(nn.Module):
         history: torch.Tensor,
         history_mask: torch.Tensor,
         candidates: torch.Tensor,
+        categories: torch.Tensor | None = None,
+        subcategories: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Click logits for a batch.
 
         ``titles`` [U,L] holds the tokens of the batch's unique news, each encoded once;
-        ``history`` [B,H] and ``candidates`` [B,C] index rows of ``titles``.
+        ``history`` [B,H] and ``candidates`` [B,C] index rows of ``titles``; ``categories`` and
+        ``subcategories`` [U] are needed only with ``use_categories``.
         """
-        news = self.encode_news(titles)  # [U,L] -> [U,D]
+        news = self.encode_news(titles, categories, subcategories)  # [U,L] -> [U,D]
         user = self.encode_users(news[history], history_mask)  # [B,H] -> [B,H,D] -> [B,D]
         return (news[candidates] @ user.unsqueeze(-1)).squeeze(-1)  # [B,C,D]@[B,D,1] -> [B,C]
 
     def score_batch(self, batch) -> torch.Tensor:
-        """Logits [B,C] of a ``nram_core.data.batching.Batch``."""
+        """Logits [B,C] of a ``nram_core.data.batching.Batch``. With ``use_categories`` the batch's
+        category ids must be those of the train split's category vocabulary (see
+        ``nram_core.data.prepare.align_categories``), not the per-split ids."""
+        if self.config.use_categories:
+            return self(batch.titles, batch.history, batch.history_mask, batch.candidates,
+                        batch.categories, batch.subcategories)
         return self(batch.titles, batch.history, batch.history_mask, batch.candidates)
 
     @torch.no_grad()
@@ -218,7 +251,9 @@ class NRAM(nn.Module):
         finally:
             self.train(was_training)
 
-        def cpu(t: torch.Tensor) -> np.ndarray:
+        def cpu(t: torch.Tensor | None) -> np.ndarray:
+            if t is None:  # a model without self-attention has no self-attention weights
+                return np.zeros((0,), dtype=np.float32)
             return t.detach().float().cpu().numpy()
 
         return Explanation(

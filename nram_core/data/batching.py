@@ -38,12 +38,16 @@ class Batch:
     news_rows: torch.Tensor  # [U] int64, the split's news row behind each row of ``titles``
     categories: torch.Tensor  # [U] int64 category id of each unique news (index into split.news.categories)
     subcategories: torch.Tensor  # [U] int64
+    # [U,L] int64 entity id per title token (0: none), when the split carries ``news.entities``
+    # (see nram_core.data.entities); None otherwise.
+    entities: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        return Batch(**{k: v.to(device, non_blocking=non_blocking) for k, v in vars(self).items()})
+        return Batch(**{k: (v.to(device, non_blocking=non_blocking) if v is not None else None)
+                        for k, v in vars(self).items()})
 
     def pin_memory(self) -> "Batch":
-        return Batch(**{k: v.pin_memory() for k, v in vars(self).items()})
+        return Batch(**{k: (v.pin_memory() if v is not None else None) for k, v in vars(self).items()})
 
 
 def make_batch(split: Split, history: np.ndarray, history_mask: np.ndarray, candidates: np.ndarray) -> Batch:
@@ -59,6 +63,8 @@ def make_batch(split: Split, history: np.ndarray, history_mask: np.ndarray, cand
         news_rows=torch.from_numpy(unique.astype(np.int64)),
         categories=torch.from_numpy(split.news.category[unique].astype(np.int64)),
         subcategories=torch.from_numpy(split.news.subcategory[unique].astype(np.int64)),
+        entities=(torch.from_numpy(split.news.entities[unique].astype(np.int64))
+                  if split.news.entities is not None else None),
     )
 
 

@@ -131,6 +131,9 @@ class News:
     category: np.ndarray  # [N+1] int32 into categories
     subcategory: np.ndarray  # [N+1] int32 into subcategories
     tokens: np.ndarray  # [N+1, title_len] int32
+    # [N+1, title_len] int32 entity id per title token, set by nram_core.data.entities.with_entities
+    # (never cached: it depends on the run's entity vocabulary); None until then.
+    entities: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -289,3 +292,57 @@ def load_corpus(layout: Layout, *, title_len: int, min_count: int = 1, vocab: Vo
         if name in splits and folder is not None:
             loaded[name] = load_split(name, folder, vocab, title_len=title_len, strict=strict, cache=cache)
     return Corpus(vocab=vocab, train=loaded.get("train"), dev=loaded.get("dev"))
+
+
+# ---- the train-derived category vocabulary --------------------------------------------------
+UNKNOWN_CATEGORY = "<unk>"
+
+
+@dataclass(frozen=True)
+class CategoryVocab:
+    """Category and subcategory names of the train split; id 0 is unknown.
+
+    ``Split.news.categories`` is sorted per split, so the same id means different categories
+    in train and dev. A model that reads category ids is trained and evaluated on splits
+    remapped through this vocabulary (``align_categories``), which is saved with the run.
+    """
+
+    categories: tuple[str, ...]  # [0] == UNKNOWN_CATEGORY
+    subcategories: tuple[str, ...]
+
+    @classmethod
+    def from_split(cls, split: Split) -> "CategoryVocab":
+        return cls((UNKNOWN_CATEGORY, *split.news.categories), (UNKNOWN_CATEGORY, *split.news.subcategories))
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps({"categories": list(self.categories),
+                                            "subcategories": list(self.subcategories)}, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CategoryVocab":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(tuple(data["categories"]), tuple(data["subcategories"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: not a category vocabulary ({exc})") from exc
+
+
+def align_categories(split: Split, vocab: CategoryVocab) -> Split:
+    """A copy of ``split`` whose ``news.category``/``subcategory`` (and the name lists) are those of
+    ``vocab``: names the vocabulary lacks map to 0 (unknown). The padding news keeps 0."""
+    import dataclasses
+
+    def remap(ids: np.ndarray, names: list[str], known: tuple[str, ...]) -> np.ndarray:
+        index = {name: i for i, name in enumerate(known) if i}
+        table = np.asarray([index.get(name, 0) for name in names] or [0], dtype=np.int32)
+        out = table[ids] if len(names) else np.zeros_like(ids)
+        out[0] = 0  # row 0 is the padding news
+        return out
+
+    news = dataclasses.replace(
+        split.news,
+        categories=list(vocab.categories), subcategories=list(vocab.subcategories),
+        category=remap(split.news.category, split.news.categories, vocab.categories),
+        subcategory=remap(split.news.subcategory, split.news.subcategories, vocab.subcategories),
+    )
+    return dataclasses.replace(split, news=news)
