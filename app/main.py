@@ -60,11 +60,9 @@ pages = [
     st.Page("views/attention.py", title="Attention", icon=":material/visibility:", url_path="attention"),
     st.Page("views/whatif.py", title="What-if", icon=":material/science:", url_path="what-if"),
     st.Page("views/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("views/experiments.py", title="Experiments", icon=":material/leaderboard:", url_path="experiments"),
+    st.Page("views/data.py", title="Data", icon=":material/folder_open:", url_path="data"),
 ]
-if (APP_DIR / "views" / "experiments.py").is_file():  # the experiments page, maintained beside the core
-    pages.append(st.Page("views/experiments.py", title="Experiments", icon=":material/leaderboard:",
-                         url_path="experiments"))
-pages.append(st.Page("views/data.py", title="Data", icon=":material/folder_open:", url_path="data"))
 page = st.navigation(pages)
 st.sidebar.title(":material/newspaper: NRAM Studio")
 
