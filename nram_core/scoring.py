@@ -1,7 +1,19 @@
-"""Fast scoring, the ``run_fast_eval`` way: encode every news once, every user once per
-impression, then take dot products. Used by evaluation, prediction, recommendation and the app.
+"""Fast scoring, the ``run_fast_eval`` way: encode every news once, every distinct user history
+once, then take dot products. Used by evaluation, prediction, recommendation and the app.
+
+Fast paths (each exact up to float rounding, checked by tests/test_fastpath.py):
+* news are encoded once per split, in large batches sorted by title length, each batch cut
+  to its longest title (``trim_titles``): padding columns cost attention work but never
+  change a vector, because padding is masked out everywhere;
+* impressions that share a history (a MIND user's history is fixed) share one user vector;
+* candidate scores are row-wise dot products of gathered vectors, in bounded chunks, so a
+  70k-impression dev split never materialises gigabytes at once;
+* on CUDA, ``amp=True`` runs the encoders under bf16 autocast; vectors are returned in fp32.
 """
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -11,32 +23,72 @@ from .data.prepare import Split
 from .metrics import EvalResult, evaluate_flat
 from .model import NRAM
 
+SCORE_CHUNK = 1 << 16  # candidates scored per step: bounds the [chunk,D] temporaries
+
 
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+@contextlib.contextmanager
+def autocast_for(device: torch.device, enabled: bool) -> Iterator[None]:
+    """bf16 autocast on CUDA when ``enabled``; nothing on other devices."""
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda"):
+        yield
+
+
+def title_lengths(tokens: np.ndarray) -> np.ndarray:
+    """Per row, one past the last non-padding position (0 for an empty title): [N,L] -> [N]."""
+    filled = tokens != 0  # [N,L]
+    last = tokens.shape[1] - np.argmax(filled[:, ::-1], axis=1)  # [N]
+    return np.where(filled.any(axis=1), last, 0)
+
+
+def trim_titles(tokens: torch.Tensor) -> torch.Tensor:
+    """Drop the trailing columns that are padding in every row (keeps at least one column)."""
+    filled = (tokens != 0).any(dim=0)  # [N,L] -> [L]
+    keep = int(filled.nonzero().max()) + 1 if bool(filled.any()) else 1
+    return tokens[:, :keep]  # [N,L] -> [N,keep]
+
+
 @torch.inference_mode()
-def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024) -> torch.Tensor:
-    """Vectors of every news of the split, [N+1,D]; row 0 (padding news) is zero."""
+def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+    """Vectors of every news of the split, [N+1,D] fp32; row 0 (padding news) is zero."""
     device = model_device(model)
-    tokens = torch.from_numpy(split.news.tokens)
-    chunks = [model.encode_news(tokens[i: i + batch_size].to(device)) for i in range(0, len(tokens), batch_size)]
-    vectors = torch.cat(chunks)  # [N+1,D]
+    news = split.news
+    lengths = title_lengths(news.tokens)  # [N+1]
+    order = np.argsort(lengths, kind="stable")  # short titles first: each chunk is cut to its longest
+    with_categories = getattr(model.config, "use_categories", False)
+    chunks = []
+    with autocast_for(device, amp):
+        for i in range(0, len(order), batch_size):
+            rows = order[i: i + batch_size]
+            width = max(1, int(lengths[rows].max()))
+            chunk = torch.from_numpy(news.tokens[rows, :width]).to(device)  # [b,width]
+            if with_categories:  # ids of the train category vocabulary (data.prepare.align_categories)
+                categories = torch.from_numpy(news.category[rows].astype(np.int64)).to(device)  # [b]
+                subcategories = torch.from_numpy(news.subcategory[rows].astype(np.int64)).to(device)  # [b]
+                chunks.append(model.encode_news(chunk, categories, subcategories).float())  # [b,width] -> [b,D]
+            else:
+                chunks.append(model.encode_news(chunk).float())  # [b,width] -> [b,D]
+    stacked = torch.cat(chunks)  # [N+1,D] in length order (row 0, the padding news, is always there)
+    vectors = torch.empty_like(stacked)  # [N+1,D]
+    vectors[torch.from_numpy(order).to(device)] = stacked  # back to row order
     vectors[0] = 0.0
     return vectors
 
 
 @torch.inference_mode()
 def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarray, mask: np.ndarray, *,
-                     batch_size: int = 1024) -> torch.Tensor:
-    """User vectors [B,D] from history rows [B,H] and mask [B,H]; an empty history gives zeros."""
+                     batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+    """User vectors [B,D] fp32 from history rows [B,H] and mask [B,H]; an empty history gives zeros."""
     device = news_vectors.device
     out = []
-    for i in range(0, len(history), batch_size):
-        rows = torch.from_numpy(history[i: i + batch_size]).to(device)
-        hist_mask = torch.from_numpy(mask[i: i + batch_size]).to(device)
-        out.append(model.encode_users(news_vectors[rows], hist_mask))  # [b,H] -> [b,H,D] -> [b,D]
+    with autocast_for(device, amp):
+        for i in range(0, len(history), batch_size):
+            rows = torch.from_numpy(history[i: i + batch_size]).to(device)
+            hist_mask = torch.from_numpy(mask[i: i + batch_size]).to(device)
+            out.append(model.encode_users(news_vectors[rows], hist_mask).float())  # [b,H] -> [b,H,D] -> [b,D]
     if not out:
         return torch.zeros(0, news_vectors.shape[1], device=device)
     return torch.cat(out)
@@ -44,14 +96,22 @@ def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarra
 
 @torch.inference_mode()
 def encode_impression_users(model: NRAM, split: Split, news_vectors: torch.Tensor, impressions: np.ndarray, *,
-                            batch_size: int = 1024) -> torch.Tensor:
-    history, mask = gather_histories(split, impressions, model.config.history_len)
-    return encode_histories(model, news_vectors, history, mask, batch_size=batch_size)
+                            batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+    """User vector [I,D] of each impression; impressions with the same history are encoded once."""
+    history, mask = gather_histories(split, impressions, model.config.history_len)  # [I,H], [I,H]
+    if len(history) == 0:
+        return encode_histories(model, news_vectors, history, mask, batch_size=batch_size, amp=amp)
+    key = np.concatenate([history, mask.astype(np.int64)], axis=1)  # [I,2H]
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    users = encode_histories(model, news_vectors, history[first], mask[first], batch_size=batch_size,
+                             amp=amp)  # [I',D]
+    return users[torch.from_numpy(inverse.reshape(-1)).to(users.device)]  # [I',D] -> [I,D]
 
 
 @torch.inference_mode()
 def score_impressions(model: NRAM, split: Split, *, max_impressions: int = 0, batch_size: int = 1024,
-                      news_vectors: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      news_vectors: torch.Tensor | None = None,
+                      amp: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores of every candidate of the first ``max_impressions`` impressions (all when 0).
 
     Returns flat ``scores`` and ``labels`` and the ``offsets`` [I+1] that delimit each impression.
@@ -62,19 +122,33 @@ def score_impressions(model: NRAM, split: Split, *, max_impressions: int = 0, ba
         b = split.behaviors
         n = split.num_impressions if not max_impressions else min(max_impressions, split.num_impressions)
         if news_vectors is None:
-            news_vectors = encode_all_news(model, split, batch_size=batch_size)
-        users = encode_impression_users(model, split, news_vectors, np.arange(n), batch_size=batch_size)
+            news_vectors = encode_all_news(model, split, batch_size=batch_size, amp=amp)
+        users = encode_impression_users(model, split, news_vectors, np.arange(n), batch_size=batch_size, amp=amp)
         offsets = b.candidate_offsets[: n + 1]
         end = int(offsets[-1])
-        owner = torch.from_numpy(np.repeat(np.arange(n), np.diff(offsets))).to(news_vectors.device)
-        cands = torch.from_numpy(b.candidates[:end].astype(np.int64)).to(news_vectors.device)
-        scores = (users[owner] * news_vectors[cands]).sum(-1)  # [M,D]*[M,D] -> [M]
+        owner = np.repeat(np.arange(n), np.diff(offsets))  # [M] impression of each candidate
+        scores = dot_scores(users, news_vectors, owner, b.candidates[:end])
     finally:
         model.train(was_training)
-    return scores.float().cpu().numpy(), b.labels[:end], offsets - offsets[0]
+    return scores, b.labels[:end], offsets - offsets[0]
 
 
-def evaluate_split(model: NRAM, split: Split, *, max_impressions: int = 0, batch_size: int = 1024) -> EvalResult:
+@torch.inference_mode()
+def dot_scores(users: torch.Tensor, news_vectors: torch.Tensor, owner: np.ndarray,
+               candidates: np.ndarray) -> np.ndarray:
+    """Score of each candidate: its news vector . its impression's user vector, [M] fp32 NumPy."""
+    device = news_vectors.device
+    scores = np.empty(len(candidates), dtype=np.float32)  # [M]
+    for lo in range(0, len(candidates), SCORE_CHUNK):
+        hi = min(lo + SCORE_CHUNK, len(candidates))
+        who = torch.from_numpy(owner[lo:hi]).to(device)  # [m]
+        rows = torch.from_numpy(candidates[lo:hi].astype(np.int64)).to(device)  # [m]
+        scores[lo:hi] = (users[who] * news_vectors[rows]).sum(-1).float().cpu().numpy()  # [m,D]*[m,D] -> [m]
+    return scores
+
+
+def evaluate_split(model: NRAM, split: Split, *, max_impressions: int = 0, batch_size: int = 1024,
+                   amp: bool = False) -> EvalResult:
     scores, labels, offsets = score_impressions(model, split, max_impressions=max_impressions,
-                                                batch_size=batch_size)
+                                                batch_size=batch_size, amp=amp)
     return evaluate_flat(labels, scores, offsets)

@@ -1,8 +1,18 @@
 """The trainer: (K+1)-way softmax over a click and K sampled non-clicks, per-epoch dev
 evaluation, atomic checkpoints, resume, early stopping. Progress leaves only through callbacks.
+
+Fast paths: each batch encodes its unique news once (data/batching.py) with its all-padding
+title columns cut off (``scoring.trim_titles``); DataLoader workers build batches when
+``num_workers > 0``; on CUDA, pinned memory with non-blocking copies, and with ``amp`` bf16
+autocast plus TF32 matmuls; ``compile`` wraps the step in ``torch.compile``.
+
+Under torchrun the trainer runs DistributedDataParallel (see ``nram_core.distributed``):
+``batch_size`` stays the global batch, each rank trains on its share of it, and only rank 0
+evaluates, writes the run folder and calls the callbacks.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -16,13 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import ModelConfig, TrainConfig
-from .data.batching import TrainBatches
+from .data.batching import Batch, TrainBatches
 from .data.prepare import Corpus
 from .data.text import load_glove
 from .fileio import DataError, atomic_write_text
 from .model import NRAM
-from .scoring import evaluate_split
+from .scoring import autocast_for, evaluate_split, trim_titles
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -67,6 +78,57 @@ class TrainResult:
     cancelled: bool = False
 
 
+class _ScoreBatch(torch.nn.Module):
+    """``model.score_batch`` as a ``forward``, so that DDP and torch.compile can wrap it."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.model.score_batch(batch)  # [B,C]
+
+
+class _ShardedBatches(torch.utils.data.Dataset):
+    """Item ``i``: this rank's share of global batch ``i``, its padding-only title columns cut."""
+
+    def __init__(self, batches: TrainBatches, info: distributed.DistInfo):
+        self.batches, self.info = batches, info
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> distributed.Shard:
+        shard = distributed.take_shard(self.batches[index], self.info.rank, self.info.world_size)
+        return distributed.Shard(trim_batch(shard.batch), shard.global_size, shard.rows)
+
+
+def trim_batch(batch: Batch) -> Batch:
+    """The batch with the title columns that are padding in every title cut off, together with
+    the per-token fields aligned to them (``entities``); exact, since padding is masked out."""
+    titles = trim_titles(batch.titles)  # [U,L] -> [U,L']
+    width, full = titles.shape[1], batch.titles.shape
+    per_sample = distributed.PER_SAMPLE_FIELDS + distributed.NEWS_INDEX_FIELDS
+    parts = {name: (value[:, :width] if name not in per_sample and isinstance(value, torch.Tensor)
+                    and value.shape == full else value)
+             for name, value in vars(batch).items()}  # every per-news [U,L] field, e.g. entities -> [U,L']
+    return Batch(**parts)
+
+
+@contextlib.contextmanager
+def _cuda_precision(device: torch.device, amp: bool):
+    """TF32 matmuls on CUDA while ``amp`` training runs; the previous settings come back after."""
+    if device.type != "cuda" or not amp:
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 class Callback:
     """Override what you need. Callbacks run on the training thread; they must be quick."""
 
@@ -96,6 +158,7 @@ class Trainer:
         self.resume = resume
         self.data_info = dict(data_info or {})
         self._stop = threading.Event()
+        self.dist = distributed.current()
         seed_everything(train_config.seed)
         self.model = (model if model is not None else NRAM(model_config)).to(self.device)
         self.glove_coverage: float | None = None
@@ -107,6 +170,9 @@ class Trainer:
             self.data_info["glove"] = {"path": str(glove), "coverage": self.glove_coverage}
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.lr,
                                           weight_decay=train_config.weight_decay)
+        if self.dist.enabled:  # same initial weights (DDP broadcasts rank 0's), own dropout masks
+            torch.manual_seed(train_config.seed + 1_000_003 * self.dist.rank)
+        self._step_module = self._wrap_step()
         self.batches = TrainBatches(corpus.train, batch_size=train_config.batch_size,
                                     negatives=train_config.negatives, history_len=model_config.history_len,
                                     seed=train_config.seed, max_impressions=train_config.max_impressions)
@@ -122,15 +188,49 @@ class Trainer:
         return self._stop.is_set()
 
     def _emit(self, name: str, *args: Any) -> None:
+        if not self.dist.is_main:
+            return
         for callback in self.callbacks:
             getattr(callback, name)(self, *args)
+
+    def _wrap_step(self) -> torch.nn.Module:
+        module: torch.nn.Module = _ScoreBatch(self.model)
+        if self.dist.enabled:
+            # device_ids=None: inputs are already on this rank's device, DDP need not move them.
+            module = torch.nn.parallel.DistributedDataParallel(module, device_ids=None)
+        if self.train_config.compile:
+            module = torch.compile(module, dynamic=True)
+        return module
 
     def _loader(self) -> torch.utils.data.DataLoader:
         workers = self.train_config.num_workers
         return torch.utils.data.DataLoader(
-            self.batches, batch_size=None, shuffle=False, num_workers=workers,
+            _ShardedBatches(self.batches, self.dist), batch_size=None, shuffle=False, num_workers=workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
         )
+
+    def _train_step(self, shard: distributed.Shard) -> float:
+        """One optimiser step on this rank's share; returns the global batch's mean loss."""
+        batch = shard.batch.to(self.device, non_blocking=True)
+        with autocast_for(self.device, self.train_config.amp):
+            logits = self._step_module(batch)  # [b,1+K]
+        losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")  # [b]
+        loss_sum = losses[: shard.rows].sum()  # [b] -> [] (a stand-in sample has rows == 0)
+        # DDP averages gradients over ranks: this scale makes the average the global batch's mean.
+        loss = loss_sum * (self.dist.world_size / shard.global_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return distributed.all_reduce_sum(loss_sum.detach()).item() / shard.global_size
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop; under torchrun every rank calls this at the same points and gets the same
+        answer (a stop requested on rank 0, by a callback or another thread, stops them all)."""
+        if self.dist.enabled:
+            votes = distributed.all_reduce_sum(torch.tensor(float(self._stop.is_set()), device=self.device))
+            if votes.item() > 0:
+                self._stop.set()
+        return self._stop.is_set()
 
     def _restore(self) -> dict[str, Any]:
         assert self.run_dir is not None
@@ -150,7 +250,7 @@ class Trainer:
         return state
 
     def _save_epoch(self, state: dict[str, Any], improved: bool) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.dist.is_main:
             return
         ckpt.save_weights(self.model, self.run_dir / "last.safetensors")
         if improved:
@@ -159,7 +259,7 @@ class Trainer:
         ckpt.atomic_write_json(self.run_dir / "state.json", state)
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.dist.is_main:
             return
         path = self.run_dir / "metrics.jsonl"
         previous = path.read_text(encoding="utf-8") if path.exists() else ""
@@ -169,11 +269,16 @@ class Trainer:
         if self.corpus.dev is None:
             return None
         result = evaluate_split(self.model, self.corpus.dev, max_impressions=self.train_config.max_dev_impressions,
-                                batch_size=self.train_config.eval_batch_size)
+                                batch_size=self.train_config.eval_batch_size, amp=self.train_config.amp)
         return result.as_dict()
 
     def fit(self) -> TrainResult:
+        with _cuda_precision(self.device, self.train_config.amp):
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         cfg = self.train_config
+        main = self.dist.is_main
         state: dict[str, Any] = {"epochs_done": 0, "global_step": 0, "best_epoch": 0, "best_auc": None,
                                  "history": []}
         if self.run_dir is not None:
@@ -182,8 +287,10 @@ class Trainer:
                 state = self._restore() or state
             elif (self.run_dir / "state.json").exists():
                 raise DataError(f"{self.run_dir}: already holds a run; pass --resume or choose another --out")
-            ckpt.write_config(self.run_dir, model_config=self.model_config, train_config=cfg, data=self.data_info)
-            self.corpus.vocab.save(self.run_dir / "vocab.json")
+            if main:
+                ckpt.write_config(self.run_dir, model_config=self.model_config, train_config=cfg,
+                                  data=self.data_info)
+                self.corpus.vocab.save(self.run_dir / "vocab.json")
         self._emit("on_train_start")
         loader = self._loader()
         result = TrainResult(epochs_done=state["epochs_done"], global_step=state["global_step"],
@@ -192,32 +299,28 @@ class Trainer:
             result.metrics = result.history[state["best_epoch"] - 1].get("metrics")
         stale = 0
         for epoch in range(state["epochs_done"] + 1, cfg.epochs + 1):
-            if self._stop.is_set() or (cfg.max_steps and result.global_step >= cfg.max_steps):
+            if self._stop_agreed() or (cfg.max_steps and result.global_step >= cfg.max_steps):
                 break
             epoch_start = time.perf_counter()
             self.batches.set_epoch(epoch)
-            self.model.train()
+            self._step_module.train()
             losses: list[float] = []
             seen = 0
-            for step, batch in enumerate(loader, start=1):
-                batch = batch.to(self.device, non_blocking=True)
-                logits = self.model.score_batch(batch)  # [B,1+K]
-                loss = F.cross_entropy(logits, batch.labels)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                losses.append(loss.item())
-                seen += len(batch.labels)
+            for step, shard in enumerate(loader, start=1):
+                losses.append(self._train_step(shard))
+                seen += shard.global_size
                 result.global_step += 1
                 self._emit("on_step", StepInfo(epoch=epoch, step=step, steps_in_epoch=len(self.batches),
                                                global_step=result.global_step, loss=losses[-1],
                                                samples_per_s=seen / max(time.perf_counter() - epoch_start, 1e-9)))
-                if self._stop.is_set() or (cfg.max_steps and result.global_step >= cfg.max_steps):
+                if self._stop_agreed() or (cfg.max_steps and result.global_step >= cfg.max_steps):
                     break
-            if self._stop.is_set():
+            if self._stop_agreed():
                 result.cancelled = True
                 break  # an unfinished epoch is not saved; the last finished one stays on disk
-            metrics = self.evaluate()
+            eval_start = time.perf_counter()
+            metrics = distributed.broadcast_object(self.evaluate() if main else None)  # rank 0 evaluates
+            eval_seconds = time.perf_counter() - eval_start
             auc = metrics["auc"] if metrics else None
             improved = auc is None or state["best_auc"] is None or auc > state["best_auc"]
             if improved:
@@ -227,7 +330,7 @@ class Trainer:
             else:
                 stale += 1
             record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "metrics": metrics,
-                      "seconds": time.perf_counter() - epoch_start, "steps": len(losses)}
+                      "seconds": time.perf_counter() - epoch_start, "eval_seconds": eval_seconds, "steps": len(losses)}
             result.history.append(record)
             result.epochs_done = epoch
             state.update(epochs_done=epoch, global_step=result.global_step, history=result.history)

@@ -1,0 +1,107 @@
+"""``python -m bench.evaluate``: dev impressions/s of full evaluation, ours vs re-encoding per impression.
+
+Ours is ``nram_core.scoring.evaluate_split`` (every news encoded once, length-bucketed; one
+user vector per distinct history; row-wise dot products; the official metrics). The
+reference re-encodes each impression's history and candidate titles
+(``bench.baseline.naive_score_impressions``) and computes the same metrics. Both run on the
+same model and the same first ``--impressions`` dev impressions; ``max_score_diff`` checks
+that they agree. Our phases are timed again one by one for the breakdown.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from nram_core.data.prepare import load_corpus, resolve_layout
+from nram_core.metrics import evaluate_flat
+from nram_core.model import NRAM
+from nram_core.data.batching import gather_histories
+from nram_core.scoring import dot_scores, encode_all_news, encode_impression_users, evaluate_split
+from nram_core.train import pick_device, seed_everything
+
+from . import common
+from .baseline import naive_score_impressions
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def _distinct_histories(split, n: int, history_len: int) -> int:
+    rows, _ = gather_histories(split, np.arange(n), history_len)  # [n,H]
+    return int(len(np.unique(rows, axis=0)))
+
+
+def _auc_of_first(scores: np.ndarray, split, n: int) -> float:
+    """Our AUC over the first ``n`` impressions: the reference's figure, on its own impressions."""
+    offsets = split.behaviors.candidate_offsets[: n + 1]
+    return evaluate_flat(split.behaviors.labels[: offsets[-1]], scores[: offsets[-1]], offsets).auc
+
+
+def main(argv=None) -> int:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--impressions", type=int, default=0, help="first N dev impressions for both paths (0: all)")
+    p.add_argument("--baseline-impressions", type=int, default=0,
+                   help="time the reference on the first N only (0: the same as --impressions)")
+    p.add_argument("--rounds", type=int, default=2, help="timed runs of our evaluation; the best counts")
+    p.add_argument("--batch-size", type=int, default=1024, help="our encoding batch")
+    p.add_argument("--baseline-batch-size", type=int, default=64, help="impressions per reference batch")
+    args = p.parse_args(argv)
+    common.apply_threads(args.threads)
+    device = pick_device(args.device)
+    with common.corpus_dir(args.data) as folder:
+        title_len = common.preset(args.preset)[0].title_len
+        corpus = load_corpus(resolve_layout(folder), title_len=title_len, splits=("train", "dev"))
+    split = corpus.dev if corpus.dev is not None else corpus.train
+    model_cfg, _ = common.configs(args.preset, len(corpus.vocab))
+    seed_everything(args.seed)
+    model = NRAM(model_cfg).to(device).eval()
+    n = split.num_impressions if not args.impressions else min(args.impressions, split.num_impressions)
+    n_base = n if not args.baseline_impressions else min(args.baseline_impressions, n)
+    amp = device.type == "cuda"
+
+    evaluate_split(model, split, max_impressions=min(n, 64), batch_size=args.batch_size, amp=amp)  # warm-up
+    ours_s = min(_timed(lambda: evaluate_split(model, split, max_impressions=n, batch_size=args.batch_size,
+                                               amp=amp))[1] for _ in range(args.rounds))
+    news_vectors, news_s = _timed(lambda: encode_all_news(model, split, batch_size=args.batch_size, amp=amp))
+    users, users_s = _timed(lambda: encode_impression_users(model, split, news_vectors, np.arange(n),
+                                                            batch_size=args.batch_size, amp=amp))
+    b = split.behaviors
+    offsets = b.candidate_offsets[: n + 1]
+    owner = np.repeat(np.arange(n), np.diff(offsets))  # [M] impression of each candidate
+    scores, score_s = _timed(lambda: dot_scores(users, news_vectors, owner, b.candidates[: offsets[-1]]))
+    labels = b.labels[: offsets[-1]]
+    result, metrics_s = _timed(lambda: evaluate_flat(labels, scores, offsets))
+
+    def reference():
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            flat = naive_score_impressions(model, split, n_base, batch_size=args.baseline_batch_size, device=device)
+        end = int(split.behaviors.candidate_offsets[n_base])
+        return flat, evaluate_flat(split.behaviors.labels[:end], flat, split.behaviors.candidate_offsets[: n_base + 1])
+
+    (base_scores, base_result), base_s = _timed(reference)
+    ours_rate, base_rate = n / ours_s, n_base / base_s
+    titles_per_impression = model_cfg.history_len + np.diff(split.behaviors.candidate_offsets[: n + 1]).mean()
+    common.emit({
+        "bench": "evaluate", "preset": args.preset, "device": str(device), "impressions": n,
+        "baseline_impressions": n_base, "machine": common.machine(device),
+        "impressions_per_s": round(ours_rate, 1), "seconds": round(ours_s, 3),
+        "baseline_impressions_per_s": round(base_rate, 2), "baseline_seconds": round(base_s, 3),
+        "speedup": round(ours_rate / base_rate, 1),
+        "news_encode_s": round(news_s, 3), "news_encoded": len(split.news),
+        "user_encode_s": round(users_s, 3), "users_encoded": _distinct_histories(split, n, model_cfg.history_len),
+        "score_s": round(score_s, 3), "metrics_s": round(metrics_s, 3),
+        "baseline_titles_encoded": int(round(titles_per_impression * n_base)),
+        "auc": round(result.auc, 6), "baseline_auc": round(base_result.auc, 6),
+        "auc_on_baseline_impressions": round(_auc_of_first(scores, split, n_base), 6),
+        "max_score_diff": float(np.abs(scores[: len(base_scores)] - base_scores).max()) if len(base_scores) else 0.0,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

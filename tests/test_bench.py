@@ -1,0 +1,77 @@
+"""Each benchmark runs once with a tiny budget and prints one JSON line with positive figures."""
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(name, *args):
+    """``python -m bench.NAME ARGS`` in a child process: its one JSON line."""
+    done = subprocess.run([sys.executable, "-m", f"bench.{name}", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout
+    return json.loads(lines[0])
+
+
+def run_in_process(capsys, name, *args):
+    """The same, in this process (saves a torch import per bench); torch's thread count is restored."""
+    module = importlib.import_module(f"bench.{name}")
+    threads = torch.get_num_threads()
+    try:
+        assert module.main([str(a) for a in args]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1, lines
+    return json.loads(lines[0])
+
+
+def assert_positive(record, keys):
+    missing = set(keys) - set(record)
+    assert not missing, missing
+    for key in keys:
+        assert isinstance(record[key], (int, float)) and record[key] > 0, (key, record[key])
+
+
+def test_bench_train(demo_corpus, capsys):
+    r = run_in_process(capsys, "train", "--data", demo_corpus, "--preset", "demo", "--steps", 2, "--warmup", 1, "--rounds", 1,
+                  "--threads", 1)
+    assert_positive(r, ["samples_per_s", "baseline_samples_per_s", "speedup", "peak_rss_mb", "ms_per_step",
+                        "baseline_ms_per_step", "projected_epoch_s", "epoch_samples"])
+    assert r["bench"] == "train" and r["preset"] == "demo" and r["machine"]["cpus"] >= 1
+
+
+def test_bench_evaluate(demo_corpus, capsys):
+    r = run_in_process(capsys, "evaluate", "--data", demo_corpus, "--preset", "demo", "--impressions", 40, "--rounds", 1,
+                  "--threads", 1)
+    assert_positive(r, ["impressions_per_s", "baseline_impressions_per_s", "speedup", "news_encode_s",
+                        "user_encode_s", "news_encoded", "users_encoded"])
+    assert r["impressions"] == 40 and r["max_score_diff"] < 1e-4
+    assert r["auc"] == pytest.approx(r["baseline_auc"], abs=1e-4)
+
+
+def test_bench_recommend(demo_corpus, capsys):
+    r = run_in_process(capsys, "recommend", "--data", demo_corpus, "--preset", "demo", "--catalog", 4000, "--requests", 5,
+                  "--baseline-requests", 2, "--threads", 1)
+    assert_positive(r, ["impression_p50_ms", "impression_p95_ms", "catalog_news", "catalog_p50_ms", "catalog_p95_ms",
+                        "baseline_impression_p50_ms", "baseline_catalog_p50_ms", "speedup"])
+    assert r["catalog_news"] == 4000
+
+
+def test_bench_prepare_generates_the_demo_corpus_without_data():
+    r = run_bench("prepare", "--preset", "demo")
+    assert_positive(r, ["cold_s", "warm_s", "cold_peak_rss_mb", "warm_peak_rss_mb", "speedup", "news", "impressions"])
+    assert r["impressions"] == 15000  # the demo corpus: 12k train + 3k dev impressions
+
+
+def test_bench_rss_reports_a_commands_peak():
+    r = run_bench("rss", "--", sys.executable, "-c", "x = bytearray(50 * 2**20)")
+    assert r["returncode"] == 0 and r["peak_rss_mb"] >= 50

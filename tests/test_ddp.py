@@ -1,0 +1,140 @@
+"""torchrun data parallelism: 2 ranks on CPU (gloo) train exactly like 1 process with the same global batch."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from nram_core.cli import main
+from nram_core.config import ModelConfig
+from nram_core.data import load_corpus, resolve_layout
+from nram_core.data.batching import TrainBatches
+from nram_core.distributed import env_info, shard_rows, slice_batch, take_shard
+from nram_core.model import NRAM
+
+# 300 impressions give 445 samples; a global batch of 37 leaves a last batch of 1 sample, so
+# rank 1 also meets an empty share (the stand-in sample with zero loss weight).
+TINY_ARGS = ["--word-dim", "16", "--num-heads", "2", "--head-dim", "8", "--query-dim", "16", "--title-len", "12",
+             "--history-len", "20", "--dropout", "0", "--epochs", "2", "--max-impressions", "300",
+             "--max-dev-impressions", "100", "--batch-size", "37", "--lr", "1e-4", "--no-progress"]
+
+
+def test_two_ranks_train_like_one_process(demo_corpus, tmp_path, capsys):
+    train = ["train", "--data", str(demo_corpus), *TINY_ARGS]
+    assert main([*train, "--out", str(tmp_path / "one")]) == 0  # one process, the same CLI code path
+    one = capsys.readouterr()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "nram_core", *train, "--out", str(tmp_path / "two")]
+    two = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert two.returncode == 0, two.stderr[-3000:]
+    # Only rank 0 prints its JSON line and writes the run folder.
+    assert len(two.stdout.strip().splitlines()) == 1
+    assert two.stderr.count("training on cpu, 2 ranks") == 1
+    a, b = json.loads(one.out), json.loads(two.stdout)
+    assert a["impressions"] == b["impressions"] and a["auc"] == pytest.approx(b["auc"], abs=1e-4)
+    lines_one = [json.loads(l) for l in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    lines_two = [json.loads(l) for l in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["event"] for l in lines_two] == ["epoch", "epoch", "final"]
+    for x, y in zip(lines_one[:2], lines_two[:2]):
+        assert x["steps"] == y["steps"] == 13
+        assert x["train_loss"] == pytest.approx(y["train_loss"], abs=1e-5)
+    w1 = load_file(str(tmp_path / "one" / "last.safetensors"))
+    w2 = load_file(str(tmp_path / "two" / "last.safetensors"))
+    assert w1.keys() == w2.keys()
+    # The gradients agree to float rounding (test below), but Adam divides by sqrt(v) + eps, so a
+    # weight whose gradient is itself rounding noise (~1e-10 here) may move by a fraction of lr
+    # differently per step: allow half of one lr-sized step.
+    for key in w1:
+        assert torch.allclose(w1[key], w2[key], atol=5e-5), (key, (w1[key] - w2[key]).abs().max())
+
+
+STOP_WORKER = """
+import json, sys
+from nram_core import distributed
+from nram_core.config import ModelConfig, TrainConfig
+from nram_core.data import load_corpus, resolve_layout
+from nram_core.train import Callback, Trainer
+
+info, _ = distributed.init_from_env()
+corpus = load_corpus(resolve_layout(sys.argv[1]), title_len=12)
+
+class StopInSecondEpoch(Callback):
+    def on_step(self, trainer, step):
+        if step.epoch == 2 and step.step == 3:
+            trainer.request_stop()
+
+trainer = Trainer(model_config=ModelConfig(vocab_size=len(corpus.vocab), word_dim=16, num_heads=2, head_dim=8,
+                                           query_dim=16, title_len=12, history_len=20),
+                  train_config=TrainConfig(epochs=3, batch_size=37, max_impressions=300, max_dev_impressions=50),
+                  corpus=corpus, run_dir=sys.argv[2], callbacks=[StopInSecondEpoch()])
+result = trainer.fit()
+print(json.dumps({"rank": info.rank, "epochs": result.epochs_done, "cancelled": result.cancelled,
+                  "steps": result.global_step}))
+"""
+
+
+def test_a_stop_requested_on_rank_0_stops_every_rank_at_the_same_step(demo_corpus, tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(STOP_WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(demo_corpus), str(tmp_path / "run")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = sorted((json.loads(l) for l in done.stdout.strip().splitlines()), key=lambda r: r["rank"])
+    # Callbacks run on rank 0 only; rank 1 learns of the stop at the same step.
+    assert results == [{"rank": r, "epochs": 1, "cancelled": True, "steps": 13 + 3} for r in (0, 1)]
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["epochs_done"] == 1
+
+
+def test_shards_cover_the_batch_and_score_like_it(demo_corpus):
+    corpus = load_corpus(resolve_layout(demo_corpus), title_len=12, splits=("train",))
+    batches = TrainBatches(corpus.train, batch_size=37, negatives=4, history_len=20, max_impressions=300)
+    batches.set_epoch(1)
+    batch = batches[0]
+    torch.manual_seed(0)
+    model = NRAM(ModelConfig(vocab_size=len(corpus.vocab), word_dim=16, num_heads=2, head_dim=8, query_dim=16,
+                             dropout=0.0, title_len=12, history_len=20)).eval()
+    with torch.no_grad():
+        whole = model.score_batch(batch)  # [37,5]
+        parts = []
+        for rank in range(3):
+            shard = take_shard(batch, rank, 3)
+            assert shard.global_size == 37
+            sub = shard.batch
+            assert len(np.unique(sub.news_rows.numpy())) == len(sub.news_rows)  # still deduplicated
+            parts.append(model.score_batch(sub)[: shard.rows])
+    assert [len(p) for p in parts] == [13, 12, 12]
+    assert torch.allclose(torch.cat(parts), whole, atol=1e-5)
+
+    # The per-rank losses (sum * world / global size), averaged as DDP does, give the global gradient.
+    model.train()
+    def gradients(loss_fn):
+        model.zero_grad()
+        loss_fn().backward()
+        return torch.cat([p.grad.ravel() for p in model.parameters()])
+    full = gradients(lambda: F.cross_entropy(model.score_batch(batch), batch.labels))
+    def ranks_averaged():
+        total = 0.0
+        for rank in range(3):
+            shard = take_shard(batch, rank, 3)
+            losses = F.cross_entropy(model.score_batch(shard.batch), shard.batch.labels, reduction="none")
+            total = total + losses[: shard.rows].sum() * 3 / shard.global_size
+        return total / 3
+    assert torch.allclose(gradients(ranks_averaged), full, rtol=1e-4, atol=1e-8)
+    assert [shard_rows(2, r, 3) for r in range(3)] == [(0, 1), (1, 2), (2, 2)]
+    empty = take_shard(slice_batch(batch, 0, 2), 2, 3)
+    assert empty.rows == 0 and len(empty.batch.labels) == 1  # a stand-in sample, weighted zero
+
+
+def test_env_read_at_call_time(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = env_info()
+    assert (info.rank, info.world_size, info.local_rank, info.is_main, info.enabled) == (3, 4, 1, False, True)
+    monkeypatch.delenv("WORLD_SIZE")
+    assert not env_info().enabled

@@ -1,0 +1,140 @@
+"""The fast paths compute what the naive reference paths compute (bench.baseline), up to float rounding."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.baseline import NaiveTrainSamples, naive_logits, naive_score_impressions
+from nram_core.config import ModelConfig
+from nram_core.data import load_corpus, resolve_layout
+from nram_core.data.batching import TrainBatches
+from nram_core.model import NRAM
+from nram_core.scoring import encode_all_news, score_impressions, title_lengths, trim_titles
+
+TITLE_LEN, HISTORY_LEN = 24, 20  # titles of the demo corpus are at most 17 words: columns to trim
+
+
+@pytest.fixture(scope="module")
+def corpus(demo_corpus):
+    return load_corpus(resolve_layout(demo_corpus), title_len=TITLE_LEN)
+
+
+def make_model(corpus, dropout=0.0):
+    torch.manual_seed(0)
+    return NRAM(ModelConfig(vocab_size=len(corpus.vocab), word_dim=32, num_heads=4, head_dim=8, query_dim=16,
+                            dropout=dropout, title_len=TITLE_LEN, history_len=HISTORY_LEN))
+
+
+def naive_inputs(split, batch):
+    """The per-sample tensors typical NRMS code feeds: every title gathered per slot, padding included."""
+    tokens = torch.from_numpy(split.news.tokens.astype(np.int64))
+    rows = batch.news_rows
+    return tokens[rows[batch.history]], batch.history_mask, tokens[rows[batch.candidates]]  # [B,H,L], [B,H], [B,C,L]
+
+
+def test_dedup_batch_and_naive_per_sample_batch_give_the_same_logits_and_gradients(corpus):
+    batches = TrainBatches(corpus.train, batch_size=32, negatives=4, history_len=HISTORY_LEN)
+    batches.set_epoch(1)
+    batch = batches[3]
+    history, mask, candidates = naive_inputs(corpus.train, batch)
+    assert history.shape == (32, HISTORY_LEN, TITLE_LEN) and candidates.shape == (32, 5, TITLE_LEN)
+    assert len(batch.titles) < history.shape[0] * history.shape[1] + candidates.shape[0] * candidates.shape[1]
+    model = make_model(corpus).train()  # dropout 0: train mode is deterministic
+
+    def grads(logits_fn):
+        model.zero_grad()
+        logits = logits_fn()
+        F.cross_entropy(logits, batch.labels).backward()
+        return logits.detach(), torch.cat([p.grad.ravel() for p in model.parameters()])
+
+    naive, naive_grad = grads(lambda: naive_logits(model, history, mask, candidates))
+    dedup, dedup_grad = grads(lambda: model.score_batch(batch))
+    trimmed_batch = batches[3]
+    trimmed_batch.titles = trim_titles(trimmed_batch.titles)
+    assert trimmed_batch.titles.shape[1] < TITLE_LEN
+    trimmed, trimmed_grad = grads(lambda: model.score_batch(trimmed_batch))
+    assert torch.allclose(dedup, naive, atol=1e-5) and torch.allclose(trimmed, naive, atol=1e-5)
+    assert torch.allclose(dedup_grad, naive_grad, atol=1e-6, rtol=1e-4)
+    assert torch.allclose(trimmed_grad, naive_grad, atol=1e-6, rtol=1e-4)
+
+
+def test_fused_and_explicit_attention_agree_on_a_training_batch(corpus):
+    batches = TrainBatches(corpus.train, batch_size=16, negatives=4, history_len=HISTORY_LEN)
+    batches.set_epoch(1)
+    titles = trim_titles(batches[0].titles)
+    model = make_model(corpus).eval()
+    with torch.no_grad():
+        fused, _ = model.news_encoder(titles)
+        explicit, weights = model.news_encoder(titles, need_weights=True)
+    assert weights is not None and torch.allclose(fused, explicit, atol=1e-5)
+
+
+def test_reference_loader_tokenises_titles_like_the_prepared_arrays(corpus):
+    samples = NaiveTrainSamples(corpus.train, corpus.vocab, title_len=TITLE_LEN, history_len=HISTORY_LEN,
+                                negatives=4)
+    history, mask, candidates, label = samples[7]
+    split = corpus.train
+    clicked = split.history_of(int(samples.impressions[7]))[-HISTORY_LEN:]
+    assert label == 0 and int(mask.sum()) == len(clicked)
+    assert np.array_equal(history[: len(clicked)].numpy(), split.news.tokens[clicked])
+    assert not history[len(clicked):].any()
+    click = split.behaviors.candidates[samples.clicks[7]]
+    assert np.array_equal(candidates[0].numpy(), split.news.tokens[click])
+
+
+def test_encode_once_evaluation_equals_re_encoding_every_impression(corpus):
+    model = make_model(corpus, dropout=0.2).train()  # evaluation must switch dropout off by itself
+    n = 150
+    fast, labels, offsets = score_impressions(model, corpus.dev, max_impressions=n, batch_size=256)
+    assert model.training
+    naive = naive_score_impressions(model, corpus.dev, n, batch_size=16)
+    assert fast.shape == naive.shape == labels.shape and offsets[-1] == len(fast)
+    assert np.allclose(fast, naive, atol=1e-5)
+
+
+def test_length_bucketed_news_encoding_matches_plain_batches(corpus):
+    model = make_model(corpus).eval()
+    vectors = encode_all_news(model, corpus.dev, batch_size=300)
+    with torch.no_grad():
+        plain = model.encode_news(torch.from_numpy(corpus.dev.news.tokens))
+    assert torch.all(vectors[0] == 0)
+    assert torch.allclose(vectors[1:], plain[1:], atol=1e-5)
+
+
+def test_trim_and_lengths_keep_every_word():
+    tokens = torch.tensor([[5, 6, 0, 0, 0], [7, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
+    assert trim_titles(tokens).tolist() == [[5, 6], [7, 0], [0, 0]]
+    assert trim_titles(torch.zeros(3, 4, dtype=torch.long)).shape == (3, 1)
+    assert title_lengths(tokens.numpy()).tolist() == [2, 1, 0]
+
+
+def test_trimming_and_sharding_carry_the_per_token_and_per_news_fields(corpus):
+    from nram_core.distributed import take_shard
+    from nram_core.train import trim_batch
+
+    batches = TrainBatches(corpus.train, batch_size=10, negatives=4, history_len=HISTORY_LEN)
+    batches.set_epoch(1)
+    batch = batches[0]
+    batch.entities = batch.titles.long() * 7  # an aligned per-token field (as data.entities makes)
+    trimmed = trim_batch(batch)
+    assert trimmed.titles.shape[1] < TITLE_LEN and trimmed.entities.shape == trimmed.titles.shape
+    assert torch.equal(trimmed.entities, trimmed.titles.long() * 7) and torch.equal(trimmed.history, batch.history)
+    shard = take_shard(trimmed, 1, 2)
+    assert shard.rows == 5 and torch.equal(shard.batch.entities, shard.batch.titles.long() * 7)
+    assert torch.equal(shard.batch.news_rows[shard.batch.candidates], batch.news_rows[batch.candidates[5:]])
+    assert torch.equal(shard.batch.categories, torch.from_numpy(
+        corpus.train.news.category[shard.batch.news_rows.numpy()].astype(np.int64)))
+
+
+def test_news_encoding_passes_category_ids_to_a_model_that_fuses_them(corpus):
+    news = corpus.dev.news
+    torch.manual_seed(0)
+    model = NRAM(ModelConfig(vocab_size=len(corpus.vocab), word_dim=16, num_heads=2, head_dim=8, query_dim=8,
+                             dropout=0.0, title_len=TITLE_LEN, history_len=HISTORY_LEN, use_categories=True,
+                             num_categories=len(news.categories) + 1,
+                             num_subcategories=len(news.subcategories) + 1)).eval()
+    vectors = encode_all_news(model, corpus.dev, batch_size=500)
+    with torch.no_grad():
+        plain = model.encode_news(torch.from_numpy(news.tokens), torch.from_numpy(news.category.astype(np.int64)),
+                                  torch.from_numpy(news.subcategory.astype(np.int64)))
+    assert torch.allclose(vectors[1:], plain[1:], atol=1e-5)
