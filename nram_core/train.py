@@ -303,6 +303,8 @@ class Trainer:
                 break
             epoch_start = time.perf_counter()
             self.batches.set_epoch(epoch)
+            # Dropout masks depend only on (seed, epoch, rank), so --resume continues exactly.
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, self.dist.rank]).generate_state(1)[0]))
             self._step_module.train()
             losses: list[float] = []
             seen = 0

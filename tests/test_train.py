@@ -112,9 +112,14 @@ def test_resume_continues_exactly_where_it_stopped(demo_corpus, tmp_path):
     second = tiny_trainer(demo_corpus, tmp_path / "resumed", epochs=2)
     result = second.fit()
     assert result.epochs_done == 2 and len(result.history) == 2
-    a = load_run(tmp_path / "straight").model.state_dict()
-    b = load_run(tmp_path / "resumed").model.state_dict()
+    from safetensors.torch import load_file
+
+    # The latest epoch's weights (model.safetensors is the best epoch, which may be the first).
+    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "last.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert json.loads((tmp_path / "straight" / "state.json").read_text())["history"][1]["metrics"] == \
+        json.loads((tmp_path / "resumed" / "state.json").read_text())["history"][1]["metrics"]
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(l)["event"] for l in lines] == ["epoch", "final", "epoch", "final"]
 
