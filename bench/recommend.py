@@ -13,7 +13,6 @@ import dataclasses
 import time
 
 import numpy as np
-import torch
 
 from nram_core.data.prepare import Split, load_corpus, resolve_layout
 from nram_core.model import NRAM
