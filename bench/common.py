@@ -51,6 +51,24 @@ def corpus_dir(data: str | None) -> Iterator[Path]:
         yield generate(Path(tmp) / "demo", scale="demo", seed=0)
 
 
+def scoring_setup(args: argparse.Namespace):
+    """Shared start of the scoring benchmarks: threads, device, the corpus, the split to score
+    (dev, else train) and a seeded, untrained ``paper``/``demo`` NRAM in eval mode on that device."""
+    from nram_core.data import load_corpus, resolve_layout
+    from nram_core.model import NRAM
+    from nram_core.train import pick_device, seed_everything
+
+    apply_threads(args.threads)
+    device = pick_device(args.device)
+    with corpus_dir(args.data) as folder:
+        corpus = load_corpus(resolve_layout(folder), title_len=preset(args.preset)[0].title_len,
+                             splits=("train", "dev"))
+    split = corpus.dev if corpus.dev is not None else corpus.train
+    model_cfg, _ = configs(args.preset, len(corpus.vocab))
+    seed_everything(args.seed)
+    return device, corpus, split, NRAM(model_cfg).to(device).eval()
+
+
 def configs(name: str, vocab_size: int, **train_overrides: Any) -> tuple[ModelConfig, TrainConfig]:
     model_cfg, train_cfg = preset(name)
     chosen = {k: v for k, v in train_overrides.items() if v is not None}

@@ -14,12 +14,9 @@ import time
 import numpy as np
 import torch
 
-from nram_core.data.prepare import load_corpus, resolve_layout
 from nram_core.metrics import evaluate_flat
-from nram_core.model import NRAM
 from nram_core.data.batching import gather_histories
 from nram_core.scoring import dot_scores, encode_all_news, encode_impression_users, evaluate_split
-from nram_core.train import pick_device, seed_everything
 
 from . import common
 from .baseline import naive_score_impressions
@@ -51,15 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=1024, help="our encoding batch")
     p.add_argument("--baseline-batch-size", type=int, default=64, help="impressions per reference batch")
     args = p.parse_args(argv)
-    common.apply_threads(args.threads)
-    device = pick_device(args.device)
-    with common.corpus_dir(args.data) as folder:
-        title_len = common.preset(args.preset)[0].title_len
-        corpus = load_corpus(resolve_layout(folder), title_len=title_len, splits=("train", "dev"))
-    split = corpus.dev if corpus.dev is not None else corpus.train
-    model_cfg, _ = common.configs(args.preset, len(corpus.vocab))
-    seed_everything(args.seed)
-    model = NRAM(model_cfg).to(device).eval()
+    device, corpus, split, model = common.scoring_setup(args)
     n = split.num_impressions if not args.impressions else min(args.impressions, split.num_impressions)
     n_base = n if not args.baseline_impressions else min(args.baseline_impressions, n)
     amp = device.type == "cuda"
@@ -85,7 +74,7 @@ def main(argv=None) -> int:
 
     (base_scores, base_result), base_s = _timed(reference)
     ours_rate, base_rate = n / ours_s, n_base / base_s
-    titles_per_impression = model_cfg.history_len + np.diff(split.behaviors.candidate_offsets[: n + 1]).mean()
+    titles_per_impression = model.config.history_len + np.diff(split.behaviors.candidate_offsets[: n + 1]).mean()
     common.emit({
         "bench": "evaluate", "preset": args.preset, "device": str(device), "impressions": n,
         "baseline_impressions": n_base, "machine": common.machine(device),
@@ -93,7 +82,7 @@ def main(argv=None) -> int:
         "baseline_impressions_per_s": round(base_rate, 2), "baseline_seconds": round(base_s, 3),
         "speedup": round(ours_rate / base_rate, 1),
         "news_encode_s": round(news_s, 3), "news_encoded": len(split.news),
-        "user_encode_s": round(users_s, 3), "users_encoded": _distinct_histories(split, n, model_cfg.history_len),
+        "user_encode_s": round(users_s, 3), "users_encoded": _distinct_histories(split, n, model.config.history_len),
         "score_s": round(score_s, 3), "metrics_s": round(metrics_s, 3),
         "baseline_titles_encoded": int(round(titles_per_impression * n_base)),
         "auc": round(result.auc, 6), "baseline_auc": round(base_result.auc, 6),

@@ -14,10 +14,8 @@ import time
 
 import numpy as np
 
-from nram_core.data.prepare import Split, load_corpus, resolve_layout
-from nram_core.model import NRAM
+from nram_core.data.prepare import Split
 from nram_core.recommend import Recommender
-from nram_core.train import pick_device, seed_everything
 
 from . import common
 from .baseline import naive_rank
@@ -63,16 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-catalog-requests", type=int, default=1, help="timed reference catalog requests")
     p.add_argument("--top", type=int, default=10)
     args = p.parse_args(argv)
-    common.apply_threads(args.threads)
-    device = pick_device(args.device)
-    with common.corpus_dir(args.data) as folder:
-        title_len = common.preset(args.preset)[0].title_len
-        corpus = load_corpus(resolve_layout(folder), title_len=title_len, splits=("train", "dev"))
-    split = corpus.dev if corpus.dev is not None else corpus.train
+    device, corpus, split, model = common.scoring_setup(args)
     split = pad_catalog(split, args.catalog, seed=args.seed) if args.catalog else split
-    model_cfg, _ = common.configs(args.preset, len(corpus.vocab))
-    seed_everything(args.seed)
-    model = NRAM(model_cfg).to(device).eval()
 
     start = time.perf_counter()
     rec = Recommender(model, split)
