@@ -20,7 +20,7 @@ import numpy as np
 
 from ..fileio import DataError, atomic_write_json
 from .prepare import Split
-from .text import _TOKEN_RE  # the tokeniser's own pattern, so that spans line up with tokenize()
+from .text import _TOKEN_RE, cached_index  # the tokeniser's own pattern, so that spans line up with tokenize()
 
 ENTITY_FILE = "entity_embedding.vec"
 PAD_ENTITY = ""
@@ -93,11 +93,7 @@ class EntityVocab:
 
     @property
     def index(self) -> dict[str, int]:
-        cached = self.__dict__.get("_index")
-        if cached is None:
-            cached = {q: i for i, q in enumerate(self.ids) if i}
-            object.__setattr__(self, "_index", cached)
-        return cached
+        return cached_index(self, self.ids, skip_first=True)
 
     def save(self, path: str | Path) -> None:
         atomic_write_json(path, {"entities": list(self.ids)})

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..fileio import DataError, atomic_write_text, nram_home
 from .mind import FileReport, RawBehaviors, read_behaviors, read_news
-from .text import Vocab
+from .text import Vocab, cached_index
 
 CACHE_VERSION = 1
 SIZES = ("demo", "small", "large")
@@ -140,10 +140,7 @@ class News:
 
     @property
     def index(self) -> dict[str, int]:
-        cached = self.__dict__.get("_index")
-        if cached is None:
-            cached = self.__dict__["_index"] = {n: i for i, n in enumerate(self.ids) if i}
-        return cached
+        return cached_index(self, self.ids, skip_first=True)
 
 
 @dataclass

@@ -21,6 +21,18 @@ PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 
 
+def cached_index(owner: object, items: tuple[str, ...] | list[str], *, skip_first: bool) -> dict[str, int]:
+    """``{item: position}`` of ``items``, built once and kept on ``owner`` (frozen dataclasses too).
+
+    ``skip_first`` leaves out position 0 where it is padding rather than a real entry.
+    """
+    cached = owner.__dict__.get("_index")
+    if cached is None:
+        cached = {item: i for i, item in enumerate(items) if i or not skip_first}
+        object.__setattr__(owner, "_index", cached)
+    return cached
+
+
 def tokenize(text: str) -> list[str]:
     """>>> tokenize("Tom Brady's 3rd TD: wow!")
     ['tom', 'brady', 's', '3rd', 'td', 'wow', '!']
@@ -46,11 +58,7 @@ class Vocab:
 
     @property
     def index(self) -> dict[str, int]:
-        cached = self.__dict__.get("_index")
-        if cached is None:
-            cached = {w: i for i, w in enumerate(self.words)}
-            object.__setattr__(self, "_index", cached)
-        return cached
+        return cached_index(self, self.words, skip_first=False)
 
     @property
     def digest(self) -> str:
