@@ -34,7 +34,9 @@ def cached_index(owner: object, items: tuple[str, ...] | list[str], *, skip_firs
 
 
 def tokenize(text: str) -> list[str]:
-    """>>> tokenize("Tom Brady's 3rd TD: wow!")
+    """Lowercase word runs plus ``.,!?;|`` as tokens.
+
+    >>> tokenize("Tom Brady's 3rd TD: wow!")
     ['tom', 'brady', 's', '3rd', 'td', 'wow', '!']
     """
     return _TOKEN_RE.findall(text.lower())
