@@ -1,0 +1,12 @@
+import doctest
+
+import pytest
+
+from nram_core import metrics
+from nram_core.data import mind, text
+
+
+@pytest.mark.parametrize("module", [metrics, mind, text], ids=lambda m: m.__name__)
+def test_docstring_examples_hold(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
