@@ -53,7 +53,7 @@ def test_two_ranks_train_like_one_process(demo_corpus, tmp_path, capsys):
 
 
 STOP_WORKER = """
-import json, sys
+import json, pathlib, sys
 from nram_core import distributed
 from nram_core.config import ModelConfig, TrainConfig
 from nram_core.data import load_corpus, resolve_layout
@@ -72,8 +72,9 @@ trainer = Trainer(model_config=ModelConfig(vocab_size=len(corpus.vocab), word_di
                   train_config=TrainConfig(epochs=3, batch_size=37, max_impressions=300, max_dev_impressions=50),
                   corpus=corpus, run_dir=sys.argv[2], callbacks=[StopInSecondEpoch()])
 result = trainer.fit()
-print(json.dumps({"rank": info.rank, "epochs": result.epochs_done, "cancelled": result.cancelled,
-                  "steps": result.global_step}))
+# One file per rank: two processes printing to one pipe can interleave their lines.
+pathlib.Path(sys.argv[3], f"rank{info.rank}.json").write_text(json.dumps(
+    {"rank": info.rank, "epochs": result.epochs_done, "cancelled": result.cancelled, "steps": result.global_step}))
 """
 
 
@@ -81,10 +82,10 @@ def test_a_stop_requested_on_rank_0_stops_every_rank_at_the_same_step(demo_corpu
     script = tmp_path / "worker.py"
     script.write_text(STOP_WORKER)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           str(demo_corpus), str(tmp_path / "run")]
+           str(demo_corpus), str(tmp_path / "run"), str(tmp_path)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = sorted((json.loads(l) for l in done.stdout.strip().splitlines()), key=lambda r: r["rank"])
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     # Callbacks run on rank 0 only; rank 1 learns of the stop at the same step.
     assert results == [{"rank": r, "epochs": 1, "cancelled": True, "steps": 13 + 3} for r in (0, 1)]
     assert json.loads((tmp_path / "run" / "state.json").read_text())["epochs_done"] == 1
