@@ -80,3 +80,4 @@ except Exception as exc:  # noqa: BLE001 - st.stop/st.rerun are BaseException an
     st.error(f"Something went wrong on this page: {type(exc).__name__}: {exc}")
 
 st.sidebar.caption(f"Server time for this view: {(time.perf_counter() - _started) * 1000:.0f} ms")
+context.warm_up(st.session_state[context.CTX_KEY])

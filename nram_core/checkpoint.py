@@ -12,7 +12,6 @@ Every file is written atomically.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, TrainConfig, from_dict, to_dict
-from .data.text import Vocab
+from .config import ModelConfig, TrainConfig, to_dict
 from .fileio import DataError, atomic_write_json, atomic_write_with
 from .model import NRAM
+from .run_info import FORMAT_VERSION, WEIGHTS, RunInfo, read_config, read_run_info, read_state
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "Run", "RunInfo", "load_optimizer", "load_run", "read_config", "read_run_info",
+           "read_state", "save_optimizer", "save_weights", "write_config"]
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -44,62 +44,23 @@ def write_config(run_dir: Path, *, model_config: ModelConfig, train_config: Trai
 
 
 @dataclass
-class Run:
-    """A loaded run: the model in eval mode plus what it was trained with."""
+class Run(RunInfo):
+    """A loaded run: what ``read_run_info`` gives, plus the model in eval mode."""
 
-    path: Path
     model: NRAM
-    vocab: Vocab
-    model_config: ModelConfig
-    train_config: TrainConfig
-    data: dict[str, Any]
-    state: dict[str, Any]
 
 
-def read_state(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "state.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
-
-
-def read_config(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DataError(f"{run_dir}: not a run folder (no config.json)") from exc
-    except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
-
-
-def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", weights: str = "model.safetensors") -> Run:
+def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", weights: str = WEIGHTS) -> Run:
     """Load a run folder's model without executing any pickled code."""
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    info = read_run_info(run_dir, weights=weights)
+    weights_path = info.path / weights
+    model = NRAM(info.model_config)
     try:
-        model_config = from_dict(ModelConfig, config["model"])
-        train_config = from_dict(TrainConfig, config["train"])
-    except (KeyError, TypeError) as exc:
-        raise DataError(f"{run_dir / 'config.json'}: missing or bad field ({exc})") from exc
-    vocab = Vocab.load(run_dir / "vocab.json")
-    if len(vocab) != model_config.vocab_size:
-        raise DataError(f"{run_dir}: vocab.json has {len(vocab)} words but config says {model_config.vocab_size}")
-    weights_path = run_dir / weights
-    if not weights_path.is_file():
-        raise DataError(f"{run_dir}: no {weights} (was the first epoch finished?)")
-    model = NRAM(model_config)
-    try:
-        state_dict = load_file(str(weights_path))
-        model.load_state_dict(state_dict)
+        model.load_state_dict(load_file(str(weights_path)))
     except (RuntimeError, OSError, ValueError) as exc:
         raise DataError(f"{weights_path}: weights do not fit the config ({str(exc).splitlines()[0]})") from exc
     model.to(device).eval()
-    return Run(path=run_dir, model=model, vocab=vocab, model_config=model_config, train_config=train_config,
-               data=config.get("data", {}), state=read_state(run_dir))
+    return Run(**vars(info), model=model)
 
 
 def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:

@@ -157,6 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"training on {trainer.device}{ranks} -> {out} ({trainer.batches.num_samples} samples/epoch)",
               file=sys.stderr)
     result = trainer.fit()
+    distributed.finish()
     if not rank0:
         return 0
     if args.slim:  # a run to ship: drop what only --resume needs
@@ -203,7 +204,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     run, split = _load_run_and_split(args)
     rec = Recommender(run.model, split)
-    history = rec.history_of(args.user)
+    history = split.user_history(args.user)
     ranked = rec.rank_catalog(history, top=args.top, category=args.category)
     news = split.news
     for rank, (row, score, prob) in enumerate(zip(ranked.rows, ranked.scores, ranked.probabilities), start=1):
@@ -245,7 +246,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     run, split = _load_run_and_split(args)
     rec = Recommender(run.model, split)
-    history = rec.history_of(args.user)[-run.model_config.history_len:]
+    history = split.user_history(args.user)[-run.model_config.history_len:]
     candidate = rec.row_of(args.news)
     exp = rec.explain(history, np.array([candidate]))
     words = run.vocab.words

@@ -86,6 +86,18 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def finish() -> None:
+    """Leave the process group together: wait for every rank, then tear it down.
+
+    A rank that destroys the group while another still exchanges with it can abort inside
+    gloo ("terminate called without an active exception"), so the normal end of a run meets
+    at a barrier first. The atexit ``shutdown`` stays for runs that end with an error.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if current().enabled:
         dist.barrier()

@@ -137,18 +137,67 @@ def per_impression_metrics(labels: np.ndarray, scores: np.ndarray, offsets: np.n
     """Metrics of every impression stored flat: impression ``i`` owns ``[offsets[i], offsets[i+1])``.
 
     Returns a float array ``(n_impressions, 4)`` in METRIC_NAMES order, NaN for impressions
-    that lack a click or a non-click.
+    that lack a click or a non-click. The formulas are those of the one-impression functions
+    above, computed for all impressions at once with segment sorts; ``tests/test_metrics.py``
+    checks that both give the same figures. Only the order of exactly equal scores can differ:
+    evaluate.py's ``np.argsort(score)[::-1]`` leaves it to numpy's unstable sort (it differs
+    between numpy versions and CPUs), whereas here the later candidate always ranks first, as
+    a stable sort reversed gives. AUC averages the ranks of equal scores, so it never depends
+    on that order; MRR and nDCG do only for ties, which continuous model scores do not produce
+    (a cold user's all-zero scores are the exception).
 
     >>> per_impression_metrics(np.array([1, 0, 1, 1]), np.array([.9, .1, .5, .4]), np.array([0, 2, 4]))[:, 0]
     array([ 1., nan])
     """
+    offsets = np.asarray(offsets, dtype=np.int64)
     n = len(offsets) - 1
+    total = int(offsets[-1]) if n > 0 else 0
+    y = np.asarray(labels)[:total].astype(np.float64)
+    s = np.asarray(scores)[:total].astype(np.float64)
+    sizes = np.diff(offsets)  # [I]
+    owner = np.repeat(np.arange(n), sizes)  # [N] impression of each candidate
+    start = offsets[owner]  # [N] first flat position of that impression
+    n_pos = np.bincount(owner, weights=(y > 0).astype(np.float64), minlength=n)  # [I]
+    n_neg = sizes - n_pos
     out = np.full((n, len(METRIC_NAMES)), np.nan)
-    for i in range(n):
-        lo, hi = offsets[i], offsets[i + 1]
-        y = labels[lo:hi]
-        if has_both_labels(y):
-            out[i] = list(impression_metrics(y, scores[lo:hi]).values())
+    usable = (n_pos > 0) & (n_neg > 0)
+    if not usable.any():
+        return out
+
+    def segment_sum(values: np.ndarray, owners: np.ndarray) -> np.ndarray:
+        return np.bincount(owners, weights=values, minlength=n)  # [N] -> [I]
+
+    # AUC: average 1-based ranks over runs of equal scores inside each impression.
+    up = np.lexsort((s, owner))  # [N] by impression, then score ascending
+    s_up, owner_up = s[up], owner[up]
+    run_starts = np.flatnonzero(np.concatenate(([True], (s_up[1:] != s_up[:-1]) | (owner_up[1:] != owner_up[:-1]))))
+    run_ends = np.append(run_starts[1:], total)
+    run_rank = (run_starts + run_ends + 1) / 2.0 - start[up][run_starts]  # [R] mean rank inside the impression
+    rank_up = np.repeat(run_rank, run_ends - run_starts)  # [N]
+    rank_sum = segment_sum(rank_up * (y[up] > 0), owner_up)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+    # MRR and nDCG: score descending, the later candidate first among equal scores.
+    position = np.arange(total)
+    down = np.lexsort((-position, -s, owner))  # [N]
+    owner_down = owner[down]
+    rank0 = position - start  # [N] 0-based rank, once the arrays are in ranked order
+    y_down = y[down]
+    mrr = segment_sum(y_down / (rank0 + 1), owner_down) / np.maximum(segment_sum(y_down, owner_down), 1e-300)
+    ideal = np.lexsort((-y, owner))  # [N] labels descending: the ideal ranking
+    y_ideal = y[ideal]
+    gain_down, gain_ideal = 2.0**y_down - 1, 2.0**y_ideal - 1
+    discount = np.log2(rank0 + 2.0)
+    ndcg = []
+    for k in (5, 10):
+        top = rank0 < k
+        dcg = segment_sum(np.where(top, gain_down / discount, 0.0), owner_down)
+        best = segment_sum(np.where(top, gain_ideal / discount, 0.0), owner)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ndcg.append(dcg / best)
+    metrics = np.stack([auc, mrr, *ndcg], axis=1)  # [I,4]
+    out[usable] = metrics[usable]
     return out
 
 

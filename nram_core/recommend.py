@@ -35,26 +35,6 @@ class Recommender:
         self.model = model.eval()
         self.split = split
         self.news_vectors = news_vectors if news_vectors is not None else encode_all_news(model, split)
-        self._user_impressions: dict[str, np.ndarray] | None = None
-
-    # ---- users -------------------------------------------------------------------------
-    def impressions_of(self, user_id: str) -> np.ndarray:
-        """Impression numbers (row order in behaviors.tsv) of a user, oldest first."""
-        if self._user_impressions is None:
-            order = np.argsort(self.split.users, kind="stable")
-            bounds = np.searchsorted(self.split.users[order], np.arange(len(self.split.user_ids) + 1))
-            self._user_impressions = {
-                u: order[bounds[i]: bounds[i + 1]] for i, u in enumerate(self.split.user_ids)
-            }
-        found = self._user_impressions.get(user_id)
-        if found is None:
-            raise DataError(f"unknown user id {user_id!r} in {self.split.folder}")
-        times = self.split.behaviors.times[found]
-        return found[np.argsort(times, kind="stable")]
-
-    def history_of(self, user_id: str) -> np.ndarray:
-        """The user's clicked-news rows (oldest first) as of their latest impression."""
-        return self.split.history_of(int(self.impressions_of(user_id)[-1]))
 
     # ---- scoring -----------------------------------------------------------------------
     @torch.inference_mode()

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from nram_core.fileio import atomic_write_json, atomic_write_text
+from nram_core.metrics import METRIC_NAMES, evaluate_flat
 
 __all__ = ["Scale", "ClickParams", "SCALES", "PARAMS", "generate"]
 
@@ -802,55 +803,11 @@ def _render_behaviors(
 # --------------------------------------------------------------------------- truth
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC (Mann-Whitney) with average ranks for ties, as sklearn's roc_auc_score."""
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    bounds = np.concatenate(([0], np.flatnonzero(np.diff(sorted_scores)) + 1, [scores.size]))
-    ranks = np.empty(scores.size)
-    ranks[order] = np.repeat((bounds[:-1] + bounds[1:] + 1) / 2.0, np.diff(bounds))
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def _mrr(labels: np.ndarray, scores: np.ndarray) -> float:
-    """MIND evaluate.py's mrr_score."""
-    ranked = np.take(labels, np.argsort(scores)[::-1]).astype(np.float64)
-    return float((ranked / (np.arange(ranked.size) + 1)).sum() / ranked.sum())
-
-
-def _dcg(labels: np.ndarray, scores: np.ndarray, k: int) -> float:
-    ranked = np.take(labels, np.argsort(scores)[::-1][:k]).astype(np.float64)
-    return float(((2.0**ranked - 1) / np.log2(np.arange(ranked.size) + 2)).sum())
-
-
-def _ndcg(labels: np.ndarray, scores: np.ndarray, k: int) -> float:
-    """MIND evaluate.py's ndcg_score: DCG@k over the ideal DCG@k."""
-    return _dcg(labels, scores, k) / _dcg(labels, labels.astype(np.float64), k)
-
-
 def _oracle_metrics(imps: _Impressions) -> tuple[dict[str, float], int]:
-    """Mean per-impression metrics of the true p against the sampled clicks.
-
-    Impressions with no non-click (all clicked) are skipped for all four metrics, as AUC
-    is undefined there; the count of skipped impressions is returned alongside.
-    """
-    sums = {"auc": 0.0, "mrr": 0.0, "ndcg@5": 0.0, "ndcg@10": 0.0}
-    used = 0
-    off = imps.offsets
-    for i in range(imps.n):
-        labels = imps.label[off[i]:off[i + 1]]
-        n_pos = int(labels.sum())
-        if n_pos == 0 or n_pos == labels.size:
-            continue
-        scores = imps.p[off[i]:off[i + 1]]
-        sums["auc"] += _auc(labels, scores)
-        sums["mrr"] += _mrr(labels, scores)
-        sums["ndcg@5"] += _ndcg(labels, scores, 5)
-        sums["ndcg@10"] += _ndcg(labels, scores, 10)
-        used += 1
-    return {k: v / max(used, 1) for k, v in sums.items()}, imps.n - used
+    """Mean per-impression metrics of the true p against the sampled clicks, and how many
+    impressions were skipped because they lack a click or a non-click (AUC is undefined there)."""
+    result = evaluate_flat(imps.label, imps.p, imps.offsets)
+    return {k: v for k, v in result.as_dict().items() if k in METRIC_NAMES}, result.skipped
 
 
 def _user_interests(users: _Users, used: np.ndarray) -> dict[str, dict[str, float]]:

@@ -169,9 +169,48 @@ def test_first_start_uses_demo_corpus_and_shipped_model(studio_home):
     assert at.selectbox(key="model").format_func(at.selectbox(key="model").value).startswith("Demo model")
     # overview: figures, the four charts, the skipped-rows report and the model card
     assert metric(at, "Users") == f"{len(c.split.user_ids):,}"
-    assert len(at.get("plotly_chart")) >= 4
+    assert len(at.get("vega_lite_chart")) >= 4
     assert "Model card" in all_text(at)
     assert "Parameters" in [m.label for m in at.metric]
+
+
+OVERVIEW_WITHOUT_TORCH = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from studio import charts, context, loaders, registry  # everything main.py and the Overview import
+corpus, _ = registry.ensure_demo_corpus()
+model = registry.discover_models()[0]
+info = loaders.get_run_info(model.key, model.mtime_ns)
+split = loaders.get_split("dev", str(corpus / "dev"), str(corpus / "train"), model.key, model.mtime_ns)
+stats = loaders.split_stats(split, ("k",))
+fit = loaders.vocab_fit(info, split, ("k",), str(corpus / "train"))
+assert stats["impressions"] > 0 and fit.level == "ok" and info.num_parameters > 0, (stats, fit)
+print(sorted(m for m in ("torch", "nram_core.model", "nram_core.recommend") if m in sys.modules))
+"""
+
+
+def test_sidebar_and_overview_need_no_torch(studio_home, tmp_path):
+    """A first start shows the Overview without waiting for torch's import (the model is built after it)."""
+    import os
+    import subprocess
+
+    script = tmp_path / "overview_without_torch.py"
+    script.write_text(OVERVIEW_WITHOUT_TORCH)
+    done = subprocess.run([sys.executable, str(script), str(APP.parent)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "NRAM_HOME": str(studio_home)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_model_card_size_is_the_model_parameter_count():
+    from nram_core.checkpoint import load_run
+    from nram_core.run_info import read_run_info
+
+    c = ctx(new_app())
+    run = load_run(c.model.path)
+    assert read_run_info(c.model.path).num_parameters == sum(p.numel() for p in run.model.parameters())
+    assert c.info.num_parameters == sum(p.numel() for p in run.model.parameters())
 
 
 # ---- recommendations -----------------------------------------------------------------------------------
@@ -221,7 +260,7 @@ def test_catalog_mode_excludes_history_and_filters_category():
     assert len(table) == 20
     read = {c.split.news.ids[r] for r in c.history}
     assert not read & set(table["news_id"])
-    assert at.get("plotly_chart"), "score distribution chart"
+    assert at.get("vega_lite_chart"), "score distribution chart"
     category = c.split.news.categories[0]
     at.selectbox(key="catalog_category").set_value(category).run()
     assert set(frame(at, "catalog")["category"]) == {category}
@@ -542,7 +581,7 @@ def test_training_cancel_and_one_run_at_a_time(studio_home):
     # one run at a time: the form is disabled, and a direct start is refused with a message
     assert next(b for b in at.button if b.label == "Start training").disabled
     c = ctx(at)
-    problem = job.start(layout=c.dataset.layout, model_config=c.run.model_config, train_config=c.run.train_config,
+    problem = job.start(layout=c.dataset.layout, model_config=c.info.model_config, train_config=c.info.train_config,
                         run_dir=studio_home / "runs" / "second", data_info={}, label="second")
     assert problem and "already in progress" in problem
     deadline = time.time() + 60

@@ -193,3 +193,19 @@ def test_mind_sample_parses_and_reports(mind_sample):
     assert train_beh.kept > 0 and train_beh.dropped["unresolved history ids"] > 0
     assert corpus.dev.num_impressions > 0
     assert "unresolved impression ids" in corpus.train.summary()
+
+
+def test_a_users_impressions_are_in_time_order_and_the_history_is_the_latest(tmp_path):
+    rows = [
+        "1\tU2\t11/15/2019 9:00:00 AM\tN1 N2\tN3-1 N4-0",
+        "2\tU1\t11/15/2019 8:00:00 AM\tN1\tN3-0 N4-1",
+        "3\tU2\t11/15/2019 7:00:00 AM\tN1\tN3-1 N4-0",  # U2's oldest impression comes last in the file
+    ]
+    root = tmp_path / "root"
+    write_split(root / "train", behaviors=rows)
+    split = load_corpus(resolve_layout(root), title_len=8, splits=("train",), cache=False).train
+    assert list(split.user_impressions("U2")) == [2, 0]
+    assert list(split.user_history("U2")) == [1, 2]  # rows of N1 N2, as of 9:00
+    assert list(split.user_impressions("U1")) == [1]
+    with pytest.raises(DataError, match="unknown user id 'U3'"):
+        split.user_impressions("U3")

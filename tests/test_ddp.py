@@ -72,6 +72,7 @@ trainer = Trainer(model_config=ModelConfig(vocab_size=len(corpus.vocab), word_di
                   train_config=TrainConfig(epochs=3, batch_size=37, max_impressions=300, max_dev_impressions=50),
                   corpus=corpus, run_dir=sys.argv[2], callbacks=[StopInSecondEpoch()])
 result = trainer.fit()
+distributed.finish()
 # One file per rank: two processes printing to one pipe can interleave their lines.
 pathlib.Path(sys.argv[3], f"rank{info.rank}.json").write_text(json.dumps(
     {"rank": info.rank, "epochs": result.epochs_done, "cancelled": result.cancelled, "steps": result.global_step}))

@@ -179,7 +179,7 @@ def test_walk_every_page(server, browser, tmp_path):
     for text in ("News per category", "History length per user", "Impressions per day",
                  "Click-through rate by category", "Rows skipped while reading", "Parameters"):
         assert text in body, text
-    assert page.locator("[data-testid='stPlotlyChart']").count() >= 4
+    assert page.locator("[data-testid='stVegaLiteChart']").count() >= 4
     assert page.get_by_role("combobox", name="Model").input_value().startswith("Demo model (shipped)")
     assert page.get_by_role("combobox", name="Dataset").input_value().startswith("Demo corpus")
     shoot(page, "overview", tmp_path)

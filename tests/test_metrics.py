@@ -72,3 +72,45 @@ def test_flat_evaluation_averages_per_impression_and_skips_single_label():
 def test_auc_rejects_single_class():
     with pytest.raises(ValueError):
         metrics.auc_score(np.array([1, 1]), np.array([0.1, 0.2]))
+
+
+def _flat_impressions(rng, count):
+    sizes = rng.integers(0, 300, count)
+    sizes[:5] = [0, 1, 2, 5, 299]  # an empty, a single-candidate and a long impression
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    labels = (rng.random(offsets[-1]) < 0.1).astype(np.int64)
+    return labels, offsets
+
+
+def test_all_impressions_at_once_equal_one_at_a_time():
+    rng = np.random.default_rng(7)
+    labels, offsets = _flat_impressions(rng, 400)
+    scores = rng.normal(size=len(labels)).astype(np.float32)  # model scores: no ties
+    fast = metrics.per_impression_metrics(labels, scores, offsets)
+    for i in range(len(offsets) - 1):
+        y, s = labels[offsets[i]:offsets[i + 1]], scores[offsets[i]:offsets[i + 1]]
+        if metrics.has_both_labels(y):
+            assert fast[i] == pytest.approx(list(metrics.impression_metrics(y, s).values()), abs=1e-12)
+        else:
+            assert np.isnan(fast[i]).all()
+    assert np.isnan(fast[:2]).all()  # the empty and the single-candidate impressions
+
+
+def test_all_impressions_at_once_rank_equal_scores_later_candidate_first():
+    rng = np.random.default_rng(8)
+    labels, offsets = _flat_impressions(rng, 200)
+    scores = rng.integers(0, 4, len(labels)).astype(np.float64)  # many ties
+    scores[offsets[3]:offsets[4]] = 0.0  # a cold user: every score equal
+    fast = metrics.per_impression_metrics(labels, scores, offsets)
+    for i in range(len(offsets) - 1):
+        y, s = labels[offsets[i]:offsets[i + 1]], scores[offsets[i]:offsets[i + 1]]
+        if not metrics.has_both_labels(y):
+            continue
+        # evaluate.py's formulas with the tie order made explicit: a stable sort, reversed
+        order = np.argsort(s, kind="stable")[::-1]
+        ranked = y[order]
+        mrr = np.sum(ranked / (np.arange(len(y)) + 1)) / np.sum(ranked)
+        ideal = np.sort(y)[::-1]
+        ndcg = [np.sum((2.0**ranked[:k] - 1) / np.log2(np.arange(len(ranked[:k])) + 2))
+                / np.sum((2.0**ideal[:k] - 1) / np.log2(np.arange(len(ideal[:k])) + 2)) for k in (5, 10)]
+        assert fast[i] == pytest.approx([roc_auc_score(y, s), mrr, *ndcg], abs=1e-12)

@@ -264,28 +264,3 @@ def test_counts_match_files_and_demo_ranges(corpus, truth):
     assert 10_000 <= counts["train_impressions"] <= 14_000
     assert 2_500 <= counts["dev_impressions"] <= 3_500
     assert set(truth["user_interests"]) == users
-
-
-# --------------------------------------------------------------------------- private metrics
-
-
-def test_metric_helpers_match_mind_definitions():
-    labels = np.array([0, 1, 0, 1, 0], dtype=bool)
-    scores = np.array([0.3, 0.3, 0.1, 0.8, 0.5])
-    assert synth._auc(labels, scores) == pytest.approx(4.5 / 6)  # the tie counts one half
-    # Ranking 0.8 (1), 0.5 (0), 0.3, 0.3, 0.1: argsort()[::-1] puts index 1 before 0.
-    assert synth._mrr(labels, scores) == pytest.approx((1 / 1 + 1 / 3) / 2)
-    ideal = 1 + 1 / np.log2(3)
-    assert synth._ndcg(labels, scores, 5) == pytest.approx((1 + 1 / np.log2(4)) / ideal)
-    assert synth._ndcg(labels, scores, 1) == pytest.approx(1.0)
-
-
-def test_auc_matches_sklearn_with_ties():
-    metrics = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        n = int(rng.integers(2, 40))
-        labels = rng.random(n) < 0.3
-        labels[0], labels[1] = True, False
-        scores = rng.integers(0, 5, n) / 4.0  # many ties
-        assert synth._auc(labels, scores) == pytest.approx(metrics.roc_auc_score(labels, scores))

@@ -10,7 +10,6 @@ from nram_core.cli import main
 from nram_core.config import ModelConfig, TrainConfig
 from nram_core.data import load_corpus, resolve_layout
 from nram_core.data.prepare import build_vocab
-from nram_core.recommend import Recommender
 from nram_core.scoring import evaluate_split
 from nram_core.train import Callback, Trainer
 
@@ -203,7 +202,7 @@ def test_cli_predict_recommend_explain(demo_corpus, tmp_path, capsys):
     rows = [json.loads(l) for l in out.strip().splitlines()]
     assert code == 0 and len(rows) == 5 and [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
     assert rows[0]["score"] >= rows[-1]["score"]
-    history = set(corpus.dev.news.ids[r] for r in Recommender(load_run(run_dir).model, corpus.dev).history_of(user))
+    history = set(corpus.dev.news.ids[r] for r in corpus.dev.user_history(user))
     assert not history & {r["news_id"] for r in rows}
 
     news_id = rows[0]["news_id"]

@@ -7,21 +7,25 @@ messages and shown by the page with st.error, never as a traceback.
 """
 from __future__ import annotations
 
+import logging
 import random
+import threading
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from nram_core.checkpoint import Run
 from nram_core.data.prepare import Split
 from nram_core.fileio import DataError
-from nram_core.recommend import Recommender
+from nram_core.run_info import RunInfo
 
 from . import loaders, registry
 from .registry import DatasetEntry, ModelEntry
+
+if TYPE_CHECKING:
+    from nram_core.recommend import Recommender
 
 CTX_KEY = "_nram_ctx"
 USER_OPTIONS_CAP = 2000  # users listed in the picker; any other id can still be typed
@@ -39,9 +43,9 @@ class Ctx:
     dataset: DatasetEntry | None = None
     split_name: str | None = None
     model: ModelEntry | None = None
-    run: Run | None = None
+    info: RunInfo | None = None  # the chosen model's configs, vocabulary and state (no torch needed)
     split: Split | None = None
-    rec: Recommender | None = None
+    rec: Recommender | None = None  # built by need_model(), on the first page that scores
     fit: loaders.Fit | None = None
     users: pd.DataFrame | None = None
     user: str | None = None
@@ -72,8 +76,8 @@ class Ctx:
 
     @property
     def words(self) -> tuple[str, ...]:
-        assert self.run is not None
-        return self.run.vocab.words
+        assert self.info is not None
+        return self.info.vocab.words
 
     def news(self) -> pd.DataFrame:
         assert self.split is not None
@@ -93,11 +97,52 @@ def need_split() -> Ctx:
     return c
 
 
+def load_recommender(c: Ctx) -> None:
+    """Build the model and encode every news once (cached), or keep why that failed in ``c.model_error``."""
+    if c.rec is not None or c.model_error or c.info is None or c.split is None:
+        return
+    try:
+        c.rec = loaders.get_recommender(c.split_name, str(c.dataset.folder(c.split_name)), c.train_folder,
+                                        c.model.key, c.model.mtime_ns)
+    except (DataError, ValueError, RuntimeError, OSError) as exc:
+        c.model_error = f"Model {c.model.path.name} cannot score this dataset: {exc}"
+
+
+_warm_lock = threading.Lock()
+_warmed: set[tuple] = set()
+
+
+def warm_up(c: Ctx) -> None:
+    """Build the chosen model's Recommender in a background thread, once per model and split.
+
+    The sidebar and the Overview need no torch, so a first start shows them at once; meanwhile
+    this thread imports torch, loads the weights and encodes every news, so that the pages that
+    score find the Recommender in the cache. Building it inside the script run instead would
+    hold the page back: the browser shows the Overview only when that run ends.
+    """
+    if c.info is None or c.model_error or c.split is None:
+        return
+    args = (c.split_name, str(c.dataset.folder(c.split_name)), c.train_folder, c.model.key, c.model.mtime_ns)
+    with _warm_lock:
+        if args in _warmed:
+            return
+        _warmed.add(args)
+
+    def build() -> None:
+        try:
+            loaders.get_recommender(*args)
+        except Exception:  # noqa: BLE001 - need_model() builds it again on its page and shows the error there
+            logging.getLogger(__name__).info("warm-up of %s failed; the model pages will say why", args[3])
+
+    threading.Thread(target=build, name="nram-warm-up", daemon=True).start()
+
+
 def need_model() -> Ctx:
     c = need_split()
     if c.model is None and not c.model_error:
         st.info("No trained model yet. Train one on the **Train** page; it will appear in the model picker.")
         st.stop()
+    load_recommender(c)
     if c.model_error or c.rec is None:
         st.error(c.model_error or "The model could not be loaded.")
         st.stop()
@@ -184,11 +229,11 @@ def _load(c: Ctx) -> None:
     folder = str(c.dataset.folder(c.split_name))
     if c.model is not None:
         try:
-            c.run = loaders.get_run(c.model.key, c.model.mtime_ns)
+            c.info = loaders.get_run_info(c.model.key, c.model.mtime_ns)
         except (DataError, ValueError, OSError) as exc:
             c.model_error = f"Model {c.model.path} cannot be loaded: {exc}"
-    model_path = c.model.key if c.run is not None else None
-    mtime = c.model.mtime_ns if c.run is not None else 0
+    model_path = c.model.key if c.info is not None else None
+    mtime = c.model.mtime_ns if c.info is not None else 0
     try:
         c.split = loaders.get_split(c.split_name, folder, c.train_folder, model_path, mtime)
     except (DataError, OSError) as exc:
@@ -197,16 +242,11 @@ def _load(c: Ctx) -> None:
     if c.split.num_impressions == 0:
         c.dataset_error = f"{folder}: no usable impressions (see the skipped rows on the Overview page)."
         return
-    if c.run is None:
+    if c.info is None:
         return
-    c.fit = loaders.vocab_fit(c.run, c.split, c.key, c.train_folder)
+    c.fit = loaders.vocab_fit(c.info, c.split, c.key, c.train_folder)
     if c.fit.level == "error":
         c.model_error = c.fit.message
-        return
-    try:
-        c.rec = loaders.get_recommender(c.split_name, folder, c.train_folder, c.model.key, c.model.mtime_ns)
-    except (DataError, ValueError, RuntimeError) as exc:
-        c.model_error = f"Model {c.model.path.name} cannot score this dataset: {exc}"
 
 
 def _user_widgets(c: Ctx, sb) -> None:
@@ -257,12 +297,11 @@ def _user_widgets(c: Ctx, sb) -> None:
                         f"{c.dataset.label}. Pick one from the list or press Random user.")
         sb.error(f"Unknown user id {user!r}")
         return
-    if c.rec is not None:
-        try:
-            c.impressions = c.rec.impressions_of(user)
-            c.history = c.rec.history_of(user)
-        except DataError as exc:
-            c.user_error = str(exc)
-            return
+    try:
+        c.impressions = c.split.user_impressions(user)
+        c.history = c.split.user_history(user)
+    except DataError as exc:
+        c.user_error = str(exc)
+        return
     info = table.loc[row[0]]
     sb.caption(f"{int(info['history'])} clicks in history · {int(info['impressions'])} impressions")

@@ -9,16 +9,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from nram_core.checkpoint import Run, load_run
 from nram_core.data.prepare import Split, build_vocab, load_split
 from nram_core.data.text import UNK_ID, tokenize
 from nram_core.fileio import DataError
-from nram_core.recommend import Recommender
+from nram_core.run_info import RunInfo, read_run_info
+
+if TYPE_CHECKING:  # torch is imported on first use: the Overview page and the sidebar never need it
+    from nram_core.checkpoint import Run
+    from nram_core.recommend import Recommender
 
 DEFAULT_TITLE_LEN = 30  # for browsing a dataset before any model is chosen
 
@@ -49,8 +53,16 @@ def datasets() -> list:
     return _datasets(stamp)
 
 
+@st.cache_resource(max_entries=6, show_spinner=False)
+def get_run_info(path: str, mtime_ns: int) -> RunInfo:
+    """Configs, vocabulary, state and size of a run, read without torch."""
+    return read_run_info(path)
+
+
 @st.cache_resource(max_entries=6, show_spinner="Loading model…")
 def get_run(path: str, mtime_ns: int) -> Run:
+    from nram_core.checkpoint import load_run
+
     return load_run(path, device="cpu")
 
 
@@ -59,8 +71,8 @@ def get_split(split_name: str, folder: str, train_folder: str | None, model_path
               model_mtime: int) -> Split:
     """The split encoded with the model's vocabulary and title length (or the data's own without a model)."""
     if model_path is not None:
-        run = get_run(model_path, model_mtime)
-        vocab, title_len = run.vocab, run.model_config.title_len
+        info = get_run_info(model_path, model_mtime)
+        vocab, title_len = info.vocab, info.model_config.title_len
     else:
         vocab = build_vocab(Path(train_folder or folder), min_count=1)
         title_len = DEFAULT_TITLE_LEN
@@ -70,6 +82,8 @@ def get_split(split_name: str, folder: str, train_folder: str | None, model_path
 @st.cache_resource(max_entries=6, show_spinner="Encoding every news once…")
 def get_recommender(split_name: str, folder: str, train_folder: str | None, model_path: str,
                     model_mtime: int) -> Recommender:
+    from nram_core.recommend import Recommender
+
     run = get_run(model_path, model_mtime)
     split = get_split(split_name, folder, train_folder, model_path, model_mtime)
     return Recommender(run.model, split)
@@ -118,21 +132,21 @@ class Fit:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def vocab_fit(_run: Run, _split: Split, key: tuple, train_folder: str | None) -> Fit:
+def vocab_fit(_info: RunInfo, _split: Split, key: tuple, train_folder: str | None) -> Fit:
     tokens = _split.news.tokens[1:]
     real = tokens > 0
     n_words = int(real.sum())
     unk_rate = float((tokens == UNK_ID).sum() / n_words) if n_words else 1.0
     known_titles = float(((tokens > UNK_ID).any(axis=1)).mean()) if len(tokens) else 0.0
-    title_len = _run.model_config.title_len
+    title_len = _info.model_config.title_len
     lengths = np.fromiter((len(tokenize(t)) for t in _split.news.titles[1:]), dtype=np.int64,
                           count=len(_split.news.titles) - 1)
     truncated = float((lengths > title_len).mean()) if len(lengths) else 0.0
     same = None
     if train_folder is not None:
         try:
-            data_vocab = build_vocab(Path(train_folder), min_count=_run.train_config.min_word_count)
-            same = data_vocab.digest == _run.vocab.digest
+            data_vocab = build_vocab(Path(train_folder), min_count=_info.train_config.min_word_count)
+            same = data_vocab.digest == _info.vocab.digest
         except (DataError, OSError):
             same = None
     problems = []
@@ -140,7 +154,7 @@ def vocab_fit(_run: Run, _split: Split, key: tuple, train_folder: str | None) ->
     if n_words == 0 or known_titles < 0.05 or unk_rate > 0.95:
         level = "error"
         problems.append(f"{unk_rate:.0%} of the title words of this dataset map to <unk> in the model's "
-                        f"vocabulary ({len(_run.vocab):,} words): this model was trained on other data and "
+                        f"vocabulary ({len(_info.vocab):,} words): this model was trained on other data and "
                         "cannot read these titles. Pick another model, or train one on this dataset.")
     else:
         if unk_rate > 0.2:

@@ -11,7 +11,7 @@ from studio.context import need_user
 c = need_user()
 st.title("Attention")
 news = c.news()
-hist_len = c.run.model_config.history_len
+hist_len = c.info.model_config.history_len
 recent = np.asarray(c.history, dtype=np.int64)[-hist_len:]
 st.caption(f"User **{c.user}** · model {c.model.label} · the user encoder reads the latest "
            f"{hist_len} clicks ({len(recent)} here)")
@@ -126,7 +126,7 @@ def _title_option_label(opt: str) -> str:
 
 if st.session_state.get("att_title") not in title_options:
     st.session_state["att_title"] = "candidate"
-heads = c.run.model_config.num_heads
+heads = c.info.model_config.num_heads
 head_options = ["mean"] + [f"head {h + 1}" for h in range(heads)]
 if st.session_state.get("att_head") not in head_options:
     st.session_state["att_head"] = "mean"

@@ -24,26 +24,24 @@ cols[5].metric("Mean history", f"{stats['mean_history']:.1f}",
 left, right = st.columns(2)
 with left:
     st.subheader("News per category")
-    st.plotly_chart(charts.bar(stats["by_category"], "category", "news"), config=charts.PLOT_CONFIG,
-                    key="ov_categories")
+    st.altair_chart(charts.bar(stats["by_category"], "category", "news"), width="stretch", key="ov_categories")
     st.subheader("Impressions per day")
     per_day = stats["per_day"]
     if len(per_day) >= 3:
-        st.plotly_chart(charts.bar(per_day, "day", "impressions", colour="#fc8d59"),
-                        config=charts.PLOT_CONFIG, key="ov_days")
+        st.altair_chart(charts.bar(per_day, "day", "impressions", colour="#fc8d59"), width="stretch",
+                        key="ov_days")
     else:  # one or two days (MIND's dev split is a single day): one bar says little, show the hours
-        st.plotly_chart(charts.bar(stats["per_hour"], "hour", "impressions", colour="#fc8d59"),
-                        config=charts.PLOT_CONFIG, key="ov_days")
+        st.altair_chart(charts.bar(stats["per_hour"], "hour", "impressions", colour="#fc8d59"), width="stretch",
+                        key="ov_days")
         st.caption("This split covers " + " and ".join(d.strftime("%Y-%m-%d") for d in per_day["day"])
                    + f" ({', '.join(f'{n:,}' for n in per_day['impressions'])} impressions): shown per hour.")
 with right:
     st.subheader("History length per user")
-    st.plotly_chart(charts.histogram(stats["history_lengths"], xlabel="clicks in history (latest impression)"),
-                    config=charts.PLOT_CONFIG, key="ov_history")
+    st.altair_chart(charts.histogram(stats["history_lengths"], xlabel="clicks in history (latest impression)"),
+                    width="stretch", key="ov_history")
     st.subheader("Click-through rate by category")
-    st.plotly_chart(charts.bar(stats["ctr_by_category"], "category", "ctr", colour="#b30000", tickformat=".0%",
-                               hover="%{x}: %{y:.1%}<extra></extra>"),
-                    config=charts.PLOT_CONFIG, key="ov_ctr")
+    st.altair_chart(charts.bar(stats["ctr_by_category"], "category", "ctr", colour="#b30000", y_format=".1%"),
+                    width="stretch", key="ov_ctr")
 
 st.subheader("Rows skipped while reading")
 reports = stats["reports"]
@@ -68,8 +66,8 @@ if c.model is None:
 if c.model_error:
     st.error(c.model_error)
     st.stop()
-run = c.run
-params = sum(p.numel() for p in run.model.parameters())
+run = c.info
+params = run.num_parameters
 state = run.state or {}
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Parameters", f"{params:,}")

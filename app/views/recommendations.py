@@ -61,6 +61,5 @@ else:
     scores = loaders.catalog_scores(c.rec, c.key, c.history)
     threshold = float(ranked.scores[-1]) if len(ranked.scores) else None
     st.subheader("Score distribution over the whole catalog")
-    st.plotly_chart(charts.histogram(scores, xlabel="score (user · news)", vline=threshold,
-                                     vlabel=f"top {len(ranked.rows)}"),
-                    config=charts.PLOT_CONFIG, key="rec_scores")
+    st.altair_chart(charts.histogram(scores, xlabel="score (user · news)", vline=threshold,
+                                     vlabel=f"top {len(ranked.rows)}"), width="stretch", key="rec_scores")

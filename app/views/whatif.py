@@ -40,7 +40,7 @@ def _reset() -> None:
 kept = set(state["kept"])
 st.session_state["whatif_clicks"] = [r for r in options if r in kept]
 st.caption(f"User **{c.user}** · edit the history below; the model re-encodes the user at once. Only the latest "
-           f"{c.run.model_config.history_len} clicks are read by the model.")
+           f"{c.info.model_config.history_len} clicks are read by the model.")
 
 if not options:
     st.info("This user has no clicks yet (a cold user): add news below to build a history.")

@@ -7,6 +7,7 @@ second run neither re-parses nor re-tokenises.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -168,6 +169,18 @@ class Split:
         b = self.behaviors
         lo, hi = b.candidate_offsets[impression], b.candidate_offsets[impression + 1]
         return b.candidates[lo:hi], b.labels[lo:hi]
+
+    def user_impressions(self, user_id: str) -> np.ndarray:
+        """Impression numbers (row order in behaviors.tsv) of a user, oldest first."""
+        at = bisect.bisect_left(self.user_ids, user_id)  # user_ids is sorted
+        if at == len(self.user_ids) or self.user_ids[at] != user_id:
+            raise DataError(f"unknown user id {user_id!r} in {self.folder}")
+        found = np.flatnonzero(self.users == at)
+        return found[np.argsort(self.behaviors.times[found], kind="stable")]
+
+    def user_history(self, user_id: str) -> np.ndarray:
+        """The user's clicked-news rows (oldest first) as of their latest impression."""
+        return self.history_of(int(self.user_impressions(user_id)[-1]))
 
 
 def _parse_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict: bool) -> Split:

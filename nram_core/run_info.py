@@ -1,0 +1,87 @@
+"""What a run folder says about itself, read without importing torch.
+
+The app's first page shows a model card (configs, vocabulary, size, dev metrics per epoch)
+before anything needs the model itself; importing torch alone takes longer than all of that.
+``checkpoint.load_run`` builds the model on top of ``read_run_info``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig, TrainConfig, from_dict
+from .data.text import Vocab
+from .fileio import DataError
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class RunInfo:
+    """A run folder's configs, vocabulary, training state and the number of weights it stores."""
+
+    path: Path
+    vocab: Vocab
+    model_config: ModelConfig
+    train_config: TrainConfig
+    data: dict[str, Any]
+    state: dict[str, Any]
+    num_parameters: int
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "state.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DataError(f"{run_dir}: not a run folder (no config.json)") from exc
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, from the JSON header that starts every safetensors file."""
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > 100_000_000:  # the format caps headers at 100 MB; more means this is not safetensors
+                raise ValueError(f"header length {length}")
+            header = json.loads(f.read(length))
+        return {name: list(entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
+    except (OSError, struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: not a safetensors file ({exc})") from exc
+
+
+def read_run_info(run_dir: str | Path, *, weights: str = WEIGHTS) -> RunInfo:
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    try:
+        model_config = from_dict(ModelConfig, config["model"])
+        train_config = from_dict(TrainConfig, config["train"])
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{run_dir / 'config.json'}: missing or bad field ({exc})") from exc
+    vocab = Vocab.load(run_dir / "vocab.json")
+    if len(vocab) != model_config.vocab_size:
+        raise DataError(f"{run_dir}: vocab.json has {len(vocab)} words but config says {model_config.vocab_size}")
+    weights_path = run_dir / weights
+    if not weights_path.is_file():
+        raise DataError(f"{run_dir}: no {weights} (was the first epoch finished?)")
+    shapes = safetensors_shapes(weights_path)
+    return RunInfo(path=run_dir, vocab=vocab, model_config=model_config, train_config=train_config,
+                   data=config.get("data", {}), state=read_state(run_dir),
+                   num_parameters=sum(math.prod(shape) for shape in shapes.values()))
