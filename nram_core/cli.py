@@ -115,14 +115,15 @@ class _ProgressBar:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .data.prepare import load_corpus
+    from .data.prepare import CategoryVocab, load_corpus, with_train_categories
+    from .run_info import CATEGORIES
     from .train import Trainer
 
     model_cfg, train_cfg = preset(args.preset)
     overrides = vars(args)
     model_cfg = with_overrides(model_cfg, overrides)
     train_cfg = with_overrides(train_cfg, overrides)
-    model_cfg.validate()
+    model_cfg.validate(data_sizes=False)  # fail on bad flags before reading the data
     train_cfg.validate()
     dist_info, device = distributed.init_from_env(args.device)  # under torchrun: join the process group
     rank0 = dist_info.is_main  # only rank 0 prints and writes
@@ -140,8 +141,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         if rank0 and split is not None and any(r.total_skipped or r.dropped for r in split.reports):
             print(split.summary(), file=sys.stderr)
     model_cfg = dataclasses.replace(model_cfg, vocab_size=len(corpus.vocab))
+    categories = None
+    if model_cfg.use_categories:  # category ids from the train split's names, saved with the run
+        corpus, categories = with_train_categories(corpus)
+        model_cfg = dataclasses.replace(model_cfg, num_categories=len(categories.categories),
+                                        num_subcategories=len(categories.subcategories))
+    model_cfg.validate()
     out = Path(args.out) if args.out else nram_home() / "runs" / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(distributed.broadcast_object(str(out)))  # every rank uses rank 0's run folder name
+    if categories is not None and rank0:
+        if args.resume and (out / CATEGORIES).is_file() and CategoryVocab.load(out / CATEGORIES) != categories:
+            raise DataError(f"{out}: --resume with data whose categories differ from the saved run")
+        out.mkdir(parents=True, exist_ok=True)
+        categories.save(out / CATEGORIES)
     data_info = {"train": str(layout.train), "dev": str(layout.dev) if layout.dev else None, "preset": args.preset}
     truth = Path(args.data) / "truth.json" if args.data else None
     if truth is not None and truth.is_file():  # a generated corpus: record how to make it again
@@ -173,7 +185,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _load_run_and_split(args: argparse.Namespace, split_name: str = "dev"):
     from .checkpoint import load_run
-    from .data.prepare import load_corpus
     from .train import pick_device
 
     run = load_run(args.run, device=pick_device(getattr(args, "device", None)))
@@ -181,10 +192,7 @@ def _load_run_and_split(args: argparse.Namespace, split_name: str = "dev"):
     folder = layout.dev if split_name == "dev" and layout.dev is not None else layout.train
     if folder is None:
         raise DataError("no split to use: pass --data or --dev")
-    from .data.prepare import load_split
-
-    split = load_split(split_name, folder, run.vocab, title_len=run.model_config.title_len, strict=args.strict,
-                       cache=not args.no_cache)
+    split = run.load_split(split_name, folder, strict=args.strict, cache=not args.no_cache)
     if any(r.total_skipped or r.dropped for r in split.reports):
         print(split.summary(), file=sys.stderr)
     return run, split
@@ -266,7 +274,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     _print_json({"user": args.user, "news_id": args.news, "title": news.titles[candidate],
                  "score": round(float(exp.scores[0]), 5),
                  "sum_of_contributions": round(float(exp.contributions[0].sum()), 5),
-                 "candidate_words": weighted_words(candidate, exp.candidate_word_weights[0]), "clicks": clicks})
+                 "candidate_words": weighted_words(candidate, exp.candidate_word_weights[0]), "clicks": clicks,
+                 **({"candidate_views": dict(zip(("title", "category", "subcategory"),
+                                                 (round(float(w), 4) for w in exp.candidate_view_weights[0])))}
+                    if exp.candidate_view_weights.size else {})})
     return 0
 
 

@@ -36,13 +36,15 @@ class ModelConfig:
     def news_dim(self) -> int:
         return self.num_heads * self.head_dim if self.self_attention else self.word_dim
 
-    def validate(self) -> None:
+    def validate(self, *, data_sizes: bool = True) -> None:
+        """Raise ValueError on a bad field. ``data_sizes=False`` skips the sizes that come from the
+        data (the category counts), so that flags can be checked before the data is read."""
         for name in ("word_dim", "num_heads", "head_dim", "query_dim", "title_len", "history_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.use_categories and (self.num_categories < 2 or self.num_subcategories < 2):
+        if data_sizes and self.use_categories and (self.num_categories < 2 or self.num_subcategories < 2):
             raise ValueError("use_categories needs num_categories and num_subcategories from the train split's "
                              "category vocabulary (>= 2 each)")
 

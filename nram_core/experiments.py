@@ -41,9 +41,10 @@ import numpy as np
 from .baselines import BASELINE_PRESETS, DKN, SEGMENTS, Popularity, RandomScores, WideDeep, evaluate_model
 from .config import ModelConfig, TrainConfig, preset as get_preset, to_dict
 from .data.entities import EntityVocab, entity_files, load_entity_vectors, read_entity_ids, with_entities
-from .data.prepare import CategoryVocab, Corpus, Layout, align_categories, load_corpus, resolve_layout
+from .data.prepare import CategoryVocab, Corpus, Layout, load_corpus, resolve_layout, with_train_categories
 from .fileio import DataError, atomic_write_json, atomic_write_text, nram_home
 from .metrics import METRIC_NAMES
+from .run_info import CATEGORIES
 
 SUITE_NAMES = ("paper", "heads", "negatives", "ablation", "all")
 HEADS = (1, 5, 10, 15)
@@ -171,7 +172,7 @@ def prepare_data(layout: Layout, *, title_len: int, min_count: int, strict: bool
     corpus = load_corpus(layout, title_len=title_len, min_count=min_count, strict=strict, cache=cache)
     if corpus.train is None or corpus.dev is None:
         raise DataError("experiments need a train and a dev split: pass a folder holding train/ and dev/")
-    categories = CategoryVocab.from_split(corpus.train)
+    corpus, categories = with_train_categories(corpus)
     files = entity_files(layout.train, layout.dev)
     with_vectors = read_entity_ids(files) if files else set()
     dev_entities = set(EntityVocab.build([corpus.dev]).ids[1:])
@@ -180,7 +181,7 @@ def prepare_data(layout: Layout, *, title_len: int, min_count: int, strict: bool
     if files:
         loaded = load_entity_vectors(files, entities)
         vectors, coverage = loaded.vectors, loaded.coverage
-    train, dev = (with_entities(align_categories(s, categories), entities) for s in (corpus.train, corpus.dev))
+    train, dev = (with_entities(s, entities) for s in (corpus.train, corpus.dev))
     return SuiteData(corpus=Corpus(vocab=corpus.vocab, train=train, dev=dev), categories=categories,
                      entities=entities, entity_vectors=vectors, entity_coverage=coverage, layout=layout)
 
@@ -266,7 +267,7 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
     atomic_write_json(run_dir / "experiment.json", info)
     train_seconds, epochs_done = 0.0, 0
     if spec.trained:
-        data.categories.save(run_dir / "categories.json")
+        data.categories.save(run_dir / CATEGORIES)
         data.entities.save(run_dir / "entities.json")
         train_only = Corpus(vocab=data.corpus.vocab, train=data.corpus.train, dev=None)  # evaluated once, below
         trainer = Trainer(model_config=model_cfg, train_config=train_cfg, corpus=train_only, run_dir=run_dir,

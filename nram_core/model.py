@@ -182,6 +182,8 @@ class Explanation:
     click_self_attention: np.ndarray  # [h,H,H]
     contributions: np.ndarray  # [C,H] per-click share of each candidate's score
     scores: np.ndarray  # [C]
+    history_view_weights: np.ndarray  # [H,3] title/category/subcategory pooling ([0] without use_categories)
+    candidate_view_weights: np.ndarray  # [C,3]
 
 
 class NRAM(nn.Module):
@@ -232,16 +234,23 @@ class NRAM(nn.Module):
         return self(batch.titles, batch.history, batch.history_mask, batch.candidates)
 
     @torch.no_grad()
-    def explain(self, history_titles: torch.Tensor, candidate_titles: torch.Tensor) -> Explanation:
+    def explain(self, history_titles: torch.Tensor, candidate_titles: torch.Tensor, *,
+                history_categories: tuple[torch.Tensor, torch.Tensor] | None = None,
+                candidate_categories: tuple[torch.Tensor, torch.Tensor] | None = None) -> Explanation:
         """Attention and score decomposition for one user (``history_titles`` [H,L]) and candidates [C,L].
 
-        Runs in eval mode (no dropout) and restores the previous mode afterwards.
+        With ``use_categories``, ``*_categories`` are the news' (category ids, subcategory ids), [H] or [C]
+        each. Runs in eval mode (no dropout) and restores the previous mode afterwards.
         """
         was_training = self.training
         self.eval()
         try:
-            hist_vecs, hist_att = self.news_encoder(history_titles, need_weights=True)  # [H,L] -> [H,D]
-            cand_vecs, cand_att = self.news_encoder(candidate_titles, need_weights=True)  # [C,L] -> [C,D]
+            hist_cat, hist_sub = history_categories or (None, None)
+            cand_cat, cand_sub = candidate_categories or (None, None)
+            hist_vecs, hist_att = self.news_encoder(history_titles, need_weights=True, categories=hist_cat,
+                                                    subcategories=hist_sub)  # [H,L] -> [H,D]
+            cand_vecs, cand_att = self.news_encoder(candidate_titles, need_weights=True, categories=cand_cat,
+                                                    subcategories=cand_sub)  # [C,L] -> [C,D]
             mask = torch.ones(1, hist_vecs.shape[0], dtype=torch.bool, device=hist_vecs.device)  # [1,H]
             context, click_self = self.user_encoder.contextualise(hist_vecs.unsqueeze(0), mask, True)  # [1,H,D]
             user, click_pool = self.user_encoder.pooling(context, mask, True)  # [1,H,D] -> [1,D]
@@ -265,4 +274,6 @@ class NRAM(nn.Module):
             click_self_attention=cpu(click_self[0]),
             contributions=cpu(contributions),
             scores=cpu(scores),
+            history_view_weights=cpu(hist_att.views),
+            candidate_view_weights=cpu(cand_att.views),
         )

@@ -93,9 +93,18 @@ class Recommender:
         """Attention for the latest ``history_len`` clicks of ``history`` and the given candidate rows."""
         device = model_device(self.model)
         recent = np.asarray(history, dtype=np.int64)[-self.model.config.history_len:]
-        tokens = self.split.news.tokens
-        return self.model.explain(torch.from_numpy(tokens[recent]).to(device),
-                                  torch.from_numpy(tokens[np.asarray(candidates, dtype=np.int64)]).to(device))
+        candidates = np.asarray(candidates, dtype=np.int64)
+        news = self.split.news
+
+        def ids(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
+            if not self.model.config.use_categories:  # the split's ids are the run's (RunInfo.load_split)
+                return None
+            return (torch.from_numpy(news.category[rows].astype(np.int64)).to(device),
+                    torch.from_numpy(news.subcategory[rows].astype(np.int64)).to(device))
+
+        return self.model.explain(torch.from_numpy(news.tokens[recent]).to(device),
+                                  torch.from_numpy(news.tokens[candidates]).to(device),
+                                  history_categories=ids(recent), candidate_categories=ids(candidates))
 
     def row_of(self, news_id: str) -> int:
         row = self.split.news.index.get(news_id)

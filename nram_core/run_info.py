@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, TrainConfig, from_dict
+from .data.prepare import CategoryVocab, Split, align_categories, load_split
 from .data.text import Vocab
 from .fileio import DataError
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
+CATEGORIES = "categories.json"
 
 
 @dataclass
@@ -32,6 +34,13 @@ class RunInfo:
     data: dict[str, Any]
     state: dict[str, Any]
     num_parameters: int
+    categories: CategoryVocab | None  # the train split's category names, for a model that reads them
+
+    def load_split(self, name: str, folder: Path, *, strict: bool = False, cache: bool = True) -> Split:
+        """A split as this model reads it: its vocabulary, its title length, its category ids."""
+        split = load_split(name, Path(folder), self.vocab, title_len=self.model_config.title_len, strict=strict,
+                           cache=cache)
+        return align_categories(split, self.categories) if self.categories is not None else split
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
@@ -81,7 +90,17 @@ def read_run_info(run_dir: str | Path, *, weights: str = WEIGHTS) -> RunInfo:
     weights_path = run_dir / weights
     if not weights_path.is_file():
         raise DataError(f"{run_dir}: no {weights} (was the first epoch finished?)")
+    categories = None
+    if model_config.use_categories:
+        if not (run_dir / CATEGORIES).is_file():
+            raise DataError(f"{run_dir}: the model reads categories but {CATEGORIES} is missing")
+        categories = CategoryVocab.load(run_dir / CATEGORIES)
+        if (len(categories.categories), len(categories.subcategories)) != (model_config.num_categories,
+                                                                            model_config.num_subcategories):
+            raise DataError(f"{run_dir / CATEGORIES}: {len(categories.categories)} categories and "
+                            f"{len(categories.subcategories)} subcategories, but config.json says "
+                            f"{model_config.num_categories} and {model_config.num_subcategories}")
     shapes = safetensors_shapes(weights_path)
     return RunInfo(path=run_dir, vocab=vocab, model_config=model_config, train_config=train_config,
                    data=config.get("data", {}), state=read_state(run_dir),
-                   num_parameters=sum(math.prod(shape) for shape in shapes.values()))
+                   num_parameters=sum(math.prod(shape) for shape in shapes.values()), categories=categories)

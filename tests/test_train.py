@@ -213,6 +213,42 @@ def test_cli_predict_recommend_explain(demo_corpus, tmp_path, capsys):
     assert exp["score"] == pytest.approx(rows[0]["score"], abs=1e-4)
 
 
+def test_cli_category_model_trains_evaluates_recommends_and_explains(demo_corpus, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--data", demo_corpus, "--out", run_dir, "--word-dim", 16,
+                             "--num-heads", 2, "--head-dim", 8, "--epochs", 1, "--max-steps", 3,
+                             "--max-dev-impressions", 50, "--use-categories", "--no-progress")
+    assert code == 0, err
+    trained = json.loads(out)
+    categories = json.loads((run_dir / "categories.json").read_text())
+    run = load_run(run_dir)
+    assert run.model_config.use_categories and run.categories is not None
+    assert run.model_config.num_categories == len(categories["categories"]) == len(run.categories.categories)
+    assert categories["categories"][0] == "<unk>"
+
+    code, out, err = run_cli(capsys, "evaluate", "--run", run_dir, "--data", demo_corpus, "--max-impressions", 50)
+    assert code == 0, err
+    assert json.loads(out)["auc"] == pytest.approx(trained["auc"], abs=1e-6)  # same ids as in training
+
+    split = run.load_split("dev", demo_corpus / "dev")
+    assert list(split.news.categories) == categories["categories"]  # the run's ids, not the split's own
+    user = split.user_ids[split.users[0]]
+    code, out, _ = run_cli(capsys, "recommend", "--run", run_dir, "--data", demo_corpus, "--user", user, "--top", 3)
+    top = json.loads(out.strip().splitlines()[0])
+    code, out, err = run_cli(capsys, "explain", "--run", run_dir, "--data", demo_corpus, "--user", user,
+                             "--news", top["news_id"])
+    assert code == 0, err
+    exp = json.loads(out)
+    assert exp["score"] == pytest.approx(top["score"], abs=1e-4)
+    assert exp["sum_of_contributions"] == pytest.approx(exp["score"], abs=1e-4)
+    assert set(exp["candidate_views"]) == {"title", "category", "subcategory"}
+    assert sum(exp["candidate_views"].values()) == pytest.approx(1.0, abs=1e-3)
+
+    (run_dir / "categories.json").unlink()
+    code, _, err = run_cli(capsys, "evaluate", "--run", run_dir, "--data", demo_corpus)
+    assert code == 2 and "categories.json is missing" in err
+
+
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", "--data", tmp_path / "nowhere")
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err

@@ -71,12 +71,9 @@ def get_split(split_name: str, folder: str, train_folder: str | None, model_path
               model_mtime: int) -> Split:
     """The split encoded with the model's vocabulary and title length (or the data's own without a model)."""
     if model_path is not None:
-        info = get_run_info(model_path, model_mtime)
-        vocab, title_len = info.vocab, info.model_config.title_len
-    else:
-        vocab = build_vocab(Path(train_folder or folder), min_count=1)
-        title_len = DEFAULT_TITLE_LEN
-    return load_split(split_name, Path(folder), vocab, title_len=title_len)
+        return get_run_info(model_path, model_mtime).load_split(split_name, Path(folder))
+    vocab = build_vocab(Path(train_folder or folder), min_count=1)
+    return load_split(split_name, Path(folder), vocab, title_len=DEFAULT_TITLE_LEN)
 
 
 @st.cache_resource(max_entries=6, show_spinner="Encoding every news once…")

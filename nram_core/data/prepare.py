@@ -356,3 +356,13 @@ def align_categories(split: Split, vocab: CategoryVocab) -> Split:
         subcategory=remap(split.news.subcategory, split.news.subcategories, vocab.subcategories),
     )
     return dataclasses.replace(split, news=news)
+
+
+def with_train_categories(corpus: Corpus) -> tuple[Corpus, CategoryVocab]:
+    """The corpus with both splits remapped to the train split's category vocabulary, and that vocabulary."""
+    if corpus.train is None:
+        raise DataError("a model that reads categories needs a train split to take their vocabulary from")
+    vocab = CategoryVocab.from_split(corpus.train)
+    aligned = Corpus(vocab=corpus.vocab, train=align_categories(corpus.train, vocab),
+                     dev=align_categories(corpus.dev, vocab) if corpus.dev is not None else None)
+    return aligned, vocab
