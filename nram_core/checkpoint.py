@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, TrainConfig, to_dict
@@ -57,7 +58,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", weights
     model = NRAM(info.model_config)
     try:
         model.load_state_dict(load_file(str(weights_path)))
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
         raise DataError(f"{weights_path}: weights do not fit the config ({str(exc).splitlines()[0]})") from exc
     model.to(device).eval()
     return Run(**vars(info), model=model)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 METRIC_NAMES = ("auc", "mrr", "ndcg@5", "ndcg@10")
+BLOCK_CANDIDATES = 1_000_000  # per_impression_metrics sorts at most about this many candidates at once
 
 
 def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -150,10 +151,29 @@ def per_impression_metrics(labels: np.ndarray, scores: np.ndarray, offsets: np.n
     array([ 1., nan])
     """
     offsets = np.asarray(offsets, dtype=np.int64)
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    if len(offsets) < 2:
+        return np.full((0, len(METRIC_NAMES)), np.nan)
+    if offsets[0] < 0 or np.any(np.diff(offsets) < 0) or offsets[-1] > min(len(labels), len(scores)):
+        raise ValueError(f"offsets must rise from >= 0 to at most {min(len(labels), len(scores))}, the number of "
+                         f"labels and scores; got {offsets[0]} .. {offsets[-1]}")
+    # Blocks of about a million candidates bound the memory (the sorts hold ~200 bytes per candidate).
+    blocks, start = [], 0
+    while start < len(offsets) - 1:
+        stop = max(start + 1, int(np.searchsorted(offsets, offsets[start] + BLOCK_CANDIDATES, side="right")) - 1)
+        stop = min(stop, len(offsets) - 1)
+        lo, hi = int(offsets[start]), int(offsets[stop])
+        blocks.append(_block_metrics(labels[lo:hi], scores[lo:hi], offsets[start: stop + 1] - lo))
+        start = stop
+    return np.concatenate(blocks)
+
+
+def _block_metrics(labels: np.ndarray, scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """per_impression_metrics for offsets that start at 0."""
     n = len(offsets) - 1
-    total = int(offsets[-1]) if n > 0 else 0
-    y = np.asarray(labels)[:total].astype(np.float64)
-    s = np.asarray(scores)[:total].astype(np.float64)
+    total = int(offsets[-1])
+    y = labels.astype(np.float64)
+    s = scores.astype(np.float64)
     sizes = np.diff(offsets)  # [I]
     owner = np.repeat(np.arange(n), sizes)  # [N] impression of each candidate
     start = offsets[owner]  # [N] first flat position of that impression
@@ -184,7 +204,8 @@ def per_impression_metrics(labels: np.ndarray, scores: np.ndarray, offsets: np.n
     owner_down = owner[down]
     rank0 = position - start  # [N] 0-based rank, once the arrays are in ranked order
     y_down = y[down]
-    mrr = segment_sum(y_down / (rank0 + 1), owner_down) / np.maximum(segment_sum(y_down, owner_down), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mrr = segment_sum(y_down / (rank0 + 1), owner_down) / segment_sum(y_down, owner_down)
     ideal = np.lexsort((-y, owner))  # [N] labels descending: the ideal ranking
     y_ideal = y[ideal]
     gain_down, gain_ideal = 2.0**y_down - 1, 2.0**y_ideal - 1

@@ -64,16 +64,31 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape, from the JSON header that starts every safetensors file."""
+    """Tensor name -> shape, from the JSON header that starts every safetensors file.
+
+    The header's byte ranges must end exactly at the end of the file, so a file cut short
+    (an interrupted copy) is refused here, before anything tries to load it.
+    """
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
             (length,) = struct.unpack("<Q", f.read(8))
-            if length > 100_000_000:  # the format caps headers at 100 MB; more means this is not safetensors
-                raise ValueError(f"header length {length}")
+            if length > min(100_000_000, size - 8):  # the format caps headers at 100 MB
+                raise ValueError(f"header length {length} in a file of {size} bytes")
             header = json.loads(f.read(length))
-        return {name: list(entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
-    except (OSError, struct.error, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: not a safetensors file ({exc})") from exc
+        tensors = {name: entry for name, entry in header.items() if name != "__metadata__"}
+        shapes = {}
+        for name, entry in tensors.items():
+            shape = entry["shape"]
+            if not all(isinstance(n, int) and n >= 0 for n in shape):
+                raise ValueError(f"tensor {name!r} has shape {shape}")
+            shapes[name] = list(shape)
+        end = max((int(entry["data_offsets"][1]) for entry in tensors.values()), default=0)
+        if 8 + length + end != size:
+            raise ValueError(f"the tensors end at byte {8 + length + end} but the file has {size} (cut short?)")
+        return shapes
+    except (OSError, struct.error, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise DataError(f"{path}: not a complete safetensors file ({exc})") from exc
 
 
 def read_run_info(run_dir: str | Path, *, weights: str = WEIGHTS) -> RunInfo:

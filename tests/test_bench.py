@@ -75,3 +75,14 @@ def test_bench_prepare_generates_the_demo_corpus_without_data():
 def test_bench_rss_reports_a_commands_peak():
     r = run_bench("rss", "--", sys.executable, "-c", "x = bytearray(50 * 2**20)")
     assert r["returncode"] == 0 and r["peak_rss_mb"] >= 50
+
+
+def test_bench_app(demo_corpus, capsys):
+    """The studio's interaction times through AppTest: a first load, then one visitor's clicks."""
+    r = run_in_process(capsys, "app", "--data", demo_corpus, "--users", 1)
+    assert r["bench"] == "app" and r["users_visited"] == 1 and r["impressions"] > 0
+    assert_positive(r, ["first_load_s", "max_ms", "target_ms"])
+    steps = {"pick_user", "switch_impression", "catalog_mode", "catalog_category", "attention_page",
+             "attention_head", "whatif_page", "whatif_remove_clicks", "overview_page"}
+    assert set(r["interaction_p50_ms"]) == set(r["interaction_max_ms"]) == steps
+    assert r["max_ms"] == max(r["interaction_max_ms"].values())

@@ -114,3 +114,18 @@ def test_all_impressions_at_once_rank_equal_scores_later_candidate_first():
         ndcg = [np.sum((2.0**ranked[:k] - 1) / np.log2(np.arange(len(ranked[:k])) + 2))
                 / np.sum((2.0**ideal[:k] - 1) / np.log2(np.arange(len(ideal[:k])) + 2)) for k in (5, 10)]
         assert fast[i] == pytest.approx([roc_auc_score(y, s), mrr, *ndcg], abs=1e-12)
+
+
+def test_all_impressions_at_once_in_blocks_and_from_any_start(monkeypatch):
+    rng = np.random.default_rng(9)
+    labels, offsets = _flat_impressions(rng, 120)
+    scores = rng.normal(size=len(labels))
+    whole = metrics.per_impression_metrics(labels, scores, offsets)
+    monkeypatch.setattr(metrics, "BLOCK_CANDIDATES", 500)  # many blocks, some of one long impression
+    assert np.allclose(metrics.per_impression_metrics(labels, scores, offsets), whole, equal_nan=True)
+    # a slice of the impressions: offsets that do not start at 0
+    part = metrics.per_impression_metrics(labels, scores, offsets[10:31])
+    assert np.allclose(part, whole[10:30], equal_nan=True)
+    assert metrics.per_impression_metrics(labels, scores, offsets[:1]).shape == (0, 4)
+    with pytest.raises(ValueError, match="offsets must rise"):
+        metrics.per_impression_metrics(labels[:5], scores[:5], np.array([0, 3, 9]))

@@ -265,3 +265,27 @@ def test_mind_sample_trains_one_short_epoch_and_reports(mind_sample, tmp_path, c
     assert "unresolved history ids" in err and "unresolved impression ids" in err
     result = json.loads(out)
     assert result["impressions"] >= 1 and 0.0 <= result["auc"] <= 1.0
+
+
+def test_a_cut_short_or_foreign_weights_file_is_a_clear_error(tmp_path):
+    import shutil
+
+    from nram_core.fileio import DataError
+    from nram_core.run_info import read_run_info
+
+    shipped = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
+    if not (shipped / "model.safetensors").is_file():
+        pytest.skip("no shipped model in this checkout")
+    run_dir = tmp_path / "run"
+    shutil.copytree(shipped, run_dir)
+    weights = run_dir / "model.safetensors"
+    full = weights.read_bytes()
+    assert read_run_info(run_dir).num_parameters > 0
+    weights.write_bytes(full[: len(full) // 2])  # an interrupted copy
+    with pytest.raises(DataError, match="cut short"):
+        read_run_info(run_dir)
+    with pytest.raises(DataError, match="model.safetensors"):
+        load_run(run_dir)
+    weights.write_bytes(b"PK\x03\x04 not safetensors at all")
+    with pytest.raises(DataError, match="not a complete safetensors file"):
+        read_run_info(run_dir)

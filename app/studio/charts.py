@@ -97,7 +97,13 @@ def histogram(values: np.ndarray, *, title: str | None = None, xlabel: str = "",
               vline: float | None = None, vlabel: str = "", nbins: int = 50) -> alt.Chart | alt.LayerChart:
     """Counts in ``nbins`` equal bins (binned here, so a 50k-news catalog sends 50 rows, not 50k)."""
     values = np.asarray(values, dtype=np.float64)
-    counts, edges = np.histogram(values, bins=nbins) if len(values) else (np.zeros(0, dtype=np.int64), [0.0])
+    values = values[np.isfinite(values)]
+    bins: int | np.ndarray = nbins
+    if len(values) and np.all(values == np.round(values)):  # counts: whole-number bins, none holding more ints
+        low, high = int(values.min()), int(values.max())
+        width = max(1, -(-(high - low + 1) // nbins))  # ceil
+        bins = np.arange(low, high + width + 1, width) - 0.5
+    counts, edges = np.histogram(values, bins=bins) if len(values) else (np.zeros(0, dtype=np.int64), [0.0])
     frame = pd.DataFrame({"from": edges[:-1], "to": edges[1:], "count": counts})
     chart = alt.Chart(frame, height=height, title=title or "").mark_bar(color="#fc8d59").encode(
         x=alt.X("from:Q", title=xlabel), x2="to:Q", y=alt.Y("count:Q", title="count"), y2=alt.datum(0),

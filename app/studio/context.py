@@ -132,7 +132,8 @@ def warm_up(c: Ctx) -> None:
         try:
             loaders.get_recommender(*args)
         except Exception:  # noqa: BLE001 - need_model() builds it again on its page and shows the error there
-            logging.getLogger(__name__).info("warm-up of %s failed; the model pages will say why", args[3])
+            logging.getLogger(__name__).warning("warm-up of %s failed; the model pages will say why", args[3],
+                                                exc_info=True)
 
     threading.Thread(target=build, name="nram-warm-up", daemon=True).start()
 
@@ -142,7 +143,8 @@ def need_model() -> Ctx:
     if c.model is None and not c.model_error:
         st.info("No trained model yet. Train one on the **Train** page; it will appear in the model picker.")
         st.stop()
-    load_recommender(c)
+    with st.spinner("Loading the model and encoding every news once…"):  # shown only if it takes > 0.5 s
+        load_recommender(c)
     if c.model_error or c.rec is None:
         st.error(c.model_error or "The model could not be loaded.")
         st.stop()

@@ -59,7 +59,9 @@ def get_run_info(path: str, mtime_ns: int) -> RunInfo:
     return read_run_info(path)
 
 
-@st.cache_resource(max_entries=6, show_spinner="Loading model…")
+# No spinners on the model loaders: the warm-up thread calls them outside any page, and a page
+# that has to wait for them shows its own (context.need_model).
+@st.cache_resource(max_entries=6, show_spinner=False)
 def get_run(path: str, mtime_ns: int) -> Run:
     from nram_core.checkpoint import load_run
 
@@ -76,7 +78,7 @@ def get_split(split_name: str, folder: str, train_folder: str | None, model_path
     return load_split(split_name, Path(folder), vocab, title_len=DEFAULT_TITLE_LEN)
 
 
-@st.cache_resource(max_entries=6, show_spinner="Encoding every news once…")
+@st.cache_resource(max_entries=6, show_spinner=False)
 def get_recommender(split_name: str, folder: str, train_folder: str | None, model_path: str,
                     model_mtime: int) -> Recommender:
     from nram_core.recommend import Recommender

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from studio import charts, loaders, views_common as vc
@@ -72,7 +71,7 @@ m2.metric("Σ per-click contributions", f"{total:.6f}",
 m3.metric("Click probability", f"{1 / (1 + np.exp(-score)):.3f}")
 st.markdown(r"The user vector is $u=\sum_i \alpha_i h_i$, so the score splits exactly into "
             r"$u\cdot n=\sum_i \alpha_i\,(h_i\cdot n)$: one term per click. "
-            f"**Green clicks pushed this candidate up, red clicks pulled it down.**")
+            "**Green clicks pushed this candidate up, red clicks pulled it down.**")
 order = recent[::-1]  # newest first for display; exp arrays are oldest first
 idx = np.arange(len(recent))[::-1]
 click_labels = [f"{k + 1}. {news.at[int(r), 'title'][:48]}" for k, r in enumerate(order)]
@@ -92,7 +91,7 @@ cand_words = title_words(candidate)
 st.markdown(f"**Candidate** · {news.at[candidate, 'category']} / {news.at[candidate, 'subcategory']}")
 st.markdown(charts.shaded_title_html(cand_words, exp.candidate_word_weights[0][:len(cand_words)],
                                      topical=topical_set(candidate)), unsafe_allow_html=True)
-st.markdown(f"**Clicked news**, newest first, with the user encoder's weight α and the click's contribution:")
+st.markdown("**Clicked news**, newest first, with the user encoder's weight α and the click's contribution:")
 lines = []
 for k, (i, row) in enumerate(zip(idx, order)):
     row = int(row)

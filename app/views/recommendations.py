@@ -1,7 +1,6 @@
 """Recommendations: a user's history, then one real impression ranked, or the whole catalog."""
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from studio import charts, loaders, views_common as vc

@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from nram_core.checkpoint import read_config, read_state
+from nram_core.run_info import read_config, read_state
 from nram_core.config import PRESETS, preset as get_preset
 from nram_core.fileio import DataError
 
