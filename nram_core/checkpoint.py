@@ -3,6 +3,7 @@
 A run folder holds
   config.json        model and train configs, data description
   vocab.json         the vocabulary the model was trained with
+  categories.json    the train split's category names, for a model that reads categories
   model.safetensors  the weights to use (best dev AUC so far, else the latest epoch)
   last.safetensors   the latest finished epoch, for --resume
   optimizer.pt       optimizer state (tensors only; loaded with weights_only=True)

@@ -115,8 +115,7 @@ class _ProgressBar:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .data.prepare import CategoryVocab, load_corpus, with_train_categories
-    from .run_info import CATEGORIES
+    from .data.prepare import load_corpus, with_train_categories
     from .train import Trainer
 
     model_cfg, train_cfg = preset(args.preset)
@@ -149,11 +148,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_cfg.validate()
     out = Path(args.out) if args.out else nram_home() / "runs" / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(distributed.broadcast_object(str(out)))  # every rank uses rank 0's run folder name
-    if categories is not None and rank0:
-        if args.resume and (out / CATEGORIES).is_file() and CategoryVocab.load(out / CATEGORIES) != categories:
-            raise DataError(f"{out}: --resume with data whose categories differ from the saved run")
-        out.mkdir(parents=True, exist_ok=True)
-        categories.save(out / CATEGORIES)
     data_info = {"train": str(layout.train), "dev": str(layout.dev) if layout.dev else None, "preset": args.preset}
     truth = Path(args.data) / "truth.json" if args.data else None
     if truth is not None and truth.is_file():  # a generated corpus: record how to make it again
@@ -161,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_info["synthetic"] = {"scale": facts.get("scale"), "seed": facts.get("seed")}
     trainer = Trainer(model_config=model_cfg, train_config=train_cfg, corpus=corpus, run_dir=out,
                       callbacks=[_ProgressBar(not args.no_progress)], device=device, glove=args.glove,
-                      resume=args.resume, data_info=data_info)
+                      resume=args.resume, data_info=data_info, categories=categories)
     if rank0 and trainer.glove_coverage is not None:
         print(f"glove: {trainer.glove_coverage:.1%} of the vocabulary found in {args.glove}", file=sys.stderr)
     if rank0:

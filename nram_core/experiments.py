@@ -44,7 +44,6 @@ from .data.entities import EntityVocab, entity_files, load_entity_vectors, read_
 from .data.prepare import CategoryVocab, Corpus, Layout, load_corpus, resolve_layout, with_train_categories
 from .fileio import DataError, atomic_write_json, atomic_write_text, nram_home
 from .metrics import METRIC_NAMES
-from .run_info import CATEGORIES
 
 SUITE_NAMES = ("paper", "heads", "negatives", "ablation", "all")
 HEADS = (1, 5, 10, 15)
@@ -267,11 +266,10 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
     atomic_write_json(run_dir / "experiment.json", info)
     train_seconds, epochs_done = 0.0, 0
     if spec.trained:
-        data.categories.save(run_dir / CATEGORIES)
         data.entities.save(run_dir / "entities.json")
         train_only = Corpus(vocab=data.corpus.vocab, train=data.corpus.train, dev=None)  # evaluated once, below
         trainer = Trainer(model_config=model_cfg, train_config=train_cfg, corpus=train_only, run_dir=run_dir,
-                          callbacks=[_Relay(emit, stop)], device=device, model=model,
+                          callbacks=[_Relay(emit, stop)], device=device, model=model, categories=data.categories,
                           resume=(run_dir / "state.json").is_file(),
                           data_info={"train": str(data.layout.train), "dev": str(data.layout.dev),
                                      "experiment": info})

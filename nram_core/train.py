@@ -29,10 +29,11 @@ from . import checkpoint as ckpt
 from . import distributed
 from .config import ModelConfig, TrainConfig
 from .data.batching import Batch, TrainBatches
-from .data.prepare import Corpus
+from .data.prepare import CategoryVocab, Corpus
 from .data.text import load_glove
 from .fileio import DataError, atomic_write_text
 from .model import NRAM
+from .run_info import CATEGORIES
 from .scoring import autocast_for, evaluate_split, trim_titles
 
 
@@ -142,9 +143,11 @@ class Trainer:
     def __init__(self, *, model_config: ModelConfig, train_config: TrainConfig, corpus: Corpus,
                  run_dir: str | Path | None = None, callbacks: Sequence[Callback] = (),
                  device: str | None = None, glove: str | Path | None = None, resume: bool = False,
-                 data_info: dict[str, Any] | None = None, model: torch.nn.Module | None = None):
+                 data_info: dict[str, Any] | None = None, model: torch.nn.Module | None = None,
+                 categories: CategoryVocab | None = None):
         """``model`` defaults to ``NRAM(model_config)``; any module with ``score_batch(batch) -> [B,C]``
-        logits trains the same way (the baselines do)."""
+        logits trains the same way (the baselines do). ``categories``: the category vocabulary the
+        corpus' category ids refer to (``data.prepare.with_train_categories``), saved with the run."""
         if corpus.train is None:
             raise DataError("training needs a train split")
         model_config.validate()
@@ -157,6 +160,7 @@ class Trainer:
         self.device = pick_device(device)
         self.resume = resume
         self.data_info = dict(data_info or {})
+        self.categories = categories
         self._stop = threading.Event()
         self.dist = distributed.current()
         seed_everything(train_config.seed)
@@ -287,10 +291,16 @@ class Trainer:
                 state = self._restore() or state
             elif (self.run_dir / "state.json").exists():
                 raise DataError(f"{self.run_dir}: already holds a run; pass --resume or choose another --out")
+            saved_categories = self.run_dir / CATEGORIES
+            if (self.resume and self.categories is not None and saved_categories.is_file()
+                    and CategoryVocab.load(saved_categories) != self.categories):
+                raise DataError(f"{self.run_dir}: --resume with data whose categories differ from the saved run")
             if main:
                 ckpt.write_config(self.run_dir, model_config=self.model_config, train_config=cfg,
                                   data=self.data_info)
                 self.corpus.vocab.save(self.run_dir / "vocab.json")
+                if self.categories is not None:
+                    self.categories.save(saved_categories)
         self._emit("on_train_start")
         loader = self._loader()
         result = TrainResult(epochs_done=state["epochs_done"], global_step=state["global_step"],

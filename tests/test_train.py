@@ -225,6 +225,12 @@ def test_cli_category_model_trains_evaluates_recommends_and_explains(demo_corpus
     assert run.model_config.use_categories and run.categories is not None
     assert run.model_config.num_categories == len(categories["categories"]) == len(run.categories.categories)
     assert categories["categories"][0] == "<unk>"
+    saved = (run_dir / "categories.json").read_bytes()
+    code, _, err = run_cli(capsys, "train", "--data", demo_corpus, "--out", run_dir, "--word-dim", 16,
+                           "--num-heads", 2, "--head-dim", 8, "--epochs", 1, "--max-steps", 3, "--use-categories",
+                           "--no-progress")
+    assert code == 2 and "already holds a run" in err
+    assert (run_dir / "categories.json").read_bytes() == saved  # a refused run writes nothing
 
     code, out, err = run_cli(capsys, "evaluate", "--run", run_dir, "--data", demo_corpus, "--max-impressions", 50)
     assert code == 0, err
