@@ -54,6 +54,20 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json_lists(path: str | os.PathLike, *fields: str, what: str) -> tuple[tuple, ...]:
+    """The named list fields of a JSON object file, as tuples; any problem is a DataError that
+    names the file and says it is not ``what`` (e.g. "a vocabulary file")."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        values = [data[field] for field in fields]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not {what} ({exc})") from exc
+    for field, value in zip(fields, values):
+        if not isinstance(value, list):
+            raise DataError(f"{path}: not {what} (field {field!r} is not a list)")
+    return tuple(tuple(value) for value in values)
+
+
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
     """Let ``writer`` fill a temp path (e.g. ``safetensors.torch.save_file``), then rename."""
     with atomic_path(path) as tmp:

@@ -209,3 +209,21 @@ def test_a_users_impressions_are_in_time_order_and_the_history_is_the_latest(tmp
     assert list(split.user_impressions("U1")) == [1]
     with pytest.raises(DataError, match="unknown user id 'U3'"):
         split.user_impressions("U3")
+
+
+def test_vocabulary_files_that_are_not_ours_name_the_file(tmp_path):
+    from nram_core.data.entities import EntityVocab
+    from nram_core.data.prepare import CategoryVocab
+
+    bad = tmp_path / "bad.json"
+    for text, why in (("[1, 2]", "list indices"), ('{"words": "<pad>"}', "field 'words' is not a list"),
+                      ("{", "Expecting")):
+        bad.write_text(text)
+        with pytest.raises(DataError, match=f"bad.json: not a vocabulary file .*{why}"):
+            Vocab.load(bad)
+    bad.write_text('{"entities": 3}')
+    with pytest.raises(DataError, match="not an entity vocabulary"):
+        EntityVocab.load(bad)
+    bad.write_text('{"categories": ["<unk>"]}')
+    with pytest.raises(DataError, match="not a category vocabulary .*subcategories"):
+        CategoryVocab.load(bad)

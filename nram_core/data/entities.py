@@ -18,7 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..fileio import DataError, atomic_write_json
+from ..fileio import DataError, atomic_write_json, read_json_lists
 from .prepare import Split
 from .text import _TOKEN_RE, cached_index  # the tokeniser's own pattern, so that spans line up with tokenize()
 
@@ -100,11 +100,8 @@ class EntityVocab:
 
     @classmethod
     def load(cls, path: str | Path) -> "EntityVocab":
-        try:
-            ids = json.loads(Path(path).read_text(encoding="utf-8"))["entities"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{path}: not an entity vocabulary ({exc})") from exc
-        return cls(tuple(ids))
+        (ids,) = read_json_lists(path, "entities", what="an entity vocabulary")
+        return cls(ids)
 
 
 def with_entities(split: Split, vocab: EntityVocab) -> Split:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import DataError, atomic_write_text, nram_home
+from ..fileio import DataError, atomic_write_text, nram_home, read_json_lists
 from .mind import FileReport, RawBehaviors, read_behaviors, read_news
 from .text import Vocab, cached_index
 
@@ -330,11 +330,9 @@ class CategoryVocab:
 
     @classmethod
     def load(cls, path: str | Path) -> "CategoryVocab":
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(tuple(data["categories"]), tuple(data["subcategories"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}: not a category vocabulary ({exc})") from exc
+        categories, subcategories = read_json_lists(path, "categories", "subcategories",
+                                                    what="a category vocabulary")
+        return cls(categories, subcategories)
 
 
 def align_categories(split: Split, vocab: CategoryVocab) -> Split:

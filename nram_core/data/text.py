@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..fileio import DataError, atomic_write_json
+from ..fileio import DataError, atomic_write_json, read_json_lists
 
 # The NRMS authors' tokeniser (Microsoft recommenders' word_tokenize): lowercase,
 # runs of word characters, and a few punctuation marks as their own tokens.
@@ -86,13 +85,10 @@ class Vocab:
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocab":
-        try:
-            words = json.loads(Path(path).read_text(encoding="utf-8"))["words"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{path}: not a vocabulary file ({exc})") from exc
-        if words[:2] != [PAD, UNK]:
+        (words,) = read_json_lists(path, "words", what="a vocabulary file")
+        if words[:2] != (PAD, UNK):
             raise DataError(f"{path}: field 'words' must start with {PAD!r}, {UNK!r}")
-        return cls(tuple(words))
+        return cls(words)
 
 
 @dataclass(frozen=True)
