@@ -70,6 +70,13 @@ class Ctx:
         return str(self.dataset.layout.train)
 
     @property
+    def recommender_args(self) -> tuple:
+        """What ``loaders.get_recommender`` takes (and caches on) for this split and model."""
+        assert self.dataset is not None and self.split_name is not None and self.model is not None
+        return (self.split_name, str(self.dataset.folder(self.split_name)), self.train_folder, self.model.key,
+                self.model.mtime_ns)
+
+    @property
     def truth(self) -> dict:
         path = self.dataset.truth_path if self.dataset else None
         return loaders.read_truth(str(path)) if path else {}
@@ -102,8 +109,7 @@ def load_recommender(c: Ctx) -> None:
     if c.rec is not None or c.model_error or c.info is None or c.split is None:
         return
     try:
-        c.rec = loaders.get_recommender(c.split_name, str(c.dataset.folder(c.split_name)), c.train_folder,
-                                        c.model.key, c.model.mtime_ns)
+        c.rec = loaders.get_recommender(*c.recommender_args)
     except (DataError, ValueError, RuntimeError, OSError) as exc:
         c.model_error = f"Model {c.model.path.name} cannot score this dataset: {exc}"
 
@@ -122,7 +128,7 @@ def warm_up(c: Ctx) -> None:
     """
     if c.info is None or c.model_error or c.split is None:
         return
-    args = (c.split_name, str(c.dataset.folder(c.split_name)), c.train_folder, c.model.key, c.model.mtime_ns)
+    args = c.recommender_args
     with _warm_lock:
         if args in _warmed:
             return
@@ -301,7 +307,7 @@ def _user_widgets(c: Ctx, sb) -> None:
         return
     try:
         c.impressions = c.split.user_impressions(user)
-        c.history = c.split.user_history(user)
+        c.history = c.split.history_of(int(c.impressions[-1]))  # as of the latest impression
     except DataError as exc:
         c.user_error = str(exc)
         return
