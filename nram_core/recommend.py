@@ -12,7 +12,7 @@ from .data.prepare import Split
 from .fileio import DataError
 from .metrics import has_both_labels, impression_metrics
 from .model import NRAM, Explanation
-from .scoring import encode_all_news, encode_histories, model_device
+from .scoring import category_ids, encode_all_news, encode_histories, model_device
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -97,10 +97,7 @@ class Recommender:
         news = self.split.news
 
         def ids(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
-            if not self.model.config.use_categories:  # the split's ids are the run's (RunInfo.load_split)
-                return None
-            return (torch.from_numpy(news.category[rows].astype(np.int64)).to(device),
-                    torch.from_numpy(news.subcategory[rows].astype(np.int64)).to(device))
+            return category_ids(news, rows, device) if self.model.config.use_categories else None
 
         return self.model.explain(torch.from_numpy(news.tokens[recent]).to(device),
                                   torch.from_numpy(news.tokens[candidates]).to(device),

@@ -51,6 +51,13 @@ def trim_titles(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, :keep]  # [N,L] -> [N,keep]
 
 
+def category_ids(news, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[R] category and subcategory ids of news ``rows``, for a model with ``use_categories``; they are
+    ids of the run's train category vocabulary (``run_info.RunInfo.load_split`` maps a split onto it)."""
+    return (torch.from_numpy(news.category[rows].astype(np.int64)).to(device),
+            torch.from_numpy(news.subcategory[rows].astype(np.int64)).to(device))
+
+
 @torch.inference_mode()
 def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
     """Vectors of every news of the split, [N+1,D] fp32; row 0 (padding news) is zero."""
@@ -65,10 +72,8 @@ def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: b
             rows = order[i: i + batch_size]
             width = max(1, int(lengths[rows].max()))
             chunk = torch.from_numpy(news.tokens[rows, :width]).to(device)  # [b,width]
-            if with_categories:  # ids of the train category vocabulary (data.prepare.align_categories)
-                categories = torch.from_numpy(news.category[rows].astype(np.int64)).to(device)  # [b]
-                subcategories = torch.from_numpy(news.subcategory[rows].astype(np.int64)).to(device)  # [b]
-                chunks.append(model.encode_news(chunk, categories, subcategories).float())  # [b,width] -> [b,D]
+            if with_categories:
+                chunks.append(model.encode_news(chunk, *category_ids(news, rows, device)).float())  # [b,width] -> [b,D]
             else:
                 chunks.append(model.encode_news(chunk).float())  # [b,width] -> [b,D]
     stacked = torch.cat(chunks)  # [N+1,D] in length order (row 0, the padding news, is always there)
