@@ -1,4 +1,5 @@
-"""``python -m nram_core COMMAND``: demo-data, download, train, evaluate, recommend, predict, explain.
+"""``python -m nram_core COMMAND``: demo-data, download, train, evaluate, recommend, predict, explain,
+attention, experiment.
 
 Errors are one line on stderr and exit code 2; results are one JSON line on stdout.
 """
@@ -115,8 +116,7 @@ class _ProgressBar:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .data.prepare import load_corpus, with_train_categories
-    from .train import Trainer
+    from .train import Trainer, prepare_run
 
     model_cfg, train_cfg = preset(args.preset)
     overrides = vars(args)
@@ -127,25 +127,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     dist_info, device = distributed.init_from_env(args.device)  # under torchrun: join the process group
     rank0 = dist_info.is_main  # only rank 0 prints and writes
     layout = _layout(args)
-    with distributed.main_first():  # rank 0 fills the data cache, the other ranks then read it
-        corpus = load_corpus(layout, title_len=model_cfg.title_len, min_count=train_cfg.min_word_count,
-                             strict=args.strict, cache=not args.no_cache)
-    if args.resume and args.out and (Path(args.out) / "vocab.json").is_file():
-        from .data.text import Vocab
-
-        saved = Vocab.load(Path(args.out) / "vocab.json")
-        if saved != corpus.vocab:
-            raise DataError(f"{args.out}: --resume with data whose vocabulary differs from the saved run")
+    with distributed.main_first():  # rank 0 fills the data and vector caches, the other ranks then read them
+        prepared = prepare_run(layout, model_cfg, train_cfg, strict=args.strict, cache=not args.no_cache,
+                               on_status=(lambda text: print(text, file=sys.stderr)) if rank0 else None)
+    corpus = prepared.corpus
     for split in (corpus.train, corpus.dev):
         if rank0 and split is not None and any(r.total_skipped or r.dropped for r in split.reports):
             print(split.summary(), file=sys.stderr)
-    model_cfg = dataclasses.replace(model_cfg, vocab_size=len(corpus.vocab))
-    categories = None
-    if model_cfg.use_categories:  # category ids from the train split's names, saved with the run
-        corpus, categories = with_train_categories(corpus)
-        model_cfg = dataclasses.replace(model_cfg, num_categories=len(categories.categories),
-                                        num_subcategories=len(categories.subcategories))
-    model_cfg.validate()
+    vectors = prepared.word_vectors
+    if rank0:
+        print(f"word vectors: {train_cfg.word_vectors}" + (
+            f", {vectors.coverage:.1%} of the vocabulary found ({vectors.found} of {len(corpus.vocab) - 2} words)"
+            if vectors is not None else " (random initialisation)"), file=sys.stderr)
     out = Path(args.out) if args.out else nram_home() / "runs" / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(distributed.broadcast_object(str(out)))  # every rank uses rank 0's run folder name
     data_info = {"train": str(layout.train), "dev": str(layout.dev) if layout.dev else None, "preset": args.preset}
@@ -153,11 +146,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if truth is not None and truth.is_file():  # a generated corpus: record how to make it again
         facts = json.loads(truth.read_text(encoding="utf-8"))
         data_info["synthetic"] = {"scale": facts.get("scale"), "seed": facts.get("seed")}
-    trainer = Trainer(model_config=model_cfg, train_config=train_cfg, corpus=corpus, run_dir=out,
-                      callbacks=[_ProgressBar(not args.no_progress)], device=device, glove=args.glove,
-                      resume=args.resume, data_info=data_info, categories=categories)
-    if rank0 and trainer.glove_coverage is not None:
-        print(f"glove: {trainer.glove_coverage:.1%} of the vocabulary found in {args.glove}", file=sys.stderr)
+    trainer = Trainer(**prepared.trainer_args(), run_dir=out, callbacks=[_ProgressBar(not args.no_progress)],
+                      device=device, resume=args.resume, data_info=data_info)
     if rank0:
         ranks = f", {dist_info.world_size} ranks" if dist_info.enabled else ""
         print(f"training on {trainer.device}{ranks} -> {out} ({trainer.batches.num_samples} samples/epoch)",
@@ -275,6 +265,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attention(args: argparse.Namespace) -> int:
+    from .attention_stats import attention_stats, read_truth
+
+    run, split = _load_run_and_split(args)
+    stats = attention_stats(run.model, split, run.vocab, truth=read_truth(split.folder.parent),
+                            max_news=args.max_news, max_impressions=args.max_impressions)
+    _print_json({k: (round(v, 6) if isinstance(v, float) else v) for k, v in stats.items()})
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .experiments import run_suite
 
@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--out", help="run folder (default NRAM_HOME/runs/PRESET-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--glove", help="word vectors in GloVe text format (dimension must equal --word-dim)")
+    p.add_argument("--glove", dest="word_vectors", metavar="PATH",
+                   help="alias of --word-vectors PATH: word vectors in GloVe text format (dimension = --word-dim)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--slim", action="store_true", help="delete the resume state at the end (for shipping a model)")
@@ -337,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("experiment", help="train and compare a suite of models (NRAM, baselines, ablations)")
     _add_data_args(p)
-    p.add_argument("--suite", choices=("paper", "heads", "negatives", "ablation", "all"), default="paper")
+    p.add_argument("--suite", default="paper", help="paper, heads, negatives, ablation or all; several joined by "
+                                                     "commas (paper,ablation) train a shared model once")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--epochs", type=int, default=None, help="epochs per model (default from the preset)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model")
@@ -354,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("evaluate", cmd_evaluate, "dev metrics of a run; prints one JSON line"),
                              ("recommend", cmd_recommend, "top news of the catalog for a user"),
                              ("predict", cmd_predict, "write prediction.txt and prediction.zip (leaderboard format)"),
-                             ("explain", cmd_explain, "attention and per-click contributions for a user and a news")):
+                             ("explain", cmd_explain, "attention and per-click contributions for a user and a news"),
+                             ("attention", cmd_attention, "how peaked the word and click attention is (normalised "
+                                                          "entropy; topical/common ratio on a synthetic corpus)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--run", required=True, help="run folder (holds config.json, vocab.json, model.safetensors)")
         _add_data_args(p)
@@ -368,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--category")
         if name == "predict":
             p.add_argument("--out", help="folder for prediction.txt/zip (default: the run folder)")
+        if name == "attention":
+            p.add_argument("--max-news", type=int, default=5000)
+            p.add_argument("--max-impressions", type=int, default=5000)
         if name == "explain":
             p.add_argument("--user", required=True)
             p.add_argument("--news", required=True)

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 
+INITS = ("glorot", "torch")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int = 0  # set from the data's vocabulary, never typed by hand
@@ -31,6 +34,13 @@ class ModelConfig:
     use_categories: bool = False
     num_categories: int = 0  # set from the data, never typed by hand
     num_subcategories: int = 0  # set from the data, never typed by hand
+    # Initialisation of the dense layers: "glorot" (Glorot-uniform weights, zero biases, as the
+    # reference NRMS) or "torch" (PyTorch's nn.Linear default).
+    init: str = "glorot"
+    embedding_std: float = 0.1  # std of randomly initialised word vectors (pretrained ones replace them)
+    # Not NRAM: a residual connection around each self-attention (out = x + attention(x)), which
+    # keeps every position's own word in its vector. Off in every preset; an ablation only.
+    residual: bool = False
 
     @property
     def news_dim(self) -> int:
@@ -42,6 +52,13 @@ class ModelConfig:
         for name in ("word_dim", "num_heads", "head_dim", "query_dim", "title_len", "history_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.embedding_std <= 0:
+            raise ValueError(f"embedding_std must be > 0, got {self.embedding_std}")
+        if self.residual and self.self_attention and self.num_heads * self.head_dim != self.word_dim:
+            raise ValueError(f"residual needs num_heads * head_dim == word_dim, got {self.num_heads} * "
+                             f"{self.head_dim} != {self.word_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if data_sizes and self.use_categories and (self.num_categories < 2 or self.num_subcategories < 2):
@@ -66,30 +83,43 @@ class TrainConfig:
     eval_batch_size: int = 1024
     amp: bool = True  # on CUDA: bf16 autocast and TF32 matmuls (no effect on CPU)
     compile: bool = False  # wrap the training step in torch.compile
+    # Starting word embeddings: "corpus" (skip-gram word2vec on the run's news text, see
+    # data/vectors.py), "none" (random) or the path of a GloVe-format text file.
+    word_vectors: str = "corpus"
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0 over this many steps
+    grad_clip: float = 0.0  # clip the gradients' global L2 norm to this; 0 disables it
+    vector_std: float = 0.0  # rescale pretrained word vectors to this std (0 keeps their own scale)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "negatives", "min_word_count", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "patience", "max_impressions", "max_dev_impressions", "num_workers"):
+        for name in ("max_steps", "patience", "max_impressions", "max_dev_impressions", "num_workers",
+                     "warmup_steps", "grad_clip", "vector_std"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.word_vectors.strip():
+            raise ValueError("word_vectors must be 'corpus', 'none' or a file path")
 
 
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
-    # The paper's NRMS-style settings: 300-d words, 15 heads x 20 dims, query 200.
+    # The paper's NRMS-style settings: 300-d words, 15 heads x 20 dims, query 200, Glorot-uniform
+    # layers as the reference NRMS, word vectors learned from the corpus's own news text.
     "paper": (
         ModelConfig(word_dim=300, num_heads=15, head_dim=20, query_dim=200, dropout=0.2,
-                    title_len=30, history_len=50),
-        TrainConfig(epochs=5, batch_size=64, negatives=4, lr=1e-4),
+                    title_len=30, history_len=50, init="glorot", residual=False),
+        TrainConfig(epochs=5, batch_size=64, negatives=4, lr=1e-4, word_vectors="corpus"),
     ),
-    # Small and quick on two CPU cores; trains on the demo corpus in about a minute.
+    # Small and quick on two CPU cores; trains on the demo corpus in about two minutes. It adds a
+    # residual around each self-attention (not in the paper): without it the additive attention
+    # sees positions that self-attention has already mixed, and spreads evenly over them, so the
+    # studio's attention views would show nothing (docs/experiments.md measures both).
     "demo": (
         ModelConfig(word_dim=64, num_heads=4, head_dim=16, query_dim=64, dropout=0.2,
-                    title_len=16, history_len=50),
-        TrainConfig(epochs=4, batch_size=64, negatives=4, lr=3e-3),
+                    title_len=16, history_len=50, init="glorot", residual=True),
+        TrainConfig(epochs=4, batch_size=64, negatives=4, lr=3e-3, word_vectors="corpus"),
     ),
 }
 

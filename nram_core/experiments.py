@@ -75,10 +75,21 @@ def heads_width(base: ModelConfig) -> int:
     return max(HEADS_WIDTH_UNIT, base.news_dim // HEADS_WIDTH_UNIT * HEADS_WIDTH_UNIT)
 
 
+def suite_groups(suite: str) -> list[str]:
+    """The groups a suite name stands for: one name, ``all``, or several joined by commas
+    (``paper,ablation``: a configuration both share is trained once)."""
+    names = [name.strip() for name in suite.split(",")]
+    unknown = [name for name in names if name not in SUITE_NAMES]
+    if unknown or not names:
+        raise DataError(f"unknown suite {suite!r}; choose one of {', '.join(SUITE_NAMES)}, or several "
+                        "joined by commas")
+    return [g for g in ("paper", "heads", "negatives", "ablation") if g in names or "all" in names]
+
+
 def suite_specs(suite: str, base: ModelConfig) -> list[ModelSpec]:
-    if suite not in SUITE_NAMES:
-        raise DataError(f"unknown suite {suite!r}; choose one of {', '.join(SUITE_NAMES)}")
+    chosen = suite_groups(suite)
     width = heads_width(base)
+    residual = "nram_residual" if not base.residual else "nram_no_residual"
     groups = {
         "paper": [ModelSpec("nram", "nram", "paper"), ModelSpec("dkn", "dkn", "paper"),
                   ModelSpec("wide_deep", "wide_deep", "paper"), ModelSpec("popularity", "popularity", "paper"),
@@ -88,9 +99,10 @@ def suite_specs(suite: str, base: ModelConfig) -> list[ModelSpec]:
         "negatives": [ModelSpec(f"nram_k{k}", "nram", "negatives", train=(("negatives", k),)) for k in NEGATIVES],
         "ablation": [ModelSpec("nram", "nram", "ablation"),
                      ModelSpec("nram_no_self_attention", "nram", "ablation", model=(("self_attention", False),)),
-                     ModelSpec("nram_categories", "nram", "ablation", model=(("use_categories", True),))],
+                     ModelSpec("nram_categories", "nram", "ablation", model=(("use_categories", True),)),
+                     ModelSpec(residual, "nram", "ablation", model=(("residual", not base.residual),)),
+                     ModelSpec("nram_no_vectors", "nram", "ablation", train=(("word_vectors", "none"),))],
     }
-    chosen = [g for g in ("paper", "heads", "negatives", "ablation") if suite in (g, "all")]
     specs, seen = [], set()
     for group in chosen:
         for spec in groups[group]:
@@ -186,14 +198,13 @@ def prepare_data(layout: Layout, *, title_len: int, min_count: int, strict: bool
 
 
 # ---- one run -------------------------------------------------------------------------------------
-def run_configs(spec: ModelSpec, *, base_model: ModelConfig, base_train: TrainConfig, data: SuiteData,
+def run_configs(spec: ModelSpec, *, base_model: ModelConfig, base_train: TrainConfig,
                 seed: int) -> tuple[ModelConfig, TrainConfig]:
-    model_cfg = dataclasses.replace(base_model, vocab_size=len(data.corpus.vocab), **dict(spec.model))
-    if model_cfg.use_categories:
-        model_cfg = dataclasses.replace(model_cfg, num_categories=len(data.categories.categories),
-                                        num_subcategories=len(data.categories.subcategories))
+    """The preset's configs with the spec's overrides and the seed; ``train.prepare_run`` sizes
+    them from the data."""
+    model_cfg = dataclasses.replace(base_model, **dict(spec.model))
     train_cfg = dataclasses.replace(base_train, seed=seed, **dict(spec.train))
-    model_cfg.validate()
+    model_cfg.validate(data_sizes=False)
     train_cfg.validate()
     return model_cfg, train_cfg
 
@@ -249,9 +260,12 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
             base_train: TrainConfig, preset: str, device: str | None, emit: Callable[..., None],
             stop: threading.Event | None) -> dict[str, Any]:
     """Train (or resume) and evaluate one model x seed; writes result.json last and returns it."""
-    from .train import Trainer, seed_everything
+    from .train import Trainer, prepare_run, seed_everything
 
-    model_cfg, train_cfg = run_configs(spec, base_model=base_model, base_train=base_train, data=data, seed=seed)
+    model_cfg, train_cfg = run_configs(spec, base_model=base_model, base_train=base_train, seed=seed)
+    prepared = prepare_run(data.layout, model_cfg, train_cfg, corpus=data.corpus, categories=data.categories,
+                           on_status=lambda text: emit(phase="loading", message=text))
+    model_cfg = prepared.model_config
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     model = build_model(spec, model_cfg, data=data, preset=preset, seed=seed)
@@ -268,8 +282,8 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
     if spec.trained:
         data.entities.save(run_dir / "entities.json")
         train_only = Corpus(vocab=data.corpus.vocab, train=data.corpus.train, dev=None)  # evaluated once, below
-        trainer = Trainer(model_config=model_cfg, train_config=train_cfg, corpus=train_only, run_dir=run_dir,
-                          callbacks=[_Relay(emit, stop)], device=device, model=model, categories=data.categories,
+        trainer = Trainer(**{**prepared.trainer_args(), "corpus": train_only}, run_dir=run_dir,
+                          callbacks=[_Relay(emit, stop)], device=device, model=model,
                           resume=(run_dir / "state.json").is_file(),
                           data_info={"train": str(data.layout.train), "dev": str(data.layout.dev),
                                      "experiment": info})
@@ -282,7 +296,14 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
     emit(phase="eval", message="evaluating on dev")
     start = time.perf_counter()
     metrics, segments = evaluate_model(model, data.corpus.dev, max_impressions=base_train.max_dev_impressions)
-    record = {**info, "metrics": metrics, "segments": segments, "train_seconds": train_seconds,
+    attention = {}
+    if spec.kind == "nram":
+        from .attention_stats import attention_stats, read_truth
+
+        attention = attention_stats(model, data.corpus.dev, data.corpus.vocab, truth=read_truth(data.layout.dev),
+                                    max_impressions=base_train.max_dev_impressions or 5000)
+    record = {**info, "metrics": metrics, "segments": segments, "attention": attention,
+              "train_seconds": train_seconds,
               "eval_seconds": time.perf_counter() - start, "epochs": epochs_done,
               "parameters": count_parameters(model), "num_heads": model_cfg.num_heads,
               "head_dim": model_cfg.head_dim, "negatives": train_cfg.negatives,
@@ -296,7 +317,7 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
 def default_out(suite: str, preset: str, epochs: int, layout: Layout) -> Path:
     source = layout.train.parent if layout.train is not None else Path("data")
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", source.name).strip("-.") or "data"
-    return nram_home() / "experiments" / f"{suite}-{preset}-e{epochs}-{slug}"
+    return nram_home() / "experiments" / f"{suite.replace(',', '+')}-{preset}-e{epochs}-{slug}"
 
 
 def _run_key(spec: ModelSpec, model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
@@ -349,8 +370,7 @@ def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | No
     for index, (spec, seed) in enumerate(runs, start=1):
         state.update(run=index, model=spec.name, seed=seed)
         run_dir = folder / "runs" / spec.name / f"seed{seed}"
-        model_cfg, train_cfg = run_configs(spec, base_model=base_model, base_train=base_train, data=prepared,
-                                           seed=seed)
+        model_cfg, train_cfg = run_configs(spec, base_model=base_model, base_train=base_train, seed=seed)
         key = _run_key(spec, model_cfg, train_cfg)
         result_path = run_dir / RESULT_FILE
         if result_path.is_file():
@@ -379,9 +399,10 @@ def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | No
 
 
 # ---- results -----------------------------------------------------------------------------------------
+ATTENTION_KEYS = ("word_entropy", "click_entropy", "topical_common_ratio")  # see attention_stats.py
 RESULT_COLUMNS = ("model", "label", "kind", "group", "seed", "num_heads", "head_dim", "negatives",
-                  "self_attention", "use_categories", *METRIC_NAMES, "impressions", "train_seconds",
-                  "eval_seconds", "epochs", "parameters", "same_as")
+                  "self_attention", "use_categories", *METRIC_NAMES, "impressions", *ATTENTION_KEYS,
+                  "train_seconds", "eval_seconds", "epochs", "parameters", "same_as")
 SEGMENT_COLUMNS = ("model", "seed", "segment", *METRIC_NAMES, "impressions")
 
 
@@ -394,7 +415,8 @@ def model_label(record: dict[str, Any]) -> str:
     if name.startswith("nram_k"):
         return f"NRAM K={record['negatives']}"
     return {"nram": "NRAM", "nram_no_self_attention": "NRAM − self-attention",
-            "nram_categories": "NRAM + categories"}.get(name, name)
+            "nram_categories": "NRAM + categories", "nram_residual": "NRAM + residual",
+            "nram_no_residual": "NRAM − residual", "nram_no_vectors": "NRAM, random word vectors"}.get(name, name)
 
 
 def read_records(folder: str | Path) -> list[dict[str, Any]]:
@@ -421,7 +443,8 @@ def results_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in records:
         row = {c: r.get(c) for c in RESULT_COLUMNS}
         row.update(model=r["name"], label=model_label(r), **{m: r["metrics"][m] for m in METRIC_NAMES},
-                   impressions=r["metrics"]["impressions"])
+                   impressions=r["metrics"]["impressions"],
+                   **{k: (r.get("attention") or {}).get(k) for k in ATTENTION_KEYS})
         rows.append(row)
     return rows
 
@@ -441,7 +464,7 @@ def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return buffer.getvalue()
 
 
-def summarise(rows: list[dict[str, Any]], keys: tuple[str, ...] = (*METRIC_NAMES, "train_seconds")
+def summarise(rows: list[dict[str, Any]], keys: tuple[str, ...] = (*METRIC_NAMES, *ATTENTION_KEYS, "train_seconds")
               ) -> list[dict[str, Any]]:
     """Mean and sample std over seeds per model, in first-seen order."""
     by_model: dict[str, list[dict[str, Any]]] = {}
@@ -491,6 +514,17 @@ def results_markdown(folder: Path, records: list[dict[str, Any]]) -> str:
     for s in summary:
         lines.append(f"| {s['label']} | " + " | ".join(_pm(s[m], s[f'{m}_std']) for m in METRIC_NAMES)
                      + f" | {s['train_seconds']:.0f} | {s['parameters'] or 0:,} | {s['seeds']} |")
+    with_attention = [s for s in summary if not math.isnan(s["word_entropy"])]
+    if with_attention:
+        lines += ["", "## How peaked the attention is", "",
+                  "Mean normalised entropy of the additive attention (1 = uniform, 0 = one position) over the "
+                  "words of each dev title and over the clicks of each dev history, and, on a synthetic "
+                  "corpus, the mean word weight of topical words over that of common words.", "",
+                  "| model | word attention entropy | click attention entropy | topical / common |",
+                  "|---|---|---|---|"]
+        for s in with_attention:
+            lines.append(f"| {s['label']} | " + " | ".join(_pm(s[k], s[f'{k}_std'], 3) for k in ATTENTION_KEYS)
+                         + " |")
     ordering = paper_ordering(summary)
     if ordering:
         lines += ["", ordering]

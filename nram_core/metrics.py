@@ -248,3 +248,21 @@ def evaluate_flat(labels: np.ndarray, scores: np.ndarray, offsets: np.ndarray) -
     0.5
     """
     return mean_metrics(per_impression_metrics(labels, scores, offsets))
+
+
+def normalized_entropy(weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the entropy of the attention ``weights`` [R,S] over the positions where ``mask``
+    [R,S] is True, divided by log(n) for n real positions: 1.0 is uniform attention, 0.0 all weight
+    on one position. Rows with fewer than two real positions are NaN (their attention is fixed).
+
+    >>> w = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.25, 0.25, 0.5], [1.0, 0.0, 0.0]])
+    >>> m = np.array([[True, True, False], [True, True, False], [True, True, True], [True, False, False]])
+    >>> np.round(normalized_entropy(w, m), 4).tolist()
+    [1.0, 0.0, 0.9464, nan]
+    """
+    weights = np.where(mask, np.asarray(weights, dtype=np.float64), 0.0)
+    real = mask.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(weights > 0, -weights * np.log(np.where(weights > 0, weights, 1.0)), 0.0)
+        entropy = terms.sum(axis=1) / np.log(real)
+    return np.where(real >= 2, entropy, np.nan)

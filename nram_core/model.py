@@ -101,13 +101,14 @@ class NewsEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.embedding = nn.Embedding(config.vocab_size, config.word_dim, padding_idx=0)
-        nn.init.normal_(self.embedding.weight, std=0.1)
+        nn.init.normal_(self.embedding.weight, std=config.embedding_std)
         with torch.no_grad():
             self.embedding.weight[0].zero_()
         self.dropout = nn.Dropout(config.dropout)
         self.self_attention = MultiHeadSelfAttention(
             input_dim=config.word_dim, num_heads=config.num_heads, head_dim=config.head_dim
         ) if config.self_attention else None
+        self.residual = config.residual
         self.pooling = AdditiveAttention(input_dim=config.news_dim, query_dim=config.query_dim)
         self.use_categories = config.use_categories
         if config.use_categories:  # id 0 is the unknown category: a zero vector that the view pooling masks out
@@ -125,6 +126,8 @@ class NewsEncoder(nn.Module):
         if self.self_attention is not None:
             context, self_weights = self.self_attention(words, mask, need_weights)  # [N,L,E] -> [N,L,D]
             context = self.dropout(context)
+            if self.residual:
+                context = words + context  # [N,L,D], D == E
         else:
             context, self_weights = words, None  # D == E
         news, word_weights = self.pooling(context, mask, need_weights)  # [N,L,D] -> [N,D]
@@ -149,6 +152,7 @@ class UserEncoder(nn.Module):
             input_dim=config.news_dim, num_heads=config.num_heads, head_dim=config.head_dim
         ) if config.self_attention else None
         self.dropout = nn.Dropout(config.dropout)
+        self.residual = config.residual
         self.pooling = AdditiveAttention(input_dim=config.news_dim, query_dim=config.query_dim)
 
     def contextualise(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
@@ -157,13 +161,27 @@ class UserEncoder(nn.Module):
         if self.self_attention is None:
             return clicked, None
         context, weights = self.self_attention(clicked, mask, need_weights)  # [B,H,D]
-        return self.dropout(context), weights
+        context = self.dropout(context)
+        return (clicked + context if self.residual else context), weights
 
     def forward(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
         """``clicked`` [B,H,D] news vectors, ``mask`` [B,H] bool. An empty history gives a zero vector."""
         context, self_weights = self.contextualise(clicked, mask, need_weights)  # [B,H,D]
         user, click_weights = self.pooling(context, mask, need_weights)  # [B,H,D] -> [B,D]
         return user, (EncoderAttention(self_weights, click_weights) if need_weights else None)
+
+
+def glorot_init(module: nn.Module) -> None:
+    """The reference NRMS initialisation: Glorot-uniform dense weights and additive-attention
+    queries (a [Q,1] matrix there), zero biases. Embeddings keep their own initialisation."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, AdditiveAttention):
+            bound = math.sqrt(6.0 / (layer.query.numel() + 1))
+            nn.init.uniform_(layer.query, -bound, bound)
 
 
 @dataclass(frozen=True)
@@ -195,6 +213,8 @@ class NRAM(nn.Module):
         self.config = config
         self.news_encoder = NewsEncoder(config)
         self.user_encoder = UserEncoder(config)
+        if config.init == "glorot":
+            glorot_init(self)
 
     def encode_news(self, titles: torch.Tensor, categories: torch.Tensor | None = None,
                     subcategories: torch.Tensor | None = None) -> torch.Tensor:

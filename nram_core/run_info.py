@@ -21,6 +21,7 @@ from .fileio import DataError
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CATEGORIES = "categories.json"
+VOCAB = "vocab.json"
 
 
 @dataclass
@@ -99,7 +100,7 @@ def read_run_info(run_dir: str | Path, *, weights: str = WEIGHTS) -> RunInfo:
         train_config = from_dict(TrainConfig, config["train"])
     except (KeyError, TypeError) as exc:
         raise DataError(f"{run_dir / 'config.json'}: missing or bad field ({exc})") from exc
-    vocab = Vocab.load(run_dir / "vocab.json")
+    vocab = Vocab.load(run_dir / VOCAB)
     if len(vocab) != model_config.vocab_size:
         raise DataError(f"{run_dir}: vocab.json has {len(vocab)} words but config says {model_config.vocab_size}")
     weights_path = run_dir / weights

@@ -13,13 +13,14 @@ evaluates, writes the run folder and calls the callbacks.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,11 +30,13 @@ from . import checkpoint as ckpt
 from . import distributed
 from .config import ModelConfig, TrainConfig
 from .data.batching import Batch, TrainBatches
-from .data.prepare import CategoryVocab, Corpus
-from .data.text import load_glove
+from .data.prepare import CategoryVocab, Corpus, Layout, load_corpus, with_train_categories
+from .data.text import Vocab
+from .data.vectors import WordVectors, word_vectors
+from .data.vectors import check_choice as check_vectors_choice
 from .fileio import DataError, atomic_write_text
 from .model import NRAM
-from .run_info import CATEGORIES
+from .run_info import CATEGORIES, VOCAB
 from .scoring import autocast_for, evaluate_split, trim_titles
 
 
@@ -139,15 +142,68 @@ class Callback:
     def on_train_end(self, trainer: "Trainer", result: TrainResult) -> None: ...
 
 
+@dataclass
+class PreparedRun:
+    """What a training run derives from its data, made by ``prepare_run``."""
+
+    corpus: Corpus
+    model_config: ModelConfig  # vocab_size (and the category counts) filled in from the data
+    train_config: TrainConfig
+    categories: CategoryVocab | None  # the train split's category vocabulary, when the model reads categories
+    word_vectors: WordVectors | None  # the starting word embeddings (None: random, ``--word-vectors none``)
+
+    def trainer_args(self) -> dict[str, Any]:
+        return {"model_config": self.model_config, "train_config": self.train_config, "corpus": self.corpus,
+                "categories": self.categories, "word_vectors": self.word_vectors}
+
+
+def prepare_run(layout: Layout, model_config: ModelConfig, train_config: TrainConfig, *,
+                corpus: Corpus | None = None, categories: CategoryVocab | None = None, strict: bool = False,
+                cache: bool = True, on_status: Callable[[str], None] | None = None) -> PreparedRun:
+    """The one set-up of a training run (CLI, app, experiment suites, tests): load the corpus, size
+    the model from its vocabulary (and category vocabulary), and make the word vectors that
+    ``train_config.word_vectors`` asks for.
+
+    ``corpus`` and ``categories`` pass data already loaded from ``layout`` (a suite loads it once
+    for many runs); the corpus must then be aligned to ``categories`` when the model reads them.
+    """
+    model_config.validate(data_sizes=False)  # bad flags fail before any data is read
+    train_config.validate()
+    check_vectors_choice(train_config.word_vectors)
+    if corpus is None:
+        if on_status is not None:
+            on_status("reading and tokenising the data")
+        corpus = load_corpus(layout, title_len=model_config.title_len, min_count=train_config.min_word_count,
+                             strict=strict, cache=cache)
+        if model_config.use_categories:
+            corpus, categories = with_train_categories(corpus)
+    if corpus.train is None:
+        raise DataError("training needs a train split")
+    model_config = dataclasses.replace(model_config, vocab_size=len(corpus.vocab))
+    if model_config.use_categories:
+        if categories is None:
+            raise ValueError("a model that reads categories needs the train split's category vocabulary")
+        model_config = dataclasses.replace(model_config, num_categories=len(categories.categories),
+                                           num_subcategories=len(categories.subcategories))
+    model_config.validate()
+    vectors = word_vectors(train_config.word_vectors, layout=layout, vocab=corpus.vocab, dim=model_config.word_dim,
+                           seed=train_config.seed, strict=strict, cache=cache, on_status=on_status)
+    return PreparedRun(corpus=corpus, model_config=model_config, train_config=train_config,
+                       categories=categories, word_vectors=vectors)
+
+
 class Trainer:
     def __init__(self, *, model_config: ModelConfig, train_config: TrainConfig, corpus: Corpus,
                  run_dir: str | Path | None = None, callbacks: Sequence[Callback] = (),
-                 device: str | None = None, glove: str | Path | None = None, resume: bool = False,
+                 device: str | None = None, word_vectors: WordVectors | None = None, resume: bool = False,
                  data_info: dict[str, Any] | None = None, model: torch.nn.Module | None = None,
                  categories: CategoryVocab | None = None):
-        """``model`` defaults to ``NRAM(model_config)``; any module with ``score_batch(batch) -> [B,C]``
+        """Usually built from ``prepare_run``: ``Trainer(**prepared.trainer_args(), run_dir=...)``.
+
+        ``model`` defaults to ``NRAM(model_config)``; any module with ``score_batch(batch) -> [B,C]``
         logits trains the same way (the baselines do). ``categories``: the category vocabulary the
-        corpus' category ids refer to (``data.prepare.with_train_categories``), saved with the run."""
+        corpus' category ids refer to (``data.prepare.with_train_categories``), saved with the run.
+        ``word_vectors``: the starting word embeddings (a model with ``news_encoder.embedding``)."""
         if corpus.train is None:
             raise DataError("training needs a train split")
         model_config.validate()
@@ -165,13 +221,19 @@ class Trainer:
         self.dist = distributed.current()
         seed_everything(train_config.seed)
         self.model = (model if model is not None else NRAM(model_config)).to(self.device)
-        self.glove_coverage: float | None = None
-        if glove is not None:
-            result = load_glove(glove, corpus.vocab, dim=model_config.word_dim, seed=train_config.seed)
+        self.word_vectors = word_vectors
+        self.data_info["word_vectors"] = {"choice": train_config.word_vectors,
+                                          **(word_vectors.describe() if word_vectors is not None else {})}
+        if word_vectors is not None:
+            embedding = self.model.news_encoder.embedding.weight
+            if tuple(word_vectors.vectors.shape) != tuple(embedding.shape):
+                raise DataError(f"word vectors {word_vectors.source}: shape {tuple(word_vectors.vectors.shape)}, "
+                                f"the model needs {tuple(embedding.shape)} (vocabulary x word_dim)")
+            vectors = torch.from_numpy(word_vectors.vectors)
+            if train_config.vector_std:
+                vectors = vectors * (train_config.vector_std / vectors[1:].std().clamp(min=1e-12))
             with torch.no_grad():
-                self.model.news_encoder.embedding.weight.copy_(torch.from_numpy(result.vectors))
-            self.glove_coverage = result.coverage(corpus.vocab)
-            self.data_info["glove"] = {"path": str(glove), "coverage": self.glove_coverage}
+                embedding.copy_(vectors)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.lr,
                                           weight_decay=train_config.weight_decay)
         if self.dist.enabled:  # same initial weights (DDP broadcasts rank 0's), own dropout masks
@@ -213,8 +275,16 @@ class Trainer:
             pin_memory=self.device.type == "cuda", persistent_workers=False,
         )
 
-    def _train_step(self, shard: distributed.Shard) -> float:
+    def _learning_rate(self, global_step: int) -> float:
+        """The rate of optimiser step ``global_step`` (0-based): a linear warm-up, then constant.
+        A function of the step alone, so --resume continues the schedule exactly."""
+        warmup = self.train_config.warmup_steps
+        return self.train_config.lr * (min(1.0, (global_step + 1) / warmup) if warmup else 1.0)
+
+    def _train_step(self, shard: distributed.Shard, global_step: int) -> float:
         """One optimiser step on this rank's share; returns the global batch's mean loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._learning_rate(global_step)
         batch = shard.batch.to(self.device, non_blocking=True)
         with autocast_for(self.device, self.train_config.amp):
             logits = self._step_module(batch)  # [b,1+K]
@@ -224,6 +294,8 @@ class Trainer:
         loss = loss_sum * (self.dist.world_size / shard.global_size)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.train_config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.grad_clip)
         self.optimizer.step()
         return distributed.all_reduce_sum(loss_sum.detach()).item() / shard.global_size
 
@@ -237,15 +309,22 @@ class Trainer:
         return self._stop.is_set()
 
     def _restore(self) -> dict[str, Any]:
+        """Every --resume check (vocabulary, categories, model config), then the saved state.
+        Runs on every rank, before anything is written."""
         assert self.run_dir is not None
+        saved_vocab = self.run_dir / VOCAB
+        if saved_vocab.is_file() and Vocab.load(saved_vocab) != self.corpus.vocab:
+            raise DataError(f"{self.run_dir}: --resume with data whose vocabulary differs from the saved run")
+        saved_categories = self.run_dir / CATEGORIES
+        if (self.categories is not None and saved_categories.is_file()
+                and CategoryVocab.load(saved_categories) != self.categories):
+            raise DataError(f"{self.run_dir}: --resume with data whose categories differ from the saved run")
         state = ckpt.read_state(self.run_dir)
         if not state:
             return {}
         saved = ckpt.read_config(self.run_dir)
         if saved.get("model") != ckpt.to_dict(self.model_config):
             raise DataError(f"{self.run_dir}: --resume with a different model config than the saved run")
-        if len(self.corpus.vocab) != saved["model"]["vocab_size"]:
-            raise DataError(f"{self.run_dir}: --resume with a different vocabulary than the saved run")
         from safetensors.torch import load_file
 
         self.model.load_state_dict(load_file(str(self.run_dir / "last.safetensors")))
@@ -291,16 +370,12 @@ class Trainer:
                 state = self._restore() or state
             elif (self.run_dir / "state.json").exists():
                 raise DataError(f"{self.run_dir}: already holds a run; pass --resume or choose another --out")
-            saved_categories = self.run_dir / CATEGORIES
-            if (self.resume and self.categories is not None and saved_categories.is_file()
-                    and CategoryVocab.load(saved_categories) != self.categories):
-                raise DataError(f"{self.run_dir}: --resume with data whose categories differ from the saved run")
             if main:
                 ckpt.write_config(self.run_dir, model_config=self.model_config, train_config=cfg,
                                   data=self.data_info)
-                self.corpus.vocab.save(self.run_dir / "vocab.json")
+                self.corpus.vocab.save(self.run_dir / VOCAB)
                 if self.categories is not None:
-                    self.categories.save(saved_categories)
+                    self.categories.save(self.run_dir / CATEGORIES)
         self._emit("on_train_start")
         loader = self._loader()
         result = TrainResult(epochs_done=state["epochs_done"], global_step=state["global_step"],
@@ -319,7 +394,7 @@ class Trainer:
             losses: list[float] = []
             seen = 0
             for step, shard in enumerate(loader, start=1):
-                losses.append(self._train_step(shard))
+                losses.append(self._train_step(shard, result.global_step))
                 seen += shard.global_size
                 result.global_step += 1
                 self._emit("on_step", StepInfo(epoch=epoch, step=step, steps_in_epoch=len(self.batches),

@@ -35,15 +35,14 @@ if str(APP.parent) not in sys.path:  # the app's helper package, as `streamlit r
 def _train_fixture_model(corpus_dir: Path, out: Path) -> None:
     """A quick model on the demo corpus, for checkouts that do not ship assets/demo_model yet."""
     from nram_core.config import preset
-    from nram_core.data.prepare import load_corpus, resolve_layout
-    from nram_core.train import Trainer
+    from nram_core.data.prepare import resolve_layout
+    from nram_core.train import Trainer, prepare_run
 
     model_cfg, train_cfg = preset("demo")
     train_cfg = dataclasses.replace(train_cfg, epochs=1, max_steps=30, max_impressions=2000,
                                     max_dev_impressions=200)
-    corpus = load_corpus(resolve_layout(corpus_dir), title_len=model_cfg.title_len)
-    model_cfg = dataclasses.replace(model_cfg, vocab_size=len(corpus.vocab))
-    Trainer(model_config=model_cfg, train_config=train_cfg, corpus=corpus, run_dir=out,
+    prepared = prepare_run(resolve_layout(corpus_dir), model_cfg, train_cfg)
+    Trainer(**prepared.trainer_args(), run_dir=out,
             data_info={"train": str(corpus_dir / "train"), "preset": "demo"}).fit()
 
 
@@ -552,7 +551,8 @@ def _wait_for(at: AppTest, done, timeout: float = 90.0) -> None:
 def test_training_run_finishes_and_appears_in_model_picker(studio_home):
     at = goto(new_app(), "train")
     models_before = len(at.selectbox(key="model").options)
-    _fill_train_form(at, name="tiny test", epochs=1, maxsteps=3, maximp=40, maxdev=40, batch=16, heads=2, headdim=8)
+    _fill_train_form(at, name="tiny test", epochs=1, maxsteps=3, maximp=40, maxdev=40, batch=16, heads=2, headdim=8,
+                     worddim=16)
     assert not at.error, [e.value for e in at.error]
     _wait_for(at, lambda a: any("Finished" in s.value for s in a.success))
     assert_clean(at)
@@ -568,6 +568,28 @@ def test_training_run_finishes_and_appears_in_model_picker(studio_home):
     assert ctx(at).model.path == run_dir.resolve()
     goto(at, "recommendations")
     assert_clean(at)
+
+
+@pytest.mark.slow
+def test_a_categories_model_trained_from_the_train_page_works(studio_home):
+    from nram_core.checkpoint import load_run
+
+    at = goto(new_app(), "train")
+    at.checkbox(key="tf_cats_demo").check()
+    at.selectbox(key="tf_vectors_demo").set_value("none")
+    _fill_train_form(at, name="with categories", epochs=1, maxsteps=3, maximp=40, maxdev=40, batch=16)
+    _wait_for(at, lambda a: any("Finished" in s.value for s in a.success))
+    assert_clean(at)
+    run_dir = next(p for p in (studio_home / "runs").iterdir() if p.name.startswith("with-categories-"))
+    run = load_run(run_dir)
+    assert run.model_config.use_categories and run.categories is not None
+    assert run.model_config.num_categories == len(run.categories.categories) >= 2
+    assert run.train_config.word_vectors == "none" and run.data["word_vectors"] == {"choice": "none"}
+    at.button(key="train_use").click().run()
+    assert ctx(at).model.path == run_dir.resolve()
+    for page in ("recommendations", "attention", "whatif"):  # every explorer page runs on the category model
+        goto(at, page)
+        assert_clean(at)
 
 
 @pytest.mark.slow

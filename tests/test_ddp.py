@@ -48,8 +48,12 @@ def test_two_ranks_train_like_one_process(demo_corpus, tmp_path, capsys):
     # The gradients agree to float rounding (test below), but Adam divides by sqrt(v) + eps, so a
     # weight whose gradient is itself rounding noise (~1e-10 here) may move by a fraction of lr
     # differently per step: allow half of one lr-sized step.
+    # The self-attention's key bias adds the same q.b to every score of a query row, which the softmax
+    # ignores: its true gradient is exactly zero and its computed one is pure rounding noise, which
+    # Adam turns into steps of up to lr each. It may differ by at most lr per step (26 steps).
     for key in w1:
-        assert torch.allclose(w1[key], w2[key], atol=5e-5), (key, (w1[key] - w2[key]).abs().max())
+        atol = 26 * 1e-4 if key.endswith("self_attention.k.bias") else 5e-5
+        assert torch.allclose(w1[key], w2[key], atol=atol), (key, (w1[key] - w2[key]).abs().max())
 
 
 STOP_WORKER = """

@@ -67,16 +67,14 @@ def _fallback_model(home: Path, out: Path) -> None:
     import dataclasses
 
     from nram_core.config import preset
-    from nram_core.data.prepare import load_corpus, resolve_layout
+    from nram_core.data.prepare import resolve_layout
     from nram_core.synth import generate
-    from nram_core.train import Trainer
+    from nram_core.train import Trainer, prepare_run
 
     corpus_dir = generate(home / "demo" / "seed-0", scale="demo", seed=0)
     model_cfg, train_cfg = preset("demo")
     train_cfg = dataclasses.replace(train_cfg, epochs=1, max_steps=30, max_impressions=2000, max_dev_impressions=200)
-    corpus = load_corpus(resolve_layout(corpus_dir), title_len=model_cfg.title_len)
-    Trainer(model_config=dataclasses.replace(model_cfg, vocab_size=len(corpus.vocab)), train_config=train_cfg,
-            corpus=corpus, run_dir=out).fit()
+    Trainer(**prepare_run(resolve_layout(corpus_dir), model_cfg, train_cfg).trainer_args(), run_dir=out).fit()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from nram_core.config import ModelConfig, TrainConfig
 from nram_core.data import load_corpus, resolve_layout
 from nram_core.data.prepare import build_vocab
 from nram_core.scoring import evaluate_split
-from nram_core.train import Callback, Trainer
+from nram_core.train import Callback, Trainer, prepare_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(word_dim=16, num_heads=2, head_dim=8, query_dim=16, title_len=12, history_len=20)
@@ -94,11 +94,12 @@ def test_shipped_demo_model_matches_generator_and_recorded_auc(demo_corpus):
 
 
 def tiny_trainer(demo_corpus, run_dir=None, **train_kw):
-    corpus = load_corpus(resolve_layout(demo_corpus), title_len=TINY["title_len"])
-    model_config = ModelConfig(vocab_size=len(corpus.vocab), dropout=0.1, **TINY)
-    defaults = dict(epochs=2, batch_size=32, lr=3e-3, max_impressions=200, max_dev_impressions=100)
-    return Trainer(model_config=model_config, train_config=TrainConfig(**{**defaults, **train_kw}), corpus=corpus,
-                   run_dir=run_dir, **({"resume": True} if run_dir and (Path(run_dir) / "state.json").exists() else {}))
+    defaults = dict(epochs=2, batch_size=32, lr=3e-3, max_impressions=200, max_dev_impressions=100,
+                    word_vectors="none")
+    prepared = prepare_run(resolve_layout(demo_corpus), ModelConfig(dropout=0.1, **TINY),
+                           TrainConfig(**{**defaults, **train_kw}))
+    return Trainer(**prepared.trainer_args(), run_dir=run_dir,
+                   **({"resume": True} if run_dir and (Path(run_dir) / "state.json").exists() else {}))
 
 
 def test_resume_continues_exactly_where_it_stopped(demo_corpus, tmp_path):
@@ -166,9 +167,9 @@ def test_glove_flag_reports_coverage(demo_corpus, tmp_path, capsys):
                              "--word-dim", 16, "--num-heads", 2, "--head-dim", 8, "--epochs", 1,
                              "--max-steps", 2, "--max-dev-impressions", 20, "--no-progress")
     assert code == 0, err
-    assert "glove:" in err and "of the vocabulary found" in err
+    assert f"word vectors: {glove}, " in err and "of the vocabulary found" in err
     run = load_run(tmp_path / "run")
-    assert 0 < run.data["glove"]["coverage"] < 0.01
+    assert 0 < run.data["word_vectors"]["coverage"] < 0.01 and run.train_config.word_vectors == str(glove)
     code, _, err = run_cli(capsys, "train", "--data", demo_corpus, "--out", tmp_path / "run2", "--glove", glove,
                            "--epochs", 1, "--max-steps", 1, "--no-progress")
     assert code == 2 and "field 'vector' has 16 values, expected 64" in err
@@ -295,3 +296,30 @@ def test_a_cut_short_or_foreign_weights_file_is_a_clear_error(tmp_path):
     weights.write_bytes(b"PK\x03\x04 not safetensors at all")
     with pytest.raises(DataError, match="not a complete safetensors file"):
         read_run_info(run_dir)
+
+
+def test_every_resume_check_is_in_the_trainer_and_a_refused_resume_writes_nothing(demo_corpus, tmp_path):
+    import dataclasses
+
+    from nram_core.data.prepare import CategoryVocab
+    from nram_core.fileio import DataError
+
+    run_dir = tmp_path / "run"
+    tiny_trainer(demo_corpus, run_dir, epochs=1).fit()
+    saved = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    with pytest.raises(DataError, match="vocabulary differs"):
+        tiny_trainer(demo_corpus, run_dir, epochs=2, min_word_count=3).fit()
+    prepared = prepare_run(resolve_layout(demo_corpus), ModelConfig(dropout=0.3, **TINY),
+                           TrainConfig(epochs=2, max_impressions=200, word_vectors="none"))
+    with pytest.raises(DataError, match="different model config"):
+        Trainer(**prepared.trainer_args(), run_dir=run_dir, resume=True).fit()
+    with_categories = prepare_run(resolve_layout(demo_corpus), ModelConfig(dropout=0.1, use_categories=True, **TINY),
+                                  TrainConfig(epochs=1, max_impressions=200, word_vectors="none"))
+    cat_dir = tmp_path / "categories"
+    Trainer(**with_categories.trainer_args(), run_dir=cat_dir).fit()
+    other = dataclasses.replace(with_categories.categories,
+                                subcategories=with_categories.categories.subcategories[::-1])
+    assert isinstance(other, CategoryVocab)
+    with pytest.raises(DataError, match="categories differ"):
+        Trainer(**{**with_categories.trainer_args(), "categories": other}, run_dir=cat_dir, resume=True).fit()
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == saved

@@ -2,13 +2,13 @@
 
 The trainer runs in a daemon thread that never calls ``st.*``: its callback writes
 progress into ``TrainingJob`` under a lock, and the page polls ``snapshot()`` from an
-``st.fragment(run_every=...)``. ``get_job()`` hands every session the same job object
-(``st.cache_resource``), so a second start while one runs is refused.
+``st.fragment(run_every=...)``. ``loaders.training_job()`` hands every session the same job
+object (``st.cache_resource``), so a second start while one runs is refused. The run is set up
+by ``nram_core.train.prepare_run``, exactly as the CLI sets one up.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 import shutil
 import threading
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from nram_core.config import ModelConfig, TrainConfig
-from nram_core.data.prepare import Layout, load_corpus
+from nram_core.data.prepare import Layout
 from nram_core.fileio import DataError
-from nram_core.train import Callback, EpochInfo, StepInfo, Trainer, TrainResult
+from nram_core.train import Callback, EpochInfo, StepInfo, Trainer, TrainResult, prepare_run
 
 ACTIVE = ("loading", "running", "stopping")
 MAX_LOSS_POINTS = 5000
@@ -90,6 +90,7 @@ class TrainingJob:
                 "job_id": job_id, "status": "loading", "label": label, "run_dir": str(run_dir),
                 "started": time.time(), "finished": None, "epoch": 0, "step": 0, "global_step": 0,
                 "steps_in_epoch": 0, "total_steps": 0, "epochs": train_config.epochs, "samples": 0,
+                "phase": "loading the data",
                 "samples_per_s": 0.0, "losses": [], "loss_steps": [], "epochs_log": [], "error": None,
                 "result": None,
             }
@@ -151,13 +152,12 @@ class TrainingJob:
              run_dir: Path, data_info: dict[str, Any]) -> None:
         status, error, result_info = "failed", None, None
         try:
-            corpus = load_corpus(layout, title_len=model_config.title_len, min_count=train_config.min_word_count)
+            prepared = prepare_run(layout, model_config, train_config,
+                                   on_status=lambda text: self._update(job_id, phase=text))
             if self._cancel.is_set():
                 status = "cancelled"
                 return
-            model_config = dataclasses.replace(model_config, vocab_size=len(corpus.vocab))
-            trainer = Trainer(model_config=model_config, train_config=train_config, corpus=corpus,
-                              run_dir=run_dir, callbacks=[_Progress(self, job_id)],
+            trainer = Trainer(**prepared.trainer_args(), run_dir=run_dir, callbacks=[_Progress(self, job_id)],
                               data_info=data_info)
             with self._lock:
                 self._trainer = trainer

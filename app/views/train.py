@@ -46,6 +46,19 @@ with st.form("train_form"):
     head_dim = b.number_input("Head dim", 1, 256, mc.head_dim, key=f"tf_headdim_{p}")
     title_len = d.number_input("Title length (words)", 1, 100, mc.title_len, key=f"tf_title_{p}")
     history_len = e.number_input("History length (clicks)", 1, 500, mc.history_len, key=f"tf_hist_{p}")
+    a, b, d, e = st.columns(4)
+    vector_choices = ["corpus", "none"]
+    word_vectors = a.selectbox(
+        "Word vectors", vector_choices, index=vector_choices.index(tc.word_vectors)
+        if tc.word_vectors in vector_choices else 0, key=f"tf_vectors_{p}",
+        help="corpus: word2vec trained on the dataset's news titles and abstracts (no clicks), the "
+             "default; none: random word embeddings.")
+    use_categories = b.checkbox("Fuse categories", value=mc.use_categories, key=f"tf_cats_{p}",
+                                help="Add category and subcategory embeddings to the news vector.")
+    residual = d.checkbox("Residual around self-attention", value=mc.residual, key=f"tf_residual_{p}",
+                          help="Not in the paper: keeps each word in its own vector, so the word attention can "
+                               "pick words out. Needs heads × head dim = word dim.")
+    word_dim = e.number_input("Word dim", 1, 1024, mc.word_dim, key=f"tf_worddim_{p}")
     a, b, d, _ = st.columns(4)
     max_impressions = a.number_input("Cap on train impressions (0 = all)", 0, 100_000_000, tc.max_impressions,
                                      key=f"tf_maximp_{p}")
@@ -58,12 +71,13 @@ if job.busy:
 
 if submitted:
     model_cfg = dataclasses.replace(mc, num_heads=int(heads), head_dim=int(head_dim), title_len=int(title_len),
-                                    history_len=int(history_len))
+                                    history_len=int(history_len), use_categories=bool(use_categories),
+                                    residual=bool(residual), word_dim=int(word_dim))
     train_cfg = dataclasses.replace(tc, epochs=int(epochs), batch_size=int(batch_size), negatives=int(negatives),
                                     lr=float(lr), max_impressions=int(max_impressions), max_steps=int(max_steps),
-                                    max_dev_impressions=int(max_dev))
+                                    max_dev_impressions=int(max_dev), word_vectors=word_vectors)
     try:
-        model_cfg.validate()
+        model_cfg.validate(data_sizes=False)
         train_cfg.validate()
     except ValueError as exc:
         st.error(f"Invalid setting: {exc}")
@@ -101,7 +115,7 @@ def _progress(polling: bool) -> None:
     if status in ACTIVE:
         total = max(1, s["total_steps"])
         fraction = min(1.0, s["global_step"] / total)
-        text = ("loading the data…" if status == "loading" else
+        text = (f"{s.get('phase') or 'loading the data'}…" if status == "loading" else
                 f"epoch {s['epoch']}/{s['epochs']} · step {s['global_step']}/{total} · "
                 f"{s['samples_per_s']:.0f} samples/s · {elapsed:.0f}s")
         if status == "stopping":
