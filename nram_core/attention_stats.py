@@ -11,8 +11,6 @@ Titles and histories with fewer than two real positions are left out: their atte
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,15 +91,6 @@ def topical_common_ratio(weights: np.ndarray, tokens: np.ndarray, vocab: Vocab, 
     if not is_topical.any() or not is_common.any():
         return None
     return float(weights[is_topical].mean() / weights[is_common].mean())
-
-
-def read_truth(folder: Path | None) -> dict[str, Any] | None:
-    """A synthetic corpus's truth.json beside its split folders, or None."""
-    for candidate in ([folder, folder.parent] if folder is not None else []):
-        path = candidate / "truth.json"
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-    return None
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:

@@ -30,12 +30,19 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="re-parse and re-tokenise instead of using the cache")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One --flag per config field, so every field is settable without editing files."""
+def _vector_file(value: str) -> str:
+    if value in ("corpus", "none"):
+        raise argparse.ArgumentTypeError(f"--glove takes a file; for {value!r} use --word-vectors {value}")
+    return value
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+    """One --flag per config field, so every field is settable without editing files (``skip``: fields
+    that have their own, richer flag)."""
     group = parser.add_argument_group("config fields (override the preset)")
     for cls in (ModelConfig, TrainConfig):
         for f in dataclasses.fields(cls):
-            if f.name in ("vocab_size", "num_categories", "num_subcategories"):  # always from the data
+            if f.name in ("vocab_size", "num_categories", "num_subcategories") + skip:  # sizes: always from the data
                 continue
             flag = f"--{f.name.replace('_', '-')}"
             text = f"{cls.__name__}.{f.name} (default from preset)"
@@ -116,6 +123,7 @@ class _ProgressBar:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
+    from .synth import read_truth
     from .train import Trainer, prepare_run
 
     model_cfg, train_cfg = preset(args.preset)
@@ -142,9 +150,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else nram_home() / "runs" / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(distributed.broadcast_object(str(out)))  # every rank uses rank 0's run folder name
     data_info = {"train": str(layout.train), "dev": str(layout.dev) if layout.dev else None, "preset": args.preset}
-    truth = Path(args.data) / "truth.json" if args.data else None
-    if truth is not None and truth.is_file():  # a generated corpus: record how to make it again
-        facts = json.loads(truth.read_text(encoding="utf-8"))
+    facts = read_truth(args.data)
+    if facts is not None:  # a generated corpus: record how to make it again
         data_info["synthetic"] = {"scale": facts.get("scale"), "seed": facts.get("seed")}
     trainer = Trainer(**prepared.trainer_args(), run_dir=out, callbacks=[_ProgressBar(not args.no_progress)],
                       device=device, resume=args.resume, data_info=data_info)
@@ -266,10 +273,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
-    from .attention_stats import attention_stats, read_truth
+    from .attention_stats import attention_stats
+    from .synth import read_truth
 
     run, split = _load_run_and_split(args)
-    stats = attention_stats(run.model, split, run.vocab, truth=read_truth(split.folder.parent),
+    stats = attention_stats(run.model, split, run.vocab, truth=read_truth(args.data or split.folder.parent),
                             max_news=args.max_news, max_impressions=args.max_impressions)
     _print_json({k: (round(v, 6) if isinstance(v, float) else v) for k, v in stats.items()})
     return 0
@@ -328,12 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--out", help="run folder (default NRAM_HOME/runs/PRESET-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--glove", dest="word_vectors", metavar="PATH",
-                   help="alias of --word-vectors PATH: word vectors in GloVe text format (dimension = --word-dim)")
+    vectors = p.add_mutually_exclusive_group()
+    vectors.add_argument("--word-vectors", dest="word_vectors", metavar="corpus|none|PATH",
+                         help="starting word vectors: 'corpus' (word2vec on the data's news text, the presets' "
+                              "default), 'none' (random) or a GloVe-format text file (dimension = --word-dim)")
+    vectors.add_argument("--glove", dest="word_vectors", metavar="PATH", type=_vector_file,
+                         help="the same as --word-vectors PATH")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--slim", action="store_true", help="delete the resume state at the end (for shipping a model)")
-    _add_config_flags(p)
+    _add_config_flags(p, skip=("word_vectors",))
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("experiment", help="train and compare a suite of models (NRAM, baselines, ablations)")

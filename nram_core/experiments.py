@@ -80,7 +80,7 @@ def suite_groups(suite: str) -> list[str]:
     (``paper,ablation``: a configuration both share is trained once)."""
     names = [name.strip() for name in suite.split(",")]
     unknown = [name for name in names if name not in SUITE_NAMES]
-    if unknown or not names:
+    if unknown:
         raise DataError(f"unknown suite {suite!r}; choose one of {', '.join(SUITE_NAMES)}, or several "
                         "joined by commas")
     return [g for g in ("paper", "heads", "negatives", "ablation") if g in names or "all" in names]
@@ -94,8 +94,9 @@ def suite_specs(suite: str, base: ModelConfig) -> list[ModelSpec]:
         "paper": [ModelSpec("nram", "nram", "paper"), ModelSpec("dkn", "dkn", "paper"),
                   ModelSpec("wide_deep", "wide_deep", "paper"), ModelSpec("popularity", "popularity", "paper"),
                   ModelSpec("random", "random", "paper")],
-        "heads": [ModelSpec(f"nram_heads{h}", "nram", "heads", model=(("num_heads", h), ("head_dim", width // h)))
-                  for h in HEADS],
+        # With a residual the word dim must equal the heads' total width: it follows the width.
+        "heads": [ModelSpec(f"nram_heads{h}", "nram", "heads", model=(("num_heads", h), ("head_dim", width // h))
+                            + ((("word_dim", width),) if base.residual else ())) for h in HEADS],
         "negatives": [ModelSpec(f"nram_k{k}", "nram", "negatives", train=(("negatives", k),)) for k in NEGATIVES],
         "ablation": [ModelSpec("nram", "nram", "ablation"),
                      ModelSpec("nram_no_self_attention", "nram", "ablation", model=(("self_attention", False),)),
@@ -173,6 +174,8 @@ class SuiteData:
     entity_vectors: np.ndarray | None
     entity_coverage: float | None
     layout: Layout
+    strict: bool = False  # how the data was read; each run's word vectors are read the same way
+    cache: bool = True
 
 
 def prepare_data(layout: Layout, *, title_len: int, min_count: int, strict: bool = False,
@@ -194,7 +197,8 @@ def prepare_data(layout: Layout, *, title_len: int, min_count: int, strict: bool
         vectors, coverage = loaded.vectors, loaded.coverage
     train, dev = (with_entities(s, entities) for s in (corpus.train, corpus.dev))
     return SuiteData(corpus=Corpus(vocab=corpus.vocab, train=train, dev=dev), categories=categories,
-                     entities=entities, entity_vectors=vectors, entity_coverage=coverage, layout=layout)
+                     entities=entities, entity_vectors=vectors, entity_coverage=coverage, layout=layout,
+                     strict=strict, cache=cache)
 
 
 # ---- one run -------------------------------------------------------------------------------------
@@ -204,6 +208,8 @@ def run_configs(spec: ModelSpec, *, base_model: ModelConfig, base_train: TrainCo
     them from the data."""
     model_cfg = dataclasses.replace(base_model, **dict(spec.model))
     train_cfg = dataclasses.replace(base_train, seed=seed, **dict(spec.train))
+    if not spec.trained:  # popularity and random read no word vectors
+        train_cfg = dataclasses.replace(train_cfg, word_vectors="none")
     model_cfg.validate(data_sizes=False)
     train_cfg.validate()
     return model_cfg, train_cfg
@@ -263,7 +269,9 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
     from .train import Trainer, prepare_run, seed_everything
 
     model_cfg, train_cfg = run_configs(spec, base_model=base_model, base_train=base_train, seed=seed)
+    run_key = _run_key(spec, model_cfg, train_cfg)
     prepared = prepare_run(data.layout, model_cfg, train_cfg, corpus=data.corpus, categories=data.categories,
+                           strict=data.strict, cache=data.cache,
                            on_status=lambda text: emit(phase="loading", message=text))
     model_cfg = prepared.model_config
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -298,11 +306,13 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
     metrics, segments = evaluate_model(model, data.corpus.dev, max_impressions=base_train.max_dev_impressions)
     attention = {}
     if spec.kind == "nram":
-        from .attention_stats import attention_stats, read_truth
+        from .attention_stats import attention_stats
+        from .synth import read_truth
 
-        attention = attention_stats(model, data.corpus.dev, data.corpus.vocab, truth=read_truth(data.layout.dev),
+        attention = attention_stats(model, data.corpus.dev, data.corpus.vocab,
+                                    truth=read_truth(data.layout.train.parent),
                                     max_impressions=base_train.max_dev_impressions or 5000)
-    record = {**info, "metrics": metrics, "segments": segments, "attention": attention,
+    record = {**info, "run_key": run_key, "metrics": metrics, "segments": segments, "attention": attention,
               "train_seconds": train_seconds,
               "eval_seconds": time.perf_counter() - start, "epochs": epochs_done,
               "parameters": count_parameters(model), "num_heads": model_cfg.num_heads,
@@ -317,7 +327,7 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
 def default_out(suite: str, preset: str, epochs: int, layout: Layout) -> Path:
     source = layout.train.parent if layout.train is not None else Path("data")
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", source.name).strip("-.") or "data"
-    return nram_home() / "experiments" / f"{suite.replace(',', '+')}-{preset}-e{epochs}-{slug}"
+    return nram_home() / "experiments" / f"{'+'.join(suite_groups(suite))}-{preset}-e{epochs}-{slug}"
 
 
 def _run_key(spec: ModelSpec, model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
@@ -374,7 +384,11 @@ def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | No
         key = _run_key(spec, model_cfg, train_cfg)
         result_path = run_dir / RESULT_FILE
         if result_path.is_file():
-            done_by_key.setdefault(key, json.loads(result_path.read_text(encoding="utf-8")))
+            saved_record = json.loads(result_path.read_text(encoding="utf-8"))
+            if saved_record.get("run_key") != key:
+                raise DataError(f"{run_dir}: finished with another configuration (other settings, or an older "
+                                "version of NRAM Studio); choose another --out")
+            done_by_key.setdefault(key, saved_record)
             emit(phase="skipped", message=f"{spec.name} seed {seed}: already done")
             continue
         if key in done_by_key:  # the same configuration under another name in this suite

@@ -39,7 +39,7 @@ import numpy as np
 from nram_core.fileio import atomic_write_json, atomic_write_text
 from nram_core.metrics import METRIC_NAMES, evaluate_flat
 
-__all__ = ["Scale", "ClickParams", "SCALES", "PARAMS", "generate"]
+__all__ = ["Scale", "ClickParams", "SCALES", "PARAMS", "generate", "read_truth"]
 
 
 # --------------------------------------------------------------------------- knobs
@@ -832,3 +832,15 @@ def _rounded(obj):
     if isinstance(obj, dict):
         return {k: _rounded(v) for k, v in obj.items()}
     return obj
+
+
+def read_truth(root: str | Path | None) -> dict | None:
+    """The truth.json of a corpus this module generated (``root`` holds train/ and dev/), or None
+    for any other corpus (or an unreadable file: the figures it feeds are optional)."""
+    path = Path(root) / "truth.json" if root is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

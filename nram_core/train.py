@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import distributed
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, from_dict
 from .data.batching import Batch, TrainBatches
 from .data.prepare import CategoryVocab, Corpus, Layout, load_corpus, with_train_categories
 from .data.text import Vocab
@@ -142,7 +142,7 @@ class Callback:
     def on_train_end(self, trainer: "Trainer", result: TrainResult) -> None: ...
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class PreparedRun:
     """What a training run derives from its data, made by ``prepare_run``."""
 
@@ -323,7 +323,11 @@ class Trainer:
         if not state:
             return {}
         saved = ckpt.read_config(self.run_dir)
-        if saved.get("model") != ckpt.to_dict(self.model_config):
+        try:  # through the dataclass: a run saved before a field existed has that field's default
+            saved_model = ckpt.to_dict(from_dict(ModelConfig, saved["model"]))
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{self.run_dir / 'config.json'}: missing or bad field ({exc})") from exc
+        if saved_model != ckpt.to_dict(self.model_config):
             raise DataError(f"{self.run_dir}: --resume with a different model config than the saved run")
         from safetensors.torch import load_file
 

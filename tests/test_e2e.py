@@ -2,7 +2,8 @@
 
 Walks every page the way a new user would (fresh NRAM_HOME: the first start generates
 the demo corpus and loads the shipped model), checks what is visible, and saves a
-screenshot of each page to ``assets/screenshots/<page>.png`` and to the test's tmp folder.
+screenshot of each page to the test's tmp folder; with ``NRAM_UPDATE_SCREENSHOTS=1`` they are also
+copied to ``assets/screenshots/<page>.png`` for the README (a plain run never writes tracked files).
 It also measures the cold start: from spawning the server to the Overview's figures on
 screen, written to ``<tmp>/timings.json`` and printed.
 
@@ -142,10 +143,11 @@ def shoot(page, name: str, tmp_dir: Path) -> None:
                            " return m ? m.scrollHeight : 900; }")
     page.set_viewport_size({"width": WIDTH, "height": int(min(max(900, height), 5000))})
     page.wait_for_timeout(1200)  # charts resize
-    SHOTS.mkdir(parents=True, exist_ok=True)
     path = tmp_dir / f"{name}.png"
     page.screenshot(path=str(path))
-    shutil.copyfile(path, SHOTS / f"{name}.png")
+    if os.environ.get("NRAM_UPDATE_SCREENSHOTS") == "1":
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SHOTS / f"{name}.png")
     page.set_viewport_size({"width": WIDTH, "height": 900})
 
 

@@ -1,5 +1,6 @@
 """Word vectors from the corpus's own news text: deterministic, cached, click-free, reported; and the
 one training set-up (``prepare_run``) that the CLI, the app and the experiment suites share."""
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -95,7 +96,7 @@ def test_coverage_counts_the_words_that_got_a_learned_vector():
     vocab = Vocab.build(["alpha beta gamma", "delta"])
     matrix, found = vec._matrix({"alpha": np.ones(4, np.float32), "gamma": np.full(4, 2, np.float32)}, vocab,
                                 dim=4, seed=0)
-    assert found == 2 and vec.WordVectors(matrix, "corpus", found, len(vocab)).coverage == pytest.approx(0.5)
+    assert found == 2 and vec.WordVectors(vectors=matrix, source="corpus", found=found, vocab_size=len(vocab)).coverage == pytest.approx(0.5)
     assert np.array_equal(matrix[vocab.index["alpha"]], np.ones(4)) and not matrix[0].any()
 
 
@@ -165,7 +166,7 @@ def test_prepare_run_sizes_the_model_from_the_data_and_fails_on_bad_flags_first(
         prepare_run(Layout(train=None, dev=layout.dev), ModelConfig(**TINY), TrainConfig())
 
 
-def test_experiment_runs_and_the_app_job_go_through_prepare_run(demo_corpus, tmp_path, monkeypatch):
+def test_experiment_runs_go_through_prepare_run_and_report_attention(demo_corpus, tmp_path, monkeypatch):
     import nram_core.train as train_module
     from nram_core.experiments import run_suite
 
@@ -187,3 +188,52 @@ def test_experiment_runs_and_the_app_job_go_through_prepare_run(demo_corpus, tmp
     assert records["nram_no_vectors"]["train_config"]["word_vectors"] == "none"
     report = (tmp_path / "suite" / "results.md").read_text()
     assert "How peaked the attention is" in report and "topical / common" in report
+
+
+def test_a_damaged_vector_cache_is_rebuilt_not_a_traceback(demo_corpus, isolated_nram_home):
+    first, _ = _vectors(demo_corpus)
+    (cached,) = (isolated_nram_home / "prepared").glob("vectors-*.npz")
+    cached.write_bytes(cached.read_bytes()[:100])  # cut short, as by a full disk
+    again, _ = _vectors(demo_corpus)
+    assert np.array_equal(first.vectors, again.vectors)
+
+
+def test_glove_alias_takes_a_file_only_and_excludes_word_vectors(demo_corpus, tmp_path, capsys):
+    for argv in (["--glove", "none"], ["--glove", "x.txt", "--word-vectors", "none"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "--data", str(demo_corpus), *argv])
+        assert exit_info.value.code == 2
+    assert "--glove takes a file" in capsys.readouterr().err
+
+
+def test_suites_build_valid_configs_for_every_preset():
+    from nram_core.config import PRESETS
+    from nram_core.experiments import run_configs, suite_specs
+
+    for name, (model_cfg, train_cfg) in PRESETS.items():
+        for spec in suite_specs("all", model_cfg):  # the heads suite keeps a residual preset valid
+            run_configs(spec, base_model=model_cfg, base_train=train_cfg, seed=0)
+
+
+def test_a_run_saved_before_a_config_field_existed_resumes(demo_corpus, tmp_path):
+    from nram_core.train import Trainer, prepare_run
+
+    prepared = prepare_run(resolve_layout(demo_corpus), ModelConfig(**TINY),
+                           TrainConfig(epochs=1, max_impressions=60, max_dev_impressions=20, word_vectors="none"))
+    Trainer(**prepared.trainer_args(), run_dir=tmp_path / "run").fit()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    for newer in ("init", "embedding_std", "residual"):  # fields an older version did not write
+        del config["model"][newer]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    later = dataclasses.replace(prepared.train_config, epochs=2)
+    result = Trainer(**{**prepared.trainer_args(), "train_config": later}, run_dir=tmp_path / "run",
+                     resume=True).fit()
+    assert result.epochs_done == 2
+
+
+def test_experiment_without_cache_writes_nothing_to_the_cache(demo_corpus, tmp_path, isolated_nram_home):
+    code = main(["experiment", "--suite", "ablation", "--data", str(demo_corpus), "--out", str(tmp_path / "s"),
+                 "--no-cache", "--no-progress", "--epochs", "1", "--seeds", "1", "--max-impressions", "20",
+                 "--max-dev-impressions", "20", "--batch-size", "16"])
+    assert code == 0
+    assert not (isolated_nram_home / "prepared").exists() or not any((isolated_nram_home / "prepared").iterdir())

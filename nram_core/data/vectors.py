@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ class Word2VecSettings:
         return int(min(self.max_epochs, max(self.min_epochs, wanted)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WordVectors:
     """An embedding matrix for a vocabulary, with where it came from."""
 
@@ -98,6 +99,16 @@ def news_sentences(files: Sequence[Path], *, strict: bool = False) -> list[list[
     return sentences
 
 
+def _gensim_version() -> str:
+    """Part of the cache key: the same seed is promised the same vectors by one gensim version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gensim")
+    except PackageNotFoundError:  # train_word2vec says so in one line
+        return "missing"
+
+
 def _stable_hash(text: str) -> int:
     # gensim seeds per-word state with hashfxn; Python's hash() changes with every process.
     return zlib.crc32(text.encode("utf-8"))
@@ -107,7 +118,11 @@ def train_word2vec(sentences: list[list[str]], *, dim: int, seed: int,
                    settings: Word2VecSettings = Word2VecSettings()) -> dict[str, np.ndarray]:
     """Skip-gram word2vec on ``sentences``; ``{word: vector}``. One worker thread, so the same
     input and seed give the same vectors."""
-    from gensim.models import Word2Vec
+    try:
+        from gensim.models import Word2Vec
+    except ImportError as exc:
+        raise DataError(f"--word-vectors corpus needs gensim ({exc}): pip install -r requirements.txt, "
+                        "or pass --word-vectors none") from exc
 
     tokens = sum(len(s) for s in sentences)
     if tokens == 0:
@@ -119,8 +134,8 @@ def train_word2vec(sentences: list[list[str]], *, dim: int, seed: int,
 
 
 def _matrix(found_vectors: dict[str, np.ndarray], vocab: Vocab, *, dim: int, seed: int) -> tuple[np.ndarray, int]:
-    """[V,E] rows for the vocabulary; words without a learned vector are drawn at the learned
-    vectors' own per-dimension spread, so they sit among them."""
+    """[V,E] rows for the vocabulary; words without a learned vector are drawn with the learned
+    vectors' own standard deviation (over all their values), so they sit among them."""
     rows = [i for i, w in enumerate(vocab.words) if i >= 2 and w in found_vectors]
     learned = np.stack([found_vectors[vocab.words[i]] for i in rows]).astype(np.float32) if rows else None
     spread = float(learned.std()) if learned is not None and learned.size > 1 else 0.1
@@ -140,16 +155,17 @@ def corpus_vectors(layout: Layout, vocab: Vocab, *, dim: int, seed: int, strict:
     if not files:
         raise DataError("corpus word vectors need a news.tsv: pass a train split")
     key_text = json.dumps({"v": CACHE_VERSION, "files": [_file_digest(f) for f in files], "vocab": vocab.digest,
-                           "dim": dim, "seed": seed, "strict": strict, "settings": dataclasses.asdict(settings)},
-                          sort_keys=True)
+                           "dim": dim, "seed": seed, "strict": strict, "settings": dataclasses.asdict(settings),
+                           "gensim": _gensim_version()}, sort_keys=True)
     key = hashlib.blake2b(key_text.encode(), digest_size=12).hexdigest()
     path = nram_home() / "prepared" / f"vectors-{key}.npz"
     if cache and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as npz:
-                return WordVectors(vectors=npz["vectors"], source=CORPUS, found=int(npz["found"]),
-                                   vocab_size=len(vocab))
-        except (OSError, ValueError, KeyError):
+                cached, found = npz["vectors"], int(npz["found"])
+            if cached.shape == (len(vocab), dim) and cached.dtype == np.float32:
+                return WordVectors(vectors=cached, source=CORPUS, found=found, vocab_size=len(vocab))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache entry is rebuilt below
     if on_status is not None:
         on_status(f"training word vectors on the news text of {', '.join(str(f) for f in files)}")
