@@ -62,21 +62,22 @@ STOP_WORKER = """
 import json, pathlib, sys
 from nram_core import distributed
 from nram_core.config import ModelConfig, TrainConfig
-from nram_core.data import load_corpus, resolve_layout
-from nram_core.train import Callback, Trainer
+from nram_core.data import resolve_layout
+from nram_core.train import Callback, Trainer, prepare_run
 
 info, _ = distributed.init_from_env()
-corpus = load_corpus(resolve_layout(sys.argv[1]), title_len=12)
 
 class StopInSecondEpoch(Callback):
     def on_step(self, trainer, step):
         if step.epoch == 2 and step.step == 3:
             trainer.request_stop()
 
-trainer = Trainer(model_config=ModelConfig(vocab_size=len(corpus.vocab), word_dim=16, num_heads=2, head_dim=8,
-                                           query_dim=16, title_len=12, history_len=20),
-                  train_config=TrainConfig(epochs=3, batch_size=37, max_impressions=300, max_dev_impressions=50),
-                  corpus=corpus, run_dir=sys.argv[2], callbacks=[StopInSecondEpoch()])
+with distributed.main_first():  # rank 0 fills the caches, the other rank reads them
+    prepared = prepare_run(resolve_layout(sys.argv[1]),
+                           ModelConfig(word_dim=16, num_heads=2, head_dim=8, query_dim=16, title_len=12, history_len=20),
+                           TrainConfig(epochs=3, batch_size=37, max_impressions=300, max_dev_impressions=50,
+                                       word_vectors="none"))
+trainer = Trainer(**prepared.trainer_args(), run_dir=sys.argv[2], callbacks=[StopInSecondEpoch()])
 result = trainer.fit()
 distributed.finish()
 # One file per rank: two processes printing to one pipe can interleave their lines.

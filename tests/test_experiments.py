@@ -155,3 +155,14 @@ def test_background_job_runs_a_suite_and_reports_progress(demo_corpus, tmp_path)
     records = read_records(tmp_path / "k")
     assert [r["name"] for r in records] == ["nram_k1", "nram_k2", "nram_k4", "nram_k8"]
     assert [r["negatives"] for r in records] == [1, 2, 4, 8]
+
+
+def test_joined_suites_train_a_shared_model_once_and_ablation_toggles_the_presets_residual():
+    from nram_core.fileio import DataError
+
+    names = [s.name for s in suite_specs("paper,ablation", preset("demo")[0])]
+    assert names.count("nram") == 1 and len(names) == len(set(names))
+    assert {"dkn", "wide_deep", "nram_no_self_attention", "nram_no_residual", "nram_no_vectors"} <= set(names)
+    assert "nram_residual" in [s.name for s in suite_specs("ablation", preset("paper")[0])]
+    with pytest.raises(DataError, match="unknown suite 'paper,nope'"):
+        suite_specs("paper,nope", preset("demo")[0])
