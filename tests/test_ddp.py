@@ -20,7 +20,8 @@ from nram_core.model import NRAM
 # rank 1 also meets an empty share (the stand-in sample with zero loss weight).
 TINY_ARGS = ["--word-dim", "16", "--num-heads", "2", "--head-dim", "8", "--query-dim", "16", "--title-len", "12",
              "--history-len", "20", "--dropout", "0", "--epochs", "2", "--max-impressions", "300",
-             "--max-dev-impressions", "100", "--batch-size", "37", "--lr", "1e-4", "--no-progress"]
+             "--max-dev-impressions", "100", "--batch-size", "37", "--lr", "1e-4", "--no-progress",
+             "--word-vectors", "none"]
 
 
 def test_two_ranks_train_like_one_process(demo_corpus, tmp_path, capsys):
