@@ -1,7 +1,9 @@
 """torchrun data parallelism: 2 ranks on CPU (gloo) train exactly like 1 process with the same global batch."""
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,13 +26,32 @@ TINY_ARGS = ["--word-dim", "16", "--num-heads", "2", "--head-dim", "8", "--query
              "--word-vectors", "none"]
 
 
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def torchrun(cmd: list[str], outputs: list[Path]) -> subprocess.CompletedProcess:
+    """Run ``cmd`` under torchrun. A rank of gloo on CPU now and then aborts while the process exits
+    (after its work, with TEARDOWN_ABORT on stderr; seen before and after ``distributed.finish``);
+    that one crash is retried once from clean ``outputs``, and every assertion then applies to the
+    retry. Any other failure fails at once."""
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0 and TEARDOWN_ABORT in done.stderr:
+        for path in outputs:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return done
+
+
 def test_two_ranks_train_like_one_process(demo_corpus, tmp_path, capsys):
     train = ["train", "--data", str(demo_corpus), *TINY_ARGS]
     assert main([*train, "--out", str(tmp_path / "one")]) == 0  # one process, the same CLI code path
     one = capsys.readouterr()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "nram_core", *train, "--out", str(tmp_path / "two")]
-    two = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    two = torchrun(cmd, [tmp_path / "two"])
     assert two.returncode == 0, two.stderr[-3000:]
     # Only rank 0 prints its JSON line and writes the run folder.
     assert len(two.stdout.strip().splitlines()) == 1
@@ -92,7 +113,7 @@ def test_a_stop_requested_on_rank_0_stops_every_rank_at_the_same_step(demo_corpu
     script.write_text(STOP_WORKER)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
            str(demo_corpus), str(tmp_path / "run"), str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    done = torchrun(cmd, [tmp_path / "run", tmp_path / "rank0.json", tmp_path / "rank1.json"])
     assert done.returncode == 0, done.stderr[-3000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     # Callbacks run on rank 0 only; rank 1 learns of the stop at the same step.
