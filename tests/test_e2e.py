@@ -231,7 +231,7 @@ def test_walk_every_page(server, browser, tmp_path):
     page.get_by_label("Cap on train impressions (0 = all)").fill("40")
     page.get_by_label("Cap on dev impressions per evaluation (0 = all)").fill("40")
     page.get_by_role("button", name="Start training").click()
-    page.get_by_text("Finished in").wait_for(timeout=180_000)  # polled by the st.fragment
+    page.get_by_text("Finished in").first.wait_for(timeout=180_000)  # polled by the st.fragment
     wait_idle(page)
     no_exception(page)
     assert any(p.name.startswith("e2e-tiny-") for p in (server["home"] / "runs").iterdir())

@@ -110,6 +110,10 @@ def _progress(polling: bool) -> None:
     if status == "idle":
         st.caption("No training has run in this app yet.")
         return
+    # Once the run ends, rerun the whole app before drawing anything: the model picker then lists
+    # the new run, this fragment stops polling, and the result is drawn once, not twice.
+    if polling and status not in ACTIVE:
+        st.rerun(scope="app")
     st.subheader(f"Run {s['label']}")
     elapsed = (s["finished"] or time.time()) - s["started"]
     if status in ACTIVE:
@@ -147,10 +151,6 @@ def _progress(polling: bool) -> None:
         log = pd.DataFrame(s["epochs_log"]).drop(columns=["skipped_impressions"], errors="ignore")
         st.dataframe(log.rename(columns={"train_loss": "train loss", "improved": "best so far"})
                      .style.format(precision=4), hide_index=True, width="stretch")
-    # Once the run ends, rerun the whole app once: the model picker then lists the new run
-    # and this fragment stops polling.
-    if polling and status not in ACTIVE:
-        st.rerun(scope="app")
 
 
 running = job.busy
