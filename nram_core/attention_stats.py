@@ -40,8 +40,10 @@ def word_weights(model, split: Split, rows: np.ndarray, *, batch_size: int = 102
 
 
 @torch.inference_mode()
-def click_weights(model, split: Split, impressions: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-    """The user encoder's click attention [I,H] for the histories of ``impressions``."""
+def click_weights(model, split: Split, impressions: np.ndarray, *,
+                  batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The user encoder's click attention [I,H] for the histories of ``impressions``, and the
+    histories' mask [I,H] (True on real clicks)."""
     history, mask = gather_histories(split, impressions, model.config.history_len)  # [I,H], [I,H]
     news_vectors = encode_all_news(model, split)  # [N+1,D]
     device = news_vectors.device
@@ -51,7 +53,8 @@ def click_weights(model, split: Split, impressions: np.ndarray, *, batch_size: i
         hist_mask = torch.from_numpy(mask[i: i + batch_size]).to(device)  # [b,H]
         _, att = model.user_encoder(news_vectors[rows], hist_mask, need_weights=True)
         out.append(att.pooling.float().cpu().numpy())  # [b,H]
-    return np.concatenate(out) if out else np.zeros((0, model.config.history_len), np.float32)
+    weights = np.concatenate(out) if out else np.zeros((0, model.config.history_len), np.float32)
+    return weights, mask
 
 
 def attention_stats(model, split: Split, vocab: Vocab, *, truth: dict[str, Any] | None = None,
@@ -66,11 +69,10 @@ def attention_stats(model, split: Split, vocab: Vocab, *, truth: dict[str, Any] 
         words = word_weights(model, split, rows)  # [R,L]
         tokens = split.news.tokens[rows]  # [R,L]
         impressions = np.arange(min(split.num_impressions, max_impressions))
-        clicks = click_weights(model, split, impressions)  # [I,H]
-        history, mask = gather_histories(split, impressions, model.config.history_len)
+        clicks, click_mask = click_weights(model, split, impressions)  # [I,H], [I,H]
     finally:
         model.train(was_training)
-    word_mask, click_mask = tokens != 0, mask
+    word_mask = tokens != 0
     stats: dict[str, Any] = {
         "word_entropy": _mean_or_none(normalized_entropy(words, word_mask)),
         "click_entropy": _mean_or_none(normalized_entropy(clicks, click_mask)),
