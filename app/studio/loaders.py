@@ -6,7 +6,6 @@ hashed are passed as ``_arg`` (ignored by the cache) next to the key that identi
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ import streamlit as st
 from nram_core.data.prepare import Split, build_vocab, load_split
 from nram_core.data.text import UNK_ID, tokenize
 from nram_core.fileio import DataError
+from nram_core.synth import read_truth as synth_truth
 from nram_core.run_info import RunInfo, read_run_info
 
 if TYPE_CHECKING:  # torch is imported on first use: the Overview page and the sidebar never need it
@@ -90,10 +90,8 @@ def get_recommender(split_name: str, folder: str, train_folder: str | None, mode
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def read_truth(path: str) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    """The truth.json at ``path`` (a generated corpus's), or {} when it cannot be read."""
+    return synth_truth(Path(path).parent) or {}
 
 
 # ---- tables ---------------------------------------------------------------------------------
