@@ -4,8 +4,9 @@ Why it exists: the real MIND download is large and licensed, and a model trained
 gives no way to tell "the model is weak" from "the data is hard". This generator writes
 ``train/`` and ``dev/`` folders that any MIND reader accepts unchanged, plus a
 ``truth.json`` that says how the clicks were made and how well the *true* click
-probabilities rank the dev impressions (the oracle metrics). A model that only reads
-titles can get close to the oracle but should not beat it.
+probabilities rank the dev impressions (the oracle metrics), and how well their interest
+term alone ranks them (``oracle_interest_only``: the ceiling of a model that reads titles and
+histories, which cannot see popularity).
 
 How the clicks are made (all drawn from ``numpy.random.default_rng(seed)``):
 
@@ -397,9 +398,11 @@ def generate(out_dir: str | Path, *, scale: str = "demo", seed: int = 0) -> Path
     counts["dev_users_in_train"] = int(np.isin(np.unique(dev.user), np.unique(train.user)).sum())
     counts["cold_users"] = int((np.diff(history_offsets)[users_used] == 0).sum())
 
-    oracle, skipped = _oracle_metrics(dev)
+    oracle, skipped = _oracle_metrics(dev, dev.p)
+    oracle_interest, _ = _oracle_metrics(dev, dev.interest)
     truth = {
         "oracle": {k: round(v, 6) for k, v in oracle.items()},
+        "oracle_interest_only": {k: round(v, 6) for k, v in oracle_interest.items()},
         "oracle_skipped_impressions": skipped,
         "topical_words": {t.subcategory: list(t.words) for t in _TOPICS},
         "common_words": list(COMMON_WORDS),
@@ -445,6 +448,7 @@ class _Impressions:
     offsets: np.ndarray  # candidates of impression i are slots offsets[i]:offsets[i+1]
     news: np.ndarray
     p: np.ndarray
+    interest: np.ndarray  # the interest term of p's logit alone: all that titles and histories can show
     label: np.ndarray  # bool
 
 
@@ -649,8 +653,8 @@ def _make_impressions(
     offsets = np.r_[0, np.cumsum(np.bincount(owner, minlength=n_impressions))]
 
     # Clicks from the known model, then one forced click where none was drawn.
-    logit = (params.a * users.interest[user[owner], news.subcat[item]]
-             + params.b * np.log(news.popularity[item]) + params.c)
+    interest = params.a * users.interest[user[owner], news.subcat[item]]
+    logit = interest + params.b * np.log(news.popularity[item]) + params.c
     p = 1.0 / (1.0 + np.exp(-logit))
     label = rng.random(item.size) < p
     clicks = np.add.reduceat(label.astype(np.int64), offsets[:-1])
@@ -662,7 +666,7 @@ def _make_impressions(
         pos = np.searchsorted(cum, lo + rng.random(none.size) * (hi - lo), side="right")
         label[np.clip(pos, offsets[none], offsets[none + 1] - 1)] = True
     return _Impressions(n=n_impressions, user=user, time=time, offsets=offsets, news=item,
-                        p=p, label=label)
+                        p=p, interest=interest, label=label)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -803,10 +807,14 @@ def _render_behaviors(
 # --------------------------------------------------------------------------- truth
 
 
-def _oracle_metrics(imps: _Impressions) -> tuple[dict[str, float], int]:
-    """Mean per-impression metrics of the true p against the sampled clicks, and how many
-    impressions were skipped because they lack a click or a non-click (AUC is undefined there)."""
-    result = evaluate_flat(imps.label, imps.p, imps.offsets)
+def _oracle_metrics(imps: _Impressions, scores: np.ndarray) -> tuple[dict[str, float], int]:
+    """Mean per-impression metrics of ``scores`` (the true p, or its interest term alone) against
+    the sampled clicks, and how many impressions were skipped because they lack a click or a
+    non-click (AUC is undefined there).
+
+    The interest-only figure is the ceiling of a model that reads titles and click histories:
+    the popularity term is hidden from both."""
+    result = evaluate_flat(imps.label, scores, imps.offsets)
     return {k: v for k, v in result.as_dict().items() if k in METRIC_NAMES}, result.skipped
 
 

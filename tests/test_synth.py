@@ -190,6 +190,11 @@ def test_truth_layout_and_oracle(truth):
     for name in ("mrr", "ndcg@5", "ndcg@10"):
         assert 0.2 < truth["oracle"][name] < 1.0
     assert truth["oracle"]["ndcg@5"] < truth["oracle"]["ndcg@10"]
+    # Hiding the popularity term (as titles and histories do) costs ranking quality, but far
+    # less than the interest term is worth: the interest-only ranking stays well above chance.
+    interest_only = truth["oracle_interest_only"]
+    assert set(interest_only) == set(truth["oracle"])
+    assert 0.7 < interest_only["auc"] < truth["oracle"]["auc"]
     assert {"a", "b", "c"} <= set(truth["params"])
     assert 0 < truth["params"]["b"] < truth["params"]["a"]
 
