@@ -4,13 +4,11 @@ The trained baselines are ``nn.Module``s with ``score_batch(batch) -> [B,C]`` lo
 ``Trainer`` trains them exactly like NRAM (the same click + K non-click samples and the same
 (K+1)-way softmax). They are built from NRAM's own blocks (``masked_softmax`` and the
 ``NewsEncoder`` word-embedding initialisation) and expose ``news_encoder.embedding`` so that
-``Trainer(glove=...)`` fills their word vectors too.
+``Trainer(word_vectors=...)`` fills their word vectors too.
 
-Their scores do not factor into ``user . news``, so ``nram_core.scoring`` cannot evaluate them;
-``score_split`` here scores any model impression by impression through ``score_batch`` (or
-through the model's own ``score_split`` for the count-based baselines) and ``evaluate_model``
-turns the scores into the official metrics (``nram_core.metrics``), overall and per segment of
-user history length.
+Their scores do not factor into ``user . news``, so ``nram_core.scoring.score_impressions``
+scores them impression by impression through ``score_batch``; the count-based floors score a
+split themselves (``score_split``), and the same entry point calls that.
 
 Shapes: B batch, C candidates, H history, U unique news of the batch, L title length,
 E word dim, G entity dim, F filters per kernel width, D news dim.
@@ -25,14 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .data.batching import gather_histories, make_batch
 from .data.prepare import Split
-from .metrics import METRIC_NAMES, mean_metrics, per_impression_metrics
+from .scoring import impression_range
 from .model import NewsEncoder, masked_softmax
 
-# History-length segments for per-segment metrics: (name, lowest, highest) clicks, inclusive.
-SEGMENTS: tuple[tuple[str, int, int], ...] = (("cold (0)", 0, 0), ("1-5", 1, 5), ("6-20", 6, 20),
-                                              (">20", 21, 1 << 62))
 
 
 @dataclass(frozen=True)
@@ -191,7 +185,7 @@ class KCNN(nn.Module):
 
     def forward(self, tokens: torch.Tensor, entities: torch.Tensor) -> torch.Tensor:
         """``tokens`` and ``entities`` [N,L] (entity 0: none) -> [N,D]; an empty title gives zeros."""
-        # The trainer may cut the all-padding title columns (scoring.trim_titles); entities sit only
+        # The trainer may cut the all-padding title columns (Batch.trim); entities sit only
         # on real tokens, so the same cut loses none. Keep at least the widest kernel's columns.
         width = max(tokens.shape[1], max(self.kernel_sizes))
         tokens = F.pad(tokens, (0, width - tokens.shape[1]))  # [N,L'] -> [N,L]
@@ -273,7 +267,7 @@ class Popularity:
 
     def score_split(self, split: Split, *, max_impressions: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         per_row = np.log1p([0] + [self.clicks.get(n, 0) for n in split.news.ids[1:]])  # [N+1]
-        offsets, end = _impression_range(split, max_impressions)
+        offsets, end = impression_range(split, max_impressions)
         return per_row[split.behaviors.candidates[:end]], split.behaviors.labels[:end], offsets
 
 
@@ -284,73 +278,5 @@ class RandomScores:
         self.seed = seed
 
     def score_split(self, split: Split, *, max_impressions: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        offsets, end = _impression_range(split, max_impressions)
+        offsets, end = impression_range(split, max_impressions)
         return np.random.default_rng(self.seed).random(end), split.behaviors.labels[:end], offsets
-
-
-# ---- evaluation of any model -----------------------------------------------------------------
-def _impression_range(split: Split, max_impressions: int) -> tuple[np.ndarray, int]:
-    n = split.num_impressions if not max_impressions else min(max_impressions, split.num_impressions)
-    offsets = split.behaviors.candidate_offsets[: n + 1]
-    return offsets - offsets[0], int(offsets[-1])
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.inference_mode()
-def score_split(model, split: Split, *, max_impressions: int = 0, slots: int = 4096
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scores of every candidate of the first ``max_impressions`` impressions (all when 0), through
-    ``model.score_batch`` on batches of about ``slots`` (impression x candidate) cells; or through
-    ``model.score_split`` for the count-based baselines. Returns flat scores, labels and offsets [I+1]
-    as ``nram_core.scoring.score_impressions`` does."""
-    if hasattr(model, "score_split"):
-        return model.score_split(split, max_impressions=max_impressions)
-    offsets, end = _impression_range(split, max_impressions)
-    b = split.behaviors
-    sizes = np.diff(offsets)
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    scores = np.zeros(end, dtype=np.float32)
-    try:
-        start = 0
-        while start < len(sizes):
-            stop, widest = start, 0
-            while stop < len(sizes) and (stop == start or max(widest, sizes[stop]) * (stop + 1 - start) <= slots):
-                widest = max(widest, int(sizes[stop]))
-                stop += 1
-            impressions = np.arange(start, stop)
-            history, mask = gather_histories(split, impressions, model.config.history_len)
-            lo = b.candidate_offsets[impressions]
-            width = np.arange(widest)
-            valid = width[None, :] < sizes[impressions][:, None]  # [b,C]
-            candidates = np.where(valid, b.candidates[np.where(valid, lo[:, None] + width, 0)], 0).astype(np.int64)
-            logits = model.score_batch(make_batch(split, history, mask, candidates).to(device))  # [b,C]
-            scores[offsets[start]: offsets[stop]] = logits.float().cpu().numpy()[valid]
-            start = stop
-    finally:
-        model.train(was_training)
-    return scores, b.labels[:end], offsets
-
-
-def history_lengths(split: Split, max_impressions: int = 0) -> np.ndarray:
-    """Clicks in the history of each impression (the whole history, not the model's window)."""
-    n = split.num_impressions if not max_impressions else min(max_impressions, split.num_impressions)
-    return np.diff(split.behaviors.history_offsets[: n + 1])
-
-
-def evaluate_model(model, split: Split, *, max_impressions: int = 0) -> tuple[dict, dict[str, dict]]:
-    """Official metrics of ``model`` on ``split`` (``EvalResult.as_dict()``), and the same per
-    history-length segment (SEGMENTS)."""
-    scores, labels, offsets = score_split(model, split, max_impressions=max_impressions)
-    per = per_impression_metrics(labels, scores, offsets)  # [I,4]
-    lengths = history_lengths(split, max_impressions)
-    segments = {}
-    for name, lo, hi in SEGMENTS:
-        chosen = (lengths >= lo) & (lengths <= hi)
-        segments[name] = mean_metrics(per[chosen]).as_dict() if chosen.any() else \
-            {**{m: float("nan") for m in METRIC_NAMES}, "impressions": 0, "skipped_impressions": 0}
-    return mean_metrics(per).as_dict(), segments

@@ -309,7 +309,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                        seeds=args.seeds, train_overrides=train, device=args.device, progress=progress,
                        strict=args.strict, cache=not args.no_cache)
     _print_json({"suite": args.suite, "out": str(folder), "results": str(folder / "results.csv"),
-                 "report": str(folder / "results.md"), "plots": str(folder / "plots.html")})
+                 "report": str(folder / "results.md")})
     return 0
 
 

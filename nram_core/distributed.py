@@ -2,7 +2,7 @@
 
 Design: ``TrainConfig.batch_size`` is the *global* batch. Every rank builds the same global
 batch ``i`` of the epoch (the order and the negatives depend only on ``(seed, epoch, i)``),
-keeps its contiguous share of the samples (``shard_rows``, sizes differ by at most one)
+keeps its contiguous share of the samples (``Batch.shard``, sizes differ by at most one)
 and re-deduplicates the news of that share. Each rank's loss is
 ``sum of its samples' losses * world_size / global_batch_size``, so DistributedDataParallel's
 gradient *average* equals the gradient of the global batch's mean loss: 2 ranks with
@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import datetime
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from .data.batching import Batch
 
 # Rank 0 evaluates the dev split while the others wait in a collective: allow a long wait.
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
@@ -130,72 +127,3 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     if current().enabled:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
-
-
-def shard_rows(n: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Contiguous share ``[lo, hi)`` of ``n`` rows for ``rank``; shares differ by at most one row.
-
-    >>> [shard_rows(5, r, 2) for r in range(2)]
-    [(0, 3), (3, 5)]
-    """
-    base, extra = divmod(n, world_size)
-    lo = rank * base + min(rank, extra)
-    return lo, lo + base + (rank < extra)
-
-
-# Batch fields with one row per sample; ``history`` and ``candidates`` index the news rows, and
-# every other field (titles, news_rows, categories, entities, ...) has one row per unique news.
-PER_SAMPLE_FIELDS = ("history_mask", "labels")
-NEWS_INDEX_FIELDS = ("history", "candidates")
-
-
-def slice_batch(batch: Batch, lo: int, hi: int) -> Batch:
-    """Samples ``lo:hi`` of a batch, keeping only the news they use (still each encoded once)."""
-    history = batch.history[lo:hi]  # [B,H] -> [b,H]
-    candidates = batch.candidates[lo:hi]  # [B,C] -> [b,C]
-    used, inverse = np.unique(np.concatenate([history.numpy().ravel(), candidates.numpy().ravel()]),
-                              return_inverse=True)
-    used_t = torch.from_numpy(used)  # [u] rows of the batch's unique news that the slice needs
-    inverse_t = torch.from_numpy(inverse.astype(np.int64))  # [b*H + b*C]
-    parts: dict[str, Any] = {
-        "history": inverse_t[: history.numel()].view(history.shape),  # [b*H] -> [b,H]
-        "candidates": inverse_t[history.numel():].view(candidates.shape),  # [b*C] -> [b,C]
-    }
-    for f in dataclasses.fields(batch):
-        value = getattr(batch, f.name)
-        if f.name in NEWS_INDEX_FIELDS:
-            continue
-        if value is None:
-            parts[f.name] = None
-        elif f.name in PER_SAMPLE_FIELDS:
-            parts[f.name] = value[lo:hi]  # [B,...] -> [b,...]
-        else:
-            parts[f.name] = value[used_t]  # [U,...] -> [u,...]
-    return Batch(**parts)
-
-
-@dataclass
-class Shard:
-    """This rank's part of global batch ``i``.
-
-    ``rows`` real samples lead ``batch``; a rank whose share is empty (a last global batch
-    smaller than the world) gets one stand-in sample with ``rows == 0``, so that every rank
-    still runs forward and backward, and its loss weight is zero.
-    """
-
-    batch: Batch
-    global_size: int
-    rows: int
-
-    def pin_memory(self) -> "Shard":
-        return Shard(self.batch.pin_memory(), self.global_size, self.rows)
-
-
-def take_shard(batch: Batch, rank: int, world_size: int) -> Shard:
-    n = len(batch.labels)
-    if world_size == 1:
-        return Shard(batch, n, n)
-    lo, hi = shard_rows(n, rank, world_size)
-    if lo == hi:
-        return Shard(slice_batch(batch, 0, 1), n, 0)
-    return Shard(slice_batch(batch, lo, hi), n, hi - lo)

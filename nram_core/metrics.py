@@ -14,11 +14,14 @@ over the same impressions, and report how many were skipped.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 METRIC_NAMES = ("auc", "mrr", "ndcg@5", "ndcg@10")
+# User segments by history length: (name, fewest clicks, most clicks), both inclusive.
+HISTORY_SEGMENTS: tuple[tuple[str, int, int], ...] = (("cold (0)", 0, 0), ("1-5", 1, 5), ("6-20", 6, 20),
+                                                      (">20", 21, 1 << 62))
 BLOCK_CANDIDATES = 1_000_000  # per_impression_metrics sorts at most about this many candidates at once
 
 
@@ -122,6 +125,8 @@ class EvalResult:
     ndcg10: float
     impressions: int
     skipped: int
+    # The same metrics per user segment (``segment_metrics``), when the evaluation asked for them.
+    segments: dict[str, "EvalResult"] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, float | int]:
         return {
@@ -248,6 +253,19 @@ def evaluate_flat(labels: np.ndarray, scores: np.ndarray, offsets: np.ndarray) -
     0.5
     """
     return mean_metrics(per_impression_metrics(labels, scores, offsets))
+
+
+def segment_metrics(per_impression: np.ndarray, history_lengths: np.ndarray,
+                    segments: tuple[tuple[str, int, int], ...] = HISTORY_SEGMENTS) -> dict[str, EvalResult]:
+    """``mean_metrics`` of the impressions whose history length falls in each segment; a segment
+    with no scorable impression has NaN metrics and 0 impressions.
+
+    >>> per = np.array([[1.0] * 4, [0.5] * 4, [0.0] * 4])
+    >>> {name: r.auc for name, r in segment_metrics(per, np.array([0, 3, 30])).items()}
+    {'cold (0)': 1.0, '1-5': 0.5, '6-20': nan, '>20': 0.0}
+    """
+    return {name: mean_metrics(per_impression[(history_lengths >= lo) & (history_lengths <= hi)])
+            for name, lo, hi in segments}
 
 
 def normalized_entropy(weights: np.ndarray, mask: np.ndarray) -> np.ndarray:

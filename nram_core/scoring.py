@@ -1,9 +1,18 @@
-"""Fast scoring, the ``run_fast_eval`` way: encode every news once, every distinct user history
-once, then take dot products. Used by evaluation, prediction, recommendation and the app.
+"""Scoring and evaluation of any model on a split: the one entry point is ``score_impressions``
+(and ``evaluate_split`` on top of it), used by the trainer, the CLI, the experiment suites and
+the app.
+
+It picks a path by what the model can do:
+* a model that encodes news and users apart (``encode_news`` and ``encode_users``, as NRAM does)
+  is scored the ``run_fast_eval`` way: every news encoded once, every distinct user history
+  once, then dot products;
+* any other trained model (``score_batch``: DKN and Wide&Deep, whose user side depends on the
+  candidate) is scored impression by impression, in batches of whole impressions;
+* a count-based model (``score_split``: popularity, random) scores the split itself.
 
 Fast paths (each exact up to float rounding, checked by tests/test_fastpath.py):
 * news are encoded once per split, in large batches sorted by title length, each batch cut
-  to its longest title (``trim_titles``): padding columns cost attention work but never
+  to its longest title: padding columns cost attention work but never
   change a vector, because padding is masked out everywhere;
 * impressions that share a history (a MIND user's history is fixed) share one user vector;
 * candidate scores are row-wise dot products of gathered vectors, in bounded chunks, so a
@@ -13,17 +22,19 @@ Fast paths (each exact up to float rounding, checked by tests/test_fastpath.py):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from .data.batching import gather_histories
+from .data.batching import gather_histories, make_batch
 from .data.prepare import Split
-from .metrics import EvalResult, evaluate_flat
+from .metrics import EvalResult, mean_metrics, per_impression_metrics, segment_metrics
 from .model import NRAM
 
 SCORE_CHUNK = 1 << 16  # candidates scored per step: bounds the [chunk,D] temporaries
+PER_IMPRESSION_SLOTS = 4096  # impression x candidate cells per batch on the per-impression path
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -42,13 +53,6 @@ def title_lengths(tokens: np.ndarray) -> np.ndarray:
     filled = tokens != 0  # [N,L]
     last = tokens.shape[1] - np.argmax(filled[:, ::-1], axis=1)  # [N]
     return np.where(filled.any(axis=1), last, 0)
-
-
-def trim_titles(tokens: torch.Tensor) -> torch.Tensor:
-    """Drop the trailing columns that are padding in every row (keeps at least one column)."""
-    filled = (tokens != 0).any(dim=0)  # [N,L] -> [L]
-    keep = int(filled.nonzero().max()) + 1 if bool(filled.any()) else 1
-    return tokens[:, :keep]  # [N,L] -> [N,keep]
 
 
 def category_ids(news, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,29 +117,88 @@ def encode_impression_users(model: NRAM, split: Split, news_vectors: torch.Tenso
     return users[torch.from_numpy(inverse.reshape(-1)).to(users.device)]  # [I',D] -> [I,D]
 
 
+def impression_range(split: Split, max_impressions: int = 0) -> tuple[np.ndarray, int]:
+    """Candidate offsets [I+1] (from 0) of the first ``max_impressions`` impressions (all when 0),
+    and the number of candidates they hold."""
+    n = split.num_impressions if not max_impressions else min(max_impressions, split.num_impressions)
+    offsets = split.behaviors.candidate_offsets[: n + 1]
+    return offsets - offsets[0], int(offsets[-1])
+
+
+def history_lengths(split: Split, max_impressions: int = 0) -> np.ndarray:
+    """Clicks in the history of each impression (the whole history, not the model's window)."""
+    n = split.num_impressions if not max_impressions else min(max_impressions, split.num_impressions)
+    return np.diff(split.behaviors.history_offsets[: n + 1])
+
+
+def encodes_apart(model: torch.nn.Module) -> bool:
+    """Whether the model encodes news and users apart, so that the fast path can score it."""
+    return callable(getattr(model, "encode_news", None)) and callable(getattr(model, "encode_users", None))
+
+
 @torch.inference_mode()
-def score_impressions(model: NRAM, split: Split, *, max_impressions: int = 0, batch_size: int = 1024,
-                      news_vectors: torch.Tensor | None = None,
-                      amp: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def score_impressions(model, split: Split, *, max_impressions: int = 0, batch_size: int = 1024,
+                      news_vectors: torch.Tensor | None = None, amp: bool = False,
+                      fast: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores of every candidate of the first ``max_impressions`` impressions (all when 0).
 
     Returns flat ``scores`` and ``labels`` and the ``offsets`` [I+1] that delimit each impression.
+    ``fast``: None picks the path by the model (see the module docstring); False forces the
+    per-impression path on a model that could take the fast one (the tests compare both).
+    ``news_vectors`` passes the fast path's news vectors when they are already encoded.
     """
+    if callable(getattr(model, "score_split", None)):  # count-based: no torch module
+        return model.score_split(split, max_impressions=max_impressions)
     was_training = model.training
     model.eval()
     try:
-        b = split.behaviors
-        n = split.num_impressions if not max_impressions else min(max_impressions, split.num_impressions)
-        if news_vectors is None:
-            news_vectors = encode_all_news(model, split, batch_size=batch_size, amp=amp)
-        users = encode_impression_users(model, split, news_vectors, np.arange(n), batch_size=batch_size, amp=amp)
-        offsets = b.candidate_offsets[: n + 1]
-        end = int(offsets[-1])
-        owner = np.repeat(np.arange(n), np.diff(offsets))  # [M] impression of each candidate
-        scores = dot_scores(users, news_vectors, owner, b.candidates[:end])
+        if (encodes_apart(model) if fast is None else fast):
+            scores = _fast_scores(model, split, max_impressions=max_impressions, batch_size=batch_size,
+                                  news_vectors=news_vectors, amp=amp)
+        else:
+            scores = _per_impression_scores(model, split, max_impressions=max_impressions)
     finally:
         model.train(was_training)
-    return scores, b.labels[:end], offsets - offsets[0]
+    offsets, end = impression_range(split, max_impressions)
+    return scores, split.behaviors.labels[:end], offsets
+
+
+def _fast_scores(model: NRAM, split: Split, *, max_impressions: int, batch_size: int,
+                 news_vectors: torch.Tensor | None, amp: bool) -> np.ndarray:
+    offsets, end = impression_range(split, max_impressions)
+    n = len(offsets) - 1
+    if news_vectors is None:
+        news_vectors = encode_all_news(model, split, batch_size=batch_size, amp=amp)
+    users = encode_impression_users(model, split, news_vectors, np.arange(n), batch_size=batch_size, amp=amp)
+    owner = np.repeat(np.arange(n), np.diff(offsets))  # [M] impression of each candidate
+    return dot_scores(users, news_vectors, owner, split.behaviors.candidates[:end])
+
+
+def _per_impression_scores(model, split: Split, *, max_impressions: int) -> np.ndarray:
+    """``model.score_batch`` on batches of whole impressions, about PER_IMPRESSION_SLOTS
+    (impression x candidate) cells each, every impression padded to its batch's widest."""
+    offsets, end = impression_range(split, max_impressions)
+    b = split.behaviors
+    sizes = np.diff(offsets)
+    device = model_device(model)
+    scores = np.zeros(end, dtype=np.float32)
+    start = 0
+    while start < len(sizes):
+        stop, widest = start, 0
+        while stop < len(sizes) and (stop == start
+                                     or max(widest, sizes[stop]) * (stop + 1 - start) <= PER_IMPRESSION_SLOTS):
+            widest = max(widest, int(sizes[stop]))
+            stop += 1
+        impressions = np.arange(start, stop)
+        history, mask = gather_histories(split, impressions, model.config.history_len)  # [b,H], [b,H]
+        lo = b.candidate_offsets[impressions]
+        width = np.arange(widest)
+        valid = width[None, :] < sizes[impressions][:, None]  # [b,C]
+        candidates = np.where(valid, b.candidates[np.where(valid, lo[:, None] + width, 0)], 0).astype(np.int64)
+        logits = model.score_batch(make_batch(split, history, mask, candidates).to(device))  # [b,C]
+        scores[offsets[start]: offsets[stop]] = logits.float().cpu().numpy()[valid]  # [b,C] -> [m]
+        start = stop
+    return scores
 
 
 @torch.inference_mode()
@@ -152,8 +215,16 @@ def dot_scores(users: torch.Tensor, news_vectors: torch.Tensor, owner: np.ndarra
     return scores
 
 
-def evaluate_split(model: NRAM, split: Split, *, max_impressions: int = 0, batch_size: int = 1024,
-                   amp: bool = False) -> EvalResult:
+def evaluate_split(model, split: Split, *, max_impressions: int = 0, batch_size: int = 1024, amp: bool = False,
+                   segments: tuple[tuple[str, int, int], ...] = ()) -> EvalResult:
+    """The official metrics of ``model`` on the first ``max_impressions`` impressions of ``split``
+    (all when 0), scored by ``score_impressions``; with ``segments`` (e.g.
+    ``metrics.HISTORY_SEGMENTS``), also per user segment of history length."""
     scores, labels, offsets = score_impressions(model, split, max_impressions=max_impressions,
                                                 batch_size=batch_size, amp=amp)
-    return evaluate_flat(labels, scores, offsets)
+    per = per_impression_metrics(labels, scores, offsets)  # [I,4]
+    result = mean_metrics(per)
+    if segments:
+        by_segment = segment_metrics(per, history_lengths(split, max_impressions), segments)
+        result = dataclasses.replace(result, segments=by_segment)
+    return result

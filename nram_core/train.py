@@ -2,7 +2,7 @@
 evaluation, atomic checkpoints, resume, early stopping. Progress leaves only through callbacks.
 
 Fast paths: each batch encodes its unique news once (data/batching.py) with its all-padding
-title columns cut off (``scoring.trim_titles``); DataLoader workers build batches when
+title columns cut off (``Batch.trim``); DataLoader workers build batches when
 ``num_workers > 0``; on CUDA, pinned memory with non-blocking copies, and with ``amp`` bf16
 autocast plus TF32 matmuls; ``compile`` wraps the step in ``torch.compile``.
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from . import checkpoint as ckpt
 from . import distributed
 from .config import ModelConfig, TrainConfig, from_dict
-from .data.batching import Batch, TrainBatches
+from .data.batching import Batch, Shard, TrainBatches
 from .data.prepare import CategoryVocab, Corpus, Layout, load_corpus, with_train_categories
 from .data.text import Vocab
 from .data.vectors import WordVectors, word_vectors
@@ -37,7 +37,7 @@ from .data.vectors import check_choice as check_vectors_choice
 from .fileio import DataError, atomic_write_text
 from .model import NRAM
 from .run_info import CATEGORIES, VOCAB
-from .scoring import autocast_for, evaluate_split, trim_titles
+from .scoring import autocast_for, evaluate_split
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -102,21 +102,9 @@ class _ShardedBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, index: int) -> distributed.Shard:
-        shard = distributed.take_shard(self.batches[index], self.info.rank, self.info.world_size)
-        return distributed.Shard(trim_batch(shard.batch), shard.global_size, shard.rows)
-
-
-def trim_batch(batch: Batch) -> Batch:
-    """The batch with the title columns that are padding in every title cut off, together with
-    the per-token fields aligned to them (``entities``); exact, since padding is masked out."""
-    titles = trim_titles(batch.titles)  # [U,L] -> [U,L']
-    width, full = titles.shape[1], batch.titles.shape
-    per_sample = distributed.PER_SAMPLE_FIELDS + distributed.NEWS_INDEX_FIELDS
-    parts = {name: (value[:, :width] if name not in per_sample and isinstance(value, torch.Tensor)
-                    and value.shape == full else value)
-             for name, value in vars(batch).items()}  # every per-news [U,L] field, e.g. entities -> [U,L']
-    return Batch(**parts)
+    def __getitem__(self, index: int) -> Shard:
+        shard = self.batches[index].shard(self.info.rank, self.info.world_size)
+        return dataclasses.replace(shard, batch=shard.batch.trim())
 
 
 @contextlib.contextmanager
@@ -281,7 +269,7 @@ class Trainer:
         warmup = self.train_config.warmup_steps
         return self.train_config.lr * (min(1.0, (global_step + 1) / warmup) if warmup else 1.0)
 
-    def _train_step(self, shard: distributed.Shard, global_step: int) -> float:
+    def _train_step(self, shard: Shard, global_step: int) -> float:
         """One optimiser step on this rank's share; returns the global batch's mean loss."""
         for group in self.optimizer.param_groups:
             group["lr"] = self._learning_rate(global_step)

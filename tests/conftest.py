@@ -1,8 +1,14 @@
+import sys
 from pathlib import Path
 
 import pytest
 
-MIND_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mind-sample"
+REPO = Path(__file__).resolve().parents[1]
+# The thin sample of real MIND rows lives beside the repository, never in it (MIND's licence).
+MIND_SAMPLE = REPO.parent / "shared" / "data" / "mind-sample"
+APP_DIR = REPO / "app"
+if str(APP_DIR) not in sys.path:  # the app's helper package `studio`, as `streamlit run` sees it
+    sys.path.insert(0, str(APP_DIR))
 
 
 @pytest.fixture(autouse=True)
@@ -24,5 +30,6 @@ def demo_corpus(tmp_path_factory):
 @pytest.fixture
 def mind_sample():
     if not (MIND_SAMPLE / "train" / "news.tsv").is_file():
-        pytest.skip(f"{MIND_SAMPLE} is not present in this checkout")
+        pytest.skip(f"the MIND sample is absent: expected {MIND_SAMPLE}/train/news.tsv beside the repository "
+                    "(../shared/data/mind-sample)")
     return MIND_SAMPLE

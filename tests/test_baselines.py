@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from nram_core.baselines import DKN, BaselineConfig, Popularity, WideDeep, evaluate_model, score_split
+from nram_core import scoring
+from nram_core.baselines import DKN, BaselineConfig, Popularity, WideDeep
+from nram_core.metrics import HISTORY_SEGMENTS
 from nram_core.config import ModelConfig, TrainConfig
 from nram_core.data import resolve_layout
 from nram_core.data.entities import ENTITY_FILE, parse_title_entities
 from nram_core.data.prepare import CategoryVocab, align_categories
 from nram_core.experiments import heads_width, prepare_data, suite_specs
 from nram_core.model import NRAM
-from nram_core.scoring import score_impressions
+from nram_core.scoring import evaluate_split, score_impressions
 from nram_core.train import Callback, Trainer, seed_everything
 
 TINY = dict(word_dim=16, num_heads=2, head_dim=8, query_dim=16, title_len=12, history_len=20, dropout=0.0)
@@ -75,16 +77,17 @@ def test_each_model_trains_and_its_loss_falls(data, kind):
         model = DKN(config=cfg, baseline=SMALL_BASELINE, num_entities=len(data.entities))
     losses = train_losses(model, cfg, data.corpus)
     assert losses[-1] < losses[0] - 0.005, losses
-    metrics, segments = evaluate_model(model, data.corpus.dev, max_impressions=60)
-    assert metrics["impressions"] == 60 and 0.0 <= metrics["auc"] <= 1.0
-    assert sum(s["impressions"] for s in segments.values()) == 60
+    result = evaluate_split(model, data.corpus.dev, max_impressions=60, segments=HISTORY_SEGMENTS)
+    assert result.impressions == 60 and 0.0 <= result.auc <= 1.0
+    assert sum(s.impressions for s in result.segments.values()) == 60
 
 
-def test_generic_evaluator_matches_fast_scoring_for_nram(data):
+def test_per_impression_path_matches_the_fast_path_for_nram(data, monkeypatch):
     seed_everything(1)
     model = NRAM(model_config(data)).eval()
     a = score_impressions(model, data.corpus.dev, max_impressions=150)
-    b = score_split(model, data.corpus.dev, max_impressions=150, slots=300)
+    monkeypatch.setattr(scoring, "PER_IMPRESSION_SLOTS", 300)  # many batches, cut at impression borders
+    b = score_impressions(model, data.corpus.dev, max_impressions=150, fast=False)
     np.testing.assert_allclose(a[0], b[0], atol=1e-5)
     assert (a[1] == b[1]).all() and (a[2] == b[2]).all()
 
@@ -159,7 +162,7 @@ def test_popularity_counts_train_clicks(data):
     row = int(b.candidates[b.labels == 1][0])
     news_id = data.corpus.train.news.ids[row]
     assert pop.clicks[news_id] == int(((b.candidates == row) & (b.labels == 1)).sum())
-    scores, labels, offsets = score_split(pop, data.corpus.train, max_impressions=20)
+    scores, labels, offsets = score_impressions(pop, data.corpus.train, max_impressions=20)
     assert len(scores) == offsets[-1] == len(labels)
 
 

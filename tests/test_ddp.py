@@ -15,7 +15,8 @@ from nram_core.cli import main
 from nram_core.config import ModelConfig
 from nram_core.data import load_corpus, resolve_layout
 from nram_core.data.batching import TrainBatches
-from nram_core.distributed import env_info, shard_rows, slice_batch, take_shard
+from nram_core.data.batching import shard_rows
+from nram_core.distributed import env_info
 from nram_core.model import NRAM
 
 # 300 impressions give 445 samples; a global batch of 37 leaves a last batch of 1 sample, so
@@ -133,7 +134,7 @@ def test_shards_cover_the_batch_and_score_like_it(demo_corpus):
         whole = model.score_batch(batch)  # [37,5]
         parts = []
         for rank in range(3):
-            shard = take_shard(batch, rank, 3)
+            shard = batch.shard(rank, 3)
             assert shard.global_size == 37
             sub = shard.batch
             assert len(np.unique(sub.news_rows.numpy())) == len(sub.news_rows)  # still deduplicated
@@ -151,13 +152,13 @@ def test_shards_cover_the_batch_and_score_like_it(demo_corpus):
     def ranks_averaged():
         total = 0.0
         for rank in range(3):
-            shard = take_shard(batch, rank, 3)
+            shard = batch.shard(rank, 3)
             losses = F.cross_entropy(model.score_batch(shard.batch), shard.batch.labels, reduction="none")
             total = total + losses[: shard.rows].sum() * 3 / shard.global_size
         return total / 3
     assert torch.allclose(gradients(ranks_averaged), full, rtol=1e-4, atol=1e-8)
     assert [shard_rows(2, r, 3) for r in range(3)] == [(0, 1), (1, 2), (2, 2)]
-    empty = take_shard(slice_batch(batch, 0, 2), 2, 3)
+    empty = batch.select(0, 2).shard(2, 3)
     assert empty.rows == 0 and len(empty.batch.labels) == 1  # a stand-in sample, weighted zero
 
 

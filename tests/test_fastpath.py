@@ -9,7 +9,8 @@ from nram_core.config import ModelConfig
 from nram_core.data import load_corpus, resolve_layout
 from nram_core.data.batching import TrainBatches
 from nram_core.model import NRAM
-from nram_core.scoring import encode_all_news, score_impressions, title_lengths, trim_titles
+from nram_core.data.batching import trim_titles
+from nram_core.scoring import encode_all_news, score_impressions, title_lengths
 
 TITLE_LEN, HISTORY_LEN = 24, 20  # titles of the demo corpus are at most 17 words: columns to trim
 
@@ -109,17 +110,14 @@ def test_trim_and_lengths_keep_every_word():
 
 
 def test_trimming_and_sharding_carry_the_per_token_and_per_news_fields(corpus):
-    from nram_core.distributed import take_shard
-    from nram_core.train import trim_batch
-
     batches = TrainBatches(corpus.train, batch_size=10, negatives=4, history_len=HISTORY_LEN)
     batches.set_epoch(1)
     batch = batches[0]
     batch.entities = batch.titles.long() * 7  # an aligned per-token field (as data.entities makes)
-    trimmed = trim_batch(batch)
+    trimmed = batch.trim()
     assert trimmed.titles.shape[1] < TITLE_LEN and trimmed.entities.shape == trimmed.titles.shape
     assert torch.equal(trimmed.entities, trimmed.titles.long() * 7) and torch.equal(trimmed.history, batch.history)
-    shard = take_shard(trimmed, 1, 2)
+    shard = trimmed.shard(1, 2)
     assert shard.rows == 5 and torch.equal(shard.batch.entities, shard.batch.titles.long() * 7)
     assert torch.equal(shard.batch.news_rows[shard.batch.candidates], batch.news_rows[batch.candidates[5:]])
     assert torch.equal(shard.batch.categories, torch.from_numpy(

@@ -248,9 +248,17 @@ def search_titles(split: Split, key: tuple, query: str, limit: int = 25) -> list
 @st.cache_resource
 def training_job():
     """The one training job of this app process, shared by every session."""
-    from .training import TrainingJob
+    from .jobs import BackgroundJob
 
-    return TrainingJob()
+    return BackgroundJob("training run")
+
+
+@st.cache_resource
+def suite_job():
+    """The one experiment-suite job of this app process, shared by every session."""
+    from .jobs import BackgroundJob
+
+    return BackgroundJob("suite")
 
 
 # ---- cached scoring: a rerun that only changes the view (a head, a chart) recomputes nothing ----------

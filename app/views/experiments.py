@@ -1,8 +1,8 @@
 """Experiments: run a suite (NRAM vs baselines, heads, K, ablations) in the background and
 compare the results; earlier suites are loaded from NRAM_HOME/experiments.
 
-Self-contained: imports nothing from the other app modules. The suite runs in a daemon
-thread (``nram_core.experiments.SuiteJob``) that never calls ``st.*``; a fragment polls it.
+The suite runs as the app's background job (``studio.jobs``, started by
+``studio.suites.start_suite``) in a daemon thread that never calls ``st.*``; a fragment polls it.
 """
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ from nram_core import experiments as ex
 from nram_core.config import PRESETS
 from nram_core.data.prepare import resolve_layout
 from nram_core.fileio import DataError, nram_home
-from nram_core.metrics import METRIC_NAMES
+from nram_core.metrics import HISTORY_SEGMENTS, METRIC_NAMES
+
+from studio.jobs import ACTIVE, BackgroundJob
+from studio.loaders import suite_job
+from studio.suites import start_suite
 
 POLL_SECONDS = 2.0
 SUITE_HELP = {
@@ -27,12 +31,6 @@ SUITE_HELP = {
     "ablation": "NRAM, NRAM without self-attention, NRAM with categories fused",
     "all": "every model above (identical configurations trained once)",
 }
-
-
-@st.cache_resource
-def suite_job() -> ex.SuiteJob:
-    """One background suite per app process, shared by every session."""
-    return ex.SuiteJob()
 
 
 def demo_data_dir() -> Path:
@@ -108,7 +106,7 @@ def show_results(folder: Path) -> None:
         labels = dict(zip(rows["model"], rows["label"]))
         pivot = segments.groupby(["model", "segment"], sort=False)["auc"].mean().unstack("segment")
         pivot = pivot.reindex(index=list(dict.fromkeys(segments["model"])),
-                              columns=[s for s, _, _ in ex.SEGMENTS if s in pivot.columns])
+                              columns=[s for s, _, _ in HISTORY_SEGMENTS if s in pivot.columns])
         pivot.index = [labels.get(m, m) for m in pivot.index]
         st.dataframe(pivot.round(4), width="stretch")
     with st.expander("Per run (every seed)"):
@@ -119,7 +117,7 @@ def show_results(folder: Path) -> None:
     st.caption(f"Folder: `{folder}`")
 
 
-def start_form(job: ex.SuiteJob) -> None:
+def start_form(job: BackgroundJob) -> None:
     choices = data_choices()
     with st.form("experiment_form"):
         a, b = st.columns(2)
@@ -148,8 +146,9 @@ def start_form(job: ex.SuiteJob) -> None:
         return
     out = ex.experiments_dir() / f"{suite}-{preset}-e{int(epochs)}-{data_label.replace('/', '-').replace(' ', '-')}" \
         f"-i{int(max_imp)}-d{int(max_dev)}"
-    message = job.start(suite=suite, layout=layout, out=out, preset=preset, epochs=int(epochs), seeds=int(seeds),
-                        train_overrides={"max_impressions": int(max_imp), "max_dev_impressions": int(max_dev)})
+    message = start_suite(job, label=out.name, suite=suite, layout=layout, out=out, preset=preset,
+                          epochs=int(epochs), seeds=int(seeds),
+                          train_overrides={"max_impressions": int(max_imp), "max_dev_impressions": int(max_dev)})
     if message:
         st.error(message)
     else:
@@ -174,15 +173,17 @@ def progress_panel() -> None:
     st.progress(min(1.0, float(snap.get("fraction") or 0.0)), text=text)
     # A model finished (its results were written) or the suite ended: redraw the results below.
     marker = (snap.get("started"), p.get("run"), p.get("phase"), status)
-    if (p.get("phase") in ("done", "finished") or status in ("finished", "failed", "stopped")) \
+    if (p.get("phase") in ("done", "finished") or status in ("finished", "failed", "cancelled")) \
             and st.session_state.get("exp_seen") != marker:
         st.session_state["exp_seen"] = marker
         st.rerun(scope="app")
-    if status in ("running", "stopping"):
+    if status in ACTIVE:
         if st.button("Stop after this step", disabled=status == "stopping"):
-            job.stop()
+            job.cancel()
+    if status == "cancelled":
+        st.warning((snap.get("result") or {}).get("message") or "The suite was stopped; rerun it to continue.")
     if snap.get("error"):
-        (st.warning if status == "stopped" else st.error)(snap["error"])
+        st.error(snap["error"])
     if snap.get("log"):
         st.code("\n".join(snap["log"][-12:]), language=None)
 

@@ -13,7 +13,8 @@ from nram_core.fileio import DataError
 
 from studio import charts, loaders, registry
 from studio.context import ctx
-from studio.training import ACTIVE, run_folder_name
+from studio.jobs import ACTIVE
+from studio.training import run_folder_name, start_training
 
 
 c = ctx()
@@ -90,8 +91,8 @@ if submitted:
             data_info = {"train": str(c.dataset.layout.train),
                          "dev": str(c.dataset.layout.dev) if c.dataset.layout.dev else None,
                          "preset": preset_name, "dataset": c.dataset.label, "source": "nram-studio"}
-            problem = job.start(layout=c.dataset.layout, model_config=model_cfg, train_config=train_cfg,
-                                run_dir=run_dir, data_info=data_info, label=run_dir.name)
+            problem = start_training(job, layout=c.dataset.layout, model_config=model_cfg, train_config=train_cfg,
+                                     run_dir=run_dir, data_info=data_info, label=run_dir.name)
             if problem:
                 st.error(problem)
             else:

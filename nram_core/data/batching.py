@@ -6,7 +6,9 @@ its unique news and indexes into them, because histories overlap heavily.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -42,12 +44,97 @@ class Batch:
     # (see nram_core.data.entities); None otherwise.
     entities: torch.Tensor | None = None
 
+    # The layout of the fields, so that cutting a batch never guesses from shapes. Every field not
+    # named here has one row per unique news ([U,...]).
+    SAMPLE_FIELDS: ClassVar[tuple[str, ...]] = ("history_mask", "labels")  # one row per sample
+    NEWS_INDEX_FIELDS: ClassVar[tuple[str, ...]] = ("history", "candidates")  # per sample, index the unique news
+    TOKEN_FIELDS: ClassVar[tuple[str, ...]] = ("titles", "entities")  # [U,L]: one column per title token
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         return Batch(**{k: (v.to(device, non_blocking=non_blocking) if v is not None else None)
                         for k, v in vars(self).items()})
 
     def pin_memory(self) -> "Batch":
         return Batch(**{k: (v.pin_memory() if v is not None else None) for k, v in vars(self).items()})
+
+    def select(self, lo: int, hi: int) -> "Batch":
+        """Samples ``lo:hi``, keeping only the news they use (still each encoded once)."""
+        history = self.history[lo:hi]  # [B,H] -> [b,H]
+        candidates = self.candidates[lo:hi]  # [B,C] -> [b,C]
+        used, inverse = np.unique(np.concatenate([history.numpy().ravel(), candidates.numpy().ravel()]),
+                                  return_inverse=True)
+        used_t = torch.from_numpy(used)  # [u] rows of the batch's unique news that the slice needs
+        inverse_t = torch.from_numpy(inverse.astype(np.int64))  # [b*H + b*C]
+        parts: dict[str, Any] = {
+            "history": inverse_t[: history.numel()].view(history.shape),  # [b*H] -> [b,H]
+            "candidates": inverse_t[history.numel():].view(candidates.shape),  # [b*C] -> [b,C]
+        }
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in self.NEWS_INDEX_FIELDS:
+                continue
+            if value is None:
+                parts[f.name] = None
+            elif f.name in self.SAMPLE_FIELDS:
+                parts[f.name] = value[lo:hi]  # [B,...] -> [b,...]
+            else:
+                parts[f.name] = value[used_t]  # [U,...] -> [u,...]
+        return Batch(**parts)
+
+    def shard(self, rank: int, world_size: int) -> "Shard":
+        """This rank's contiguous share of the samples (``shard_rows``), as a ``Shard``."""
+        n = len(self)
+        if world_size == 1:
+            return Shard(self, n, n)
+        lo, hi = shard_rows(n, rank, world_size)
+        if lo == hi:  # a stand-in sample with zero loss weight keeps every rank in step
+            return Shard(self.select(0, 1), n, 0)
+        return Shard(self.select(lo, hi), n, hi - lo)
+
+    def trim(self) -> "Batch":
+        """The batch with the title columns that are padding in every title cut off, and every
+        per-token field cut with them; exact, since padding is masked out everywhere."""
+        width = trim_titles(self.titles).shape[1]
+        return dataclasses.replace(self, **{name: getattr(self, name)[:, :width] for name in self.TOKEN_FIELDS
+                                            if getattr(self, name) is not None})  # [U,L] -> [U,L']
+
+
+@dataclass
+class Shard:
+    """This rank's part of global batch ``i``.
+
+    ``rows`` real samples lead ``batch``; a rank whose share is empty (a last global batch
+    smaller than the world) gets one stand-in sample with ``rows == 0``, so that every rank
+    still runs forward and backward, and its loss weight is zero.
+    """
+
+    batch: Batch
+    global_size: int
+    rows: int
+
+    def pin_memory(self) -> "Shard":
+        return Shard(self.batch.pin_memory(), self.global_size, self.rows)
+
+
+def shard_rows(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous share ``[lo, hi)`` of ``n`` rows for ``rank``; shares differ by at most one row.
+
+    >>> [shard_rows(5, r, 2) for r in range(2)]
+    [(0, 3), (3, 5)]
+    """
+    base, extra = divmod(n, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def trim_titles(tokens: torch.Tensor) -> torch.Tensor:
+    """Drop the trailing columns that are padding in every row (keeps at least one column)."""
+    filled = (tokens != 0).any(dim=0)  # [N,L] -> [L]
+    keep = int(filled.nonzero().max()) + 1 if bool(filled.any()) else 1
+    return tokens[:, :keep]  # [N,L] -> [N,keep]
 
 
 def make_batch(split: Split, history: np.ndarray, history_mask: np.ndarray, candidates: np.ndarray) -> Batch:

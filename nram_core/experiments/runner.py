@@ -1,0 +1,303 @@
+"""The suite runner: train every model of a suite on the same data and budget, evaluate each once
+on dev, and keep the suite folder resumable (see the package docstring for its layout)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..baselines import BASELINE_PRESETS, DKN, Popularity, RandomScores, WideDeep
+from ..config import ModelConfig, TrainConfig, preset as get_preset, to_dict
+from ..data.entities import EntityVocab, entity_files, load_entity_vectors, read_entity_ids, with_entities
+from ..data.prepare import CategoryVocab, Corpus, Layout, load_corpus, resolve_layout, with_train_categories
+from ..fileio import DataError, atomic_write_json, nram_home
+from ..metrics import HISTORY_SEGMENTS
+from ..scoring import evaluate_split
+from ..train import Callback, EpochInfo, StepInfo, Trainer
+from .report import RESULT_FILE, write_reports
+from .suites import ModelSpec, SuiteSettings, run_configs, suite_groups, suite_specs
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the runner is doing; sent to the ``progress`` callback from the runner's thread."""
+
+    run: int  # 1-based index of the model x seed run
+    runs: int
+    model: str
+    seed: int
+    phase: str  # loading | train | eval | done | skipped | finished
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps_in_epoch: int = 0
+    loss: float | None = None
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        """Share of the suite done, counting the current run's steps."""
+        inside = 0.0
+        if self.phase == "train" and self.epochs and self.steps_in_epoch:
+            inside = ((self.epoch - 1) + self.step / self.steps_in_epoch) / self.epochs
+        elif self.phase in ("eval", "done", "skipped"):
+            inside = 1.0
+        return 1.0 if self.phase == "finished" else min(1.0, ((self.run - 1) + inside) / max(1, self.runs))
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+class Cancelled(Exception):
+    """The suite was stopped; finished runs stay on disk and a rerun continues from them."""
+
+
+# ---- data --------------------------------------------------------------------------------------
+@dataclass
+class SuiteData:
+    corpus: Corpus  # splits aligned to the train category vocabulary, with title entities
+    categories: CategoryVocab
+    entities: EntityVocab
+    entity_vectors: np.ndarray | None
+    entity_coverage: float | None
+    layout: Layout
+    strict: bool = False  # how the data was read; each run's word vectors are read the same way
+    cache: bool = True
+
+
+def prepare_data(layout: Layout, *, title_len: int, min_count: int, strict: bool = False,
+                 cache: bool = True) -> SuiteData:
+    """Load train and dev once for every model: categories mapped through the train vocabulary
+    (dev-only names -> 0), entity ids aligned to title tokens, entity vectors when the split
+    folders hold ``entity_embedding.vec``."""
+    corpus = load_corpus(layout, title_len=title_len, min_count=min_count, strict=strict, cache=cache)
+    if corpus.train is None or corpus.dev is None:
+        raise DataError("experiments need a train and a dev split: pass a folder holding train/ and dev/")
+    corpus, categories = with_train_categories(corpus)
+    files = entity_files(layout.train, layout.dev)
+    with_vectors = read_entity_ids(files) if files else set()
+    dev_entities = set(EntityVocab.build([corpus.dev]).ids[1:])
+    entities = EntityVocab.build([corpus.train], also=dev_entities & with_vectors)
+    vectors = coverage = None
+    if files:
+        loaded = load_entity_vectors(files, entities)
+        vectors, coverage = loaded.vectors, loaded.coverage
+    train, dev = (with_entities(s, entities) for s in (corpus.train, corpus.dev))
+    return SuiteData(corpus=Corpus(vocab=corpus.vocab, train=train, dev=dev), categories=categories,
+                     entities=entities, entity_vectors=vectors, entity_coverage=coverage, layout=layout,
+                     strict=strict, cache=cache)
+
+
+# ---- one run -------------------------------------------------------------------------------------
+def build_model(spec: ModelSpec, model_cfg: ModelConfig, *, data: SuiteData, preset: str, seed: int):
+    from ..model import NRAM
+
+    baseline = BASELINE_PRESETS.get(preset, BASELINE_PRESETS["paper"])
+    if spec.kind == "nram":
+        return NRAM(model_cfg)
+    if spec.kind == "wide_deep":
+        return WideDeep(config=model_cfg, baseline=baseline, num_categories=len(data.categories.categories),
+                        num_subcategories=len(data.categories.subcategories))
+    if spec.kind == "dkn":
+        return DKN(config=model_cfg, baseline=baseline, num_entities=len(data.entities),
+                   entity_vectors=data.entity_vectors)
+    if spec.kind == "popularity":
+        return Popularity(data.corpus.train)
+    if spec.kind == "random":
+        return RandomScores(seed)
+    raise ValueError(f"unknown model kind {spec.kind!r}")
+
+
+def count_parameters(model) -> int:
+    params = getattr(model, "parameters", None)
+    return int(sum(p.numel() for p in params() if p.requires_grad)) if params else 0
+
+
+class _Relay(Callback):
+    """Trainer callback -> Progress, plus cancellation."""
+
+    def __init__(self, emit: Callable[..., None], stop: threading.Event | None):
+        self.emit, self.stop = emit, stop
+
+    def on_step(self, trainer: Trainer, info: StepInfo) -> None:
+        self.emit(phase="train", epoch=info.epoch, step=info.step, steps_in_epoch=info.steps_in_epoch,
+                  loss=info.loss)
+        if self.stop is not None and self.stop.is_set():
+            trainer.request_stop()
+
+    def on_epoch_end(self, trainer: Trainer, info: EpochInfo) -> None:
+        self.emit(phase="train", epoch=info.epoch, step=1, steps_in_epoch=1, loss=info.train_loss,
+                  message=f"epoch {info.epoch}: train loss {info.train_loss:.4f} ({info.seconds:.0f}s)")
+
+
+def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_model: ModelConfig,
+            base_train: TrainConfig, preset: str, device: str | None, emit: Callable[..., None],
+            stop: threading.Event | None) -> dict[str, Any]:
+    """Train (or resume) and evaluate one model x seed; writes result.json last and returns it."""
+    from ..train import prepare_run, seed_everything
+
+    model_cfg, train_cfg = run_configs(spec, base_model=base_model, base_train=base_train, seed=seed)
+    run_key = suite_run_key(spec, model_cfg, train_cfg)
+    prepared = prepare_run(data.layout, model_cfg, train_cfg, corpus=data.corpus, categories=data.categories,
+                           strict=data.strict, cache=data.cache,
+                           on_status=lambda text: emit(phase="loading", message=text))
+    model_cfg = prepared.model_config
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    model = build_model(spec, model_cfg, data=data, preset=preset, seed=seed)
+    info = {"name": spec.name, "kind": spec.kind, "group": spec.group, "seed": seed,
+            "model_overrides": dict(spec.model), "train_overrides": dict(spec.train)}
+    if spec.kind == "dkn":
+        info["entities"] = {"count": len(data.entities) - 1,
+                            "vectors": "entity_embedding.vec" if data.entity_vectors is not None else "learned",
+                            "coverage": data.entity_coverage}
+    if spec.kind in ("dkn", "wide_deep"):
+        info["baseline"] = to_dict(BASELINE_PRESETS.get(preset, BASELINE_PRESETS["paper"]))
+    atomic_write_json(run_dir / "experiment.json", info)
+    train_seconds, epochs_done = 0.0, 0
+    if spec.trained:
+        data.entities.save(run_dir / "entities.json")
+        train_only = Corpus(vocab=data.corpus.vocab, train=data.corpus.train, dev=None)  # evaluated once, below
+        trainer = Trainer(**{**prepared.trainer_args(), "corpus": train_only}, run_dir=run_dir,
+                          callbacks=[_Relay(emit, stop)], device=device, model=model,
+                          resume=(run_dir / "state.json").is_file(),
+                          data_info={"train": str(data.layout.train), "dev": str(data.layout.dev),
+                                     "experiment": info})
+        result = trainer.fit()
+        if result.cancelled or (stop is not None and stop.is_set()):
+            raise Cancelled(f"stopped during {spec.name} seed {seed}")
+        train_seconds = float(sum(r["seconds"] for r in result.history))
+        epochs_done = result.epochs_done
+        model = trainer.model
+    emit(phase="eval", message="evaluating on dev")
+    start = time.perf_counter()
+    evaluation = evaluate_split(model, data.corpus.dev, max_impressions=base_train.max_dev_impressions,
+                                segments=HISTORY_SEGMENTS)
+    metrics = evaluation.as_dict()
+    segments = {name: result.as_dict() for name, result in evaluation.segments.items()}
+    attention = {}
+    if spec.kind == "nram":
+        from ..attention_stats import attention_stats
+        from ..synth import read_truth
+
+        attention = attention_stats(model, data.corpus.dev, data.corpus.vocab,
+                                    truth=read_truth(data.layout.train.parent),
+                                    max_impressions=base_train.max_dev_impressions or 5000)
+    record = {**info, "run_key": run_key, "metrics": metrics, "segments": segments, "attention": attention,
+              "train_seconds": train_seconds,
+              "eval_seconds": time.perf_counter() - start, "epochs": epochs_done,
+              "parameters": count_parameters(model), "num_heads": model_cfg.num_heads,
+              "head_dim": model_cfg.head_dim, "negatives": train_cfg.negatives,
+              "self_attention": model_cfg.self_attention, "use_categories": model_cfg.use_categories,
+              "model_config": to_dict(model_cfg), "train_config": to_dict(train_cfg)}
+    atomic_write_json(run_dir / RESULT_FILE, record)
+    return record
+
+
+# ---- the suite -------------------------------------------------------------------------------------
+def default_out(suite: str, preset: str, epochs: int, layout: Layout) -> Path:
+    source = layout.train.parent if layout.train is not None else Path("data")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", source.name).strip("-.") or "data"
+    return nram_home() / "experiments" / f"{'+'.join(suite_groups(suite))}-{preset}-e{epochs}-{slug}"
+
+
+def suite_run_key(spec: ModelSpec, model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
+    return json.dumps([spec.kind, to_dict(model_cfg), to_dict(train_cfg)], sort_keys=True)
+
+
+def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | None = None,
+              out: str | Path | None = None, preset: str = "demo", epochs: int | None = None, seeds: int = 3,
+              train_overrides: dict[str, Any] | None = None, device: str | None = None,
+              progress: ProgressFn | None = None, stop: threading.Event | None = None,
+              strict: bool = False, cache: bool = True) -> Path:
+    """Run (or continue) a suite; returns its folder. ``progress`` is called from this thread."""
+    if seeds < 1:
+        raise DataError(f"seeds must be >= 1, got {seeds}")
+    base_model, base_train = get_preset(preset)
+    overrides = {k: v for k, v in (train_overrides or {}).items() if v is not None}
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)} | ({"seed"} & set(overrides))
+    if unknown:
+        raise DataError(f"unknown or fixed train settings: {sorted(unknown)}")
+    base_train = dataclasses.replace(base_train, **overrides, **({"epochs": epochs} if epochs else {}))
+    base_train.validate()
+    settings = SuiteSettings(suite=suite, preset=preset, epochs=base_train.epochs, seeds=seeds,
+                             train=tuple(sorted(overrides.items())))
+    specs = suite_specs(suite, base_model)
+    layout = layout or resolve_layout(data)
+    folder = Path(out) if out else default_out(suite, preset, base_train.epochs, layout)
+    saved_path = folder / "suite.json"
+    if saved_path.is_file():
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        if not settings.matches(saved.get("settings", {})):
+            raise DataError(f"{folder}: holds a suite with other settings ({saved.get('settings')}); "
+                            "use the same settings to continue it, or choose another output folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(saved_path, {"settings": settings.as_dict(), "data": {"train": str(layout.train),
+                                   "dev": str(layout.dev)}, "models": [dataclasses.asdict(s) for s in specs],
+                                   "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    runs = [(spec, seed) for seed in range(seeds) for spec in specs]  # seed-major: every model gets seed 0 first
+    state = {"run": 0, "model": "", "seed": 0}
+
+    def emit(**fields: Any) -> None:
+        if progress is not None:
+            progress(Progress(run=state["run"], runs=len(runs), model=state["model"], seed=state["seed"],
+                              epochs=base_train.epochs, **fields))
+
+    state.update(run=1, model=runs[0][0].name)
+    emit(phase="loading", message="loading the data")
+    prepared = prepare_data(layout, title_len=base_model.title_len, min_count=base_train.min_word_count,
+                            strict=strict, cache=cache)
+    done_by_key: dict[str, dict[str, Any]] = {}
+    for index, (spec, seed) in enumerate(runs, start=1):
+        state.update(run=index, model=spec.name, seed=seed)
+        run_dir = folder / "runs" / spec.name / f"seed{seed}"
+        model_cfg, train_cfg = run_configs(spec, base_model=base_model, base_train=base_train, seed=seed)
+        key = suite_run_key(spec, model_cfg, train_cfg)
+        result_path = run_dir / RESULT_FILE
+        if result_path.is_file():
+            saved_record = json.loads(result_path.read_text(encoding="utf-8"))
+            if saved_record.get("run_key") != key:
+                raise DataError(f"{run_dir}: finished with another configuration (other settings, or an older "
+                                "version of NRAM Studio); choose another output folder")
+            done_by_key.setdefault(key, saved_record)
+            emit(phase="skipped", message=f"{spec.name} seed {seed}: already done")
+            continue
+        if key in done_by_key:  # the same configuration under another name in this suite
+            twin = done_by_key[key]
+            run_dir.mkdir(parents=True, exist_ok=True)
+            record = {**twin, "name": spec.name, "group": spec.group, "same_as": twin["name"]}
+            atomic_write_json(result_path, record)
+            emit(phase="done", message=f"{spec.name} seed {seed}: same configuration as {twin['name']}")
+            continue
+        if stop is not None and stop.is_set():
+            raise Cancelled("stopped")
+        record = run_one(spec, seed=seed, run_dir=run_dir, data=prepared, base_model=base_model,
+                         base_train=base_train, preset=preset, device=device, emit=emit, stop=stop)
+        done_by_key[key] = record
+        write_reports(folder)
+        m = record["metrics"]
+        emit(phase="done", message=f"{spec.name} seed {seed}: AUC {m['auc']:.4f} MRR {m['mrr']:.4f} "
+                                   f"({record['train_seconds']:.0f}s training)")
+    write_reports(folder)
+    emit(phase="finished", message=f"results in {folder}")
+    return folder
+
+
+def experiments_dir() -> Path:
+    return nram_home() / "experiments"
+
+
+def list_suites(root: Path | None = None) -> list[Path]:
+    """Suite folders (holding suite.json) directly under NRAM_HOME/experiments, newest first."""
+    root = root or experiments_dir()
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and (p / "suite.json").is_file()]
+    return sorted(found, key=lambda p: (p / "suite.json").stat().st_mtime_ns, reverse=True)
