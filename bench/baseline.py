@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from nram_core.data.batching import TrainBatches, gather_histories
-from nram_core.data.prepare import Split
+from nram_core.data.split import Split
 from nram_core.data.text import UNK_ID, Vocab, tokenize
 
 

@@ -22,7 +22,8 @@ from . import common
 
 
 def child(data: str, title_len: int) -> None:
-    from nram_core.data.prepare import load_corpus, resolve_layout
+    from nram_core.data.layout import resolve_layout
+    from nram_core.data.split import load_corpus
 
     start = time.perf_counter()
     corpus = load_corpus(resolve_layout(data), title_len=title_len)

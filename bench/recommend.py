@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from nram_core.data.prepare import Split
+from nram_core.data.split import Split
 from nram_core.recommend import Recommender
 
 from . import common

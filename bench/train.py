@@ -17,7 +17,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nram_core.data.prepare import Corpus, load_corpus, resolve_layout
+from nram_core.data.layout import resolve_layout
+
+from nram_core.data.split import Corpus, load_corpus
 from nram_core.model import NRAM
 from nram_core.scoring import autocast_for
 from nram_core.train import Callback, Trainer, pick_device, seed_everything

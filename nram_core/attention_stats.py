@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .data.batching import gather_histories
-from .data.prepare import Split
+from .data.split import Split
 from .data.text import Vocab
 from .metrics import normalized_entropy
 from .scoring import category_ids, encode_all_news, model_device

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .data.prepare import Split
+from .data.split import Split
 from .scoring import impression_range
 from .model import NewsEncoder, masked_softmax
 

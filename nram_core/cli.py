@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .callbacks import Callback, EpochInfo, StepInfo, TrainResult
 from .config import ModelConfig, TrainConfig, preset, with_overrides, PRESETS
 from .fileio import DataError, atomic_path, atomic_write_text, nram_home
 
@@ -53,9 +54,16 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] 
 
 
 def _layout(args: argparse.Namespace):
-    from .data.prepare import resolve_layout
+    """The data the flags name; a core error gets the flag it came from."""
+    from .data.layout import resolve_layout
 
-    return resolve_layout(args.data, train=args.train_dir, dev=args.dev_dir)
+    if args.data is None and args.train_dir is None and args.dev_dir is None:
+        raise DataError("no data given: pass --data DIR (or --train DIR --dev DIR)")
+    try:
+        return resolve_layout(args.data, train=args.train_dir, dev=args.dev_dir)
+    except DataError as exc:
+        flag = "--data" if args.train_dir is None and args.dev_dir is None else "--train/--dev"
+        raise DataError(f"{flag} {exc}") from exc
 
 
 def _print_json(record: dict[str, Any]) -> None:
@@ -81,25 +89,23 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .data.download import download_mind, tqdm_progress
+    from .data.download import default_dest, download_mind, tqdm_progress
 
+    dest = Path(args.dest).expanduser() if args.dest else default_dest(args.size)
     with tqdm_progress() as progress:
-        folders = download_mind(args.size, Path(args.dest).expanduser(), splits=args.splits,
+        folders = download_mind(args.size, dest, splits=args.splits,
                                 base_url=args.base_url, on_progress=progress)
     _print_json({split: str(path) for split, path in folders.items()})
     return 0
 
 
-class _ProgressBar:
+class _ProgressBar(Callback):
     """CLI face of the trainer's callbacks: a tqdm bar per epoch and a line of dev metrics."""
 
     def __init__(self, enabled: bool):
         self.enabled, self.bar = enabled, None
 
-    def on_train_start(self, trainer) -> None:
-        pass
-
-    def on_step(self, trainer, info) -> None:
+    def on_step(self, trainer, info: StepInfo) -> None:
         if not self.enabled:
             return
         if self.bar is None:
@@ -109,14 +115,14 @@ class _ProgressBar:
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{info.loss:.4f}", samples_s=f"{info.samples_per_s:.0f}")
 
-    def on_epoch_end(self, trainer, info) -> None:
+    def on_epoch_end(self, trainer, info: EpochInfo) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
         shown = ", ".join(f"{k} {v:.4f}" for k, v in (info.metrics or {}).items() if isinstance(v, float))
         print(f"epoch {info.epoch}: loss {info.train_loss:.4f} {shown} ({info.seconds:.1f}s)", file=sys.stderr)
 
-    def on_train_end(self, trainer, result) -> None:
+    def on_train_end(self, trainer, result: TrainResult) -> None:
         if self.bar is not None:
             self.bar.close()
 
@@ -326,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("download", help="download and extract MIND from the official host")
     p.add_argument("--size", choices=("demo", "small", "large"), default="demo")
-    p.add_argument("--dest", default=str(Path("~/.cache/nram/mind")), help="folder for the zips and splits")
+    p.add_argument("--dest", default=None, help="folder for the zips and splits (default: $NRAM_HOME/mind)")
     p.add_argument("--splits", nargs="+", choices=("train", "dev"), default=["train", "dev"])
     p.add_argument("--base-url", default=None, help="mirror to download from instead of the official host")
     p.set_defaults(func=cmd_download)

@@ -247,7 +247,7 @@ class NRAM(nn.Module):
     def score_batch(self, batch) -> torch.Tensor:
         """Logits [B,C] of a ``nram_core.data.batching.Batch``. With ``use_categories`` the batch's
         category ids must be those of the train split's category vocabulary (see
-        ``nram_core.data.prepare.align_categories``), not the per-split ids."""
+        ``nram_core.data.split.align_categories``), not the per-split ids."""
         if self.config.use_categories:
             return self(batch.titles, batch.history, batch.history_mask, batch.candidates,
                         batch.categories, batch.subcategories)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data.prepare import Split
+from .data.split import Split
 from .fileio import DataError
 from .metrics import has_both_labels, impression_metrics
 from .model import NRAM, Explanation

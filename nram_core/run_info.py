@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, TrainConfig, from_dict
-from .data.prepare import CategoryVocab, Split, align_categories, load_split
+from .data.split import CategoryVocab, Split, align_categories, load_split
 from .data.text import Vocab
 from .fileio import DataError
 

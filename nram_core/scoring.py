@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .data.batching import gather_histories, make_batch
-from .data.prepare import Split
+from .data.split import Split
 from .metrics import EvalResult, mean_metrics, per_impression_metrics, segment_metrics
 from .model import NRAM
 

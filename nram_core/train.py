@@ -18,7 +18,7 @@ import json
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,9 +28,11 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import distributed
+from .callbacks import Callback, EpochInfo, StepInfo, TrainResult
 from .config import ModelConfig, TrainConfig, from_dict
 from .data.batching import Batch, Shard, TrainBatches
-from .data.prepare import CategoryVocab, Corpus, Layout, load_corpus, with_train_categories
+from .data.layout import Layout
+from .data.split import CategoryVocab, Corpus, load_corpus, with_train_categories
 from .data.text import Vocab
 from .data.vectors import WordVectors, word_vectors
 from .data.vectors import check_choice as check_vectors_choice
@@ -50,36 +52,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    epoch: int  # 1-based
-    step: int  # step within the epoch, 1-based
-    steps_in_epoch: int
-    global_step: int
-    loss: float
-    samples_per_s: float
-
-
-@dataclass(frozen=True)
-class EpochInfo:
-    epoch: int
-    train_loss: float
-    metrics: dict[str, Any] | None  # dev metrics, None without a dev split
-    seconds: float
-    improved: bool
-
-
-@dataclass
-class TrainResult:
-    epochs_done: int
-    global_step: int
-    best_epoch: int
-    metrics: dict[str, Any] | None  # dev metrics of the model in model.safetensors
-    history: list[dict[str, Any]] = field(default_factory=list)
-    stopped_early: bool = False
-    cancelled: bool = False
 
 
 class _ScoreBatch(torch.nn.Module):
@@ -119,15 +91,6 @@ def _cuda_precision(device: torch.device, amp: bool):
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-class Callback:
-    """Override what you need. Callbacks run on the training thread; they must be quick."""
-
-    def on_train_start(self, trainer: "Trainer") -> None: ...
-    def on_step(self, trainer: "Trainer", info: StepInfo) -> None: ...
-    def on_epoch_end(self, trainer: "Trainer", info: EpochInfo) -> None: ...
-    def on_train_end(self, trainer: "Trainer", result: TrainResult) -> None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,7 +153,7 @@ class Trainer:
 
         ``model`` defaults to ``NRAM(model_config)``; any module with ``score_batch(batch) -> [B,C]``
         logits trains the same way (the baselines do). ``categories``: the category vocabulary the
-        corpus' category ids refer to (``data.prepare.with_train_categories``), saved with the run.
+        corpus' category ids refer to (``data.split.with_train_categories``), saved with the run.
         ``word_vectors``: the starting word embeddings (a model with ``news_encoder.embedding``)."""
         if corpus.train is None:
             raise DataError("training needs a train split")
@@ -201,6 +164,9 @@ class Trainer:
         self.corpus = corpus
         self.run_dir = Path(run_dir) if run_dir else None
         self.callbacks = list(callbacks)
+        strangers = [type(c).__name__ for c in self.callbacks if not isinstance(c, Callback)]
+        if strangers:
+            raise TypeError(f"callbacks must subclass nram_core.callbacks.Callback: {', '.join(strangers)}")
         self.device = pick_device(device)
         self.resume = resume
         self.data_info = dict(data_info or {})
@@ -302,11 +268,11 @@ class Trainer:
         assert self.run_dir is not None
         saved_vocab = self.run_dir / VOCAB
         if saved_vocab.is_file() and Vocab.load(saved_vocab) != self.corpus.vocab:
-            raise DataError(f"{self.run_dir}: --resume with data whose vocabulary differs from the saved run")
+            raise DataError(f"{self.run_dir}: resuming with data whose vocabulary differs from the saved run")
         saved_categories = self.run_dir / CATEGORIES
         if (self.categories is not None and saved_categories.is_file()
                 and CategoryVocab.load(saved_categories) != self.categories):
-            raise DataError(f"{self.run_dir}: --resume with data whose categories differ from the saved run")
+            raise DataError(f"{self.run_dir}: resuming with data whose categories differ from the saved run")
         state = ckpt.read_state(self.run_dir)
         if not state:
             return {}
@@ -316,7 +282,7 @@ class Trainer:
         except (KeyError, TypeError) as exc:
             raise DataError(f"{self.run_dir / 'config.json'}: missing or bad field ({exc})") from exc
         if saved_model != ckpt.to_dict(self.model_config):
-            raise DataError(f"{self.run_dir}: --resume with a different model config than the saved run")
+            raise DataError(f"{self.run_dir}: resuming with a different model config than the saved run")
         from safetensors.torch import load_file
 
         self.model.load_state_dict(load_file(str(self.run_dir / "last.safetensors")))
@@ -361,7 +327,7 @@ class Trainer:
             if self.resume:
                 state = self._restore() or state
             elif (self.run_dir / "state.json").exists():
-                raise DataError(f"{self.run_dir}: already holds a run; pass --resume or choose another --out")
+                raise DataError(f"{self.run_dir}: already holds a run; resume it or choose another run folder")
             if main:
                 ckpt.write_config(self.run_dir, model_config=self.model_config, train_config=cfg,
                                   data=self.data_info)

@@ -33,7 +33,7 @@ CTX_KEY = "_nram_ctx"
 def _train_fixture_model(corpus_dir: Path, out: Path) -> None:
     """A quick model on the demo corpus, for checkouts that do not ship assets/demo_model yet."""
     from nram_core.config import preset
-    from nram_core.data.prepare import resolve_layout
+    from nram_core.data.layout import resolve_layout
     from nram_core.train import Trainer, prepare_run
 
     model_cfg, train_cfg = preset("demo")
@@ -61,7 +61,7 @@ def studio_home(tmp_path_factory):
             _train_fixture_model(corpus, model)
             mp.setenv("NRAM_DEMO_MODEL", str(model))
         yield home
-        from studio.loaders import training_job  # never leave a training thread running
+        from studio.cache import training_job  # never leave a training thread running
 
         training_job().cancel()
         training_job().join(60)
@@ -173,13 +173,13 @@ OVERVIEW_WITHOUT_TORCH = """
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from studio import charts, context, loaders, registry  # everything main.py and the Overview import
+from studio import charts, context, cache, registry  # everything main.py and the Overview import
 corpus, _ = registry.ensure_demo_corpus()
 model = registry.discover_models()[0]
-info = loaders.get_run_info(model.key, model.mtime_ns)
-split = loaders.get_split("dev", str(corpus / "dev"), str(corpus / "train"), model.key, model.mtime_ns)
-stats = loaders.split_stats(split, ("k",))
-fit = loaders.vocab_fit(info, split, ("k",), str(corpus / "train"))
+info = cache.get_run_info(model.key, model.mtime_ns)
+split = cache.get_split("dev", str(corpus / "dev"), str(corpus / "train"), model.key, model.mtime_ns)
+stats = cache.split_stats(split, ("k",))
+fit = cache.vocab_fit(info, split, ("k",), str(corpus / "train"))
 assert stats["impressions"] > 0 and fit.level == "ok" and info.num_parameters > 0, (stats, fit)
 print(sorted(m for m in ("torch", "nram_core.model", "nram_core.recommend") if m in sys.modules))
 """
@@ -527,7 +527,7 @@ def _fill_train_form(at: AppTest, **values) -> None:
 
 
 def _wait_for(at: AppTest, done, timeout: float = 90.0) -> None:
-    from studio.loaders import training_job
+    from studio.cache import training_job
 
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -585,7 +585,7 @@ def test_a_categories_model_trained_from_the_train_page_works(studio_home):
 
 @pytest.mark.slow
 def test_training_cancel_and_one_run_at_a_time(studio_home):
-    from studio.loaders import training_job
+    from studio.cache import training_job
 
     at = goto(new_app(), "train")
     _fill_train_form(at, name="to cancel", epochs=5, maxsteps=0, maximp=3000, maxdev=40, batch=8)

@@ -12,7 +12,7 @@ from nram_core.metrics import HISTORY_SEGMENTS
 from nram_core.config import ModelConfig, TrainConfig
 from nram_core.data import resolve_layout
 from nram_core.data.entities import ENTITY_FILE, parse_title_entities
-from nram_core.data.prepare import CategoryVocab, align_categories
+from nram_core.data.split import CategoryVocab, align_categories
 from nram_core.experiments import heads_width, prepare_data, suite_specs
 from nram_core.model import NRAM
 from nram_core.scoring import evaluate_split, score_impressions
@@ -39,7 +39,7 @@ class Losses(Callback):
 
 
 def train_losses(model, model_config, corpus, epochs=3):
-    from nram_core.data.prepare import Corpus
+    from nram_core.data.split import Corpus
 
     losses = Losses()
     config = TrainConfig(epochs=epochs, batch_size=32, lr=1e-2, max_impressions=120, seed=0)

@@ -213,7 +213,7 @@ def test_a_users_impressions_are_in_time_order_and_the_history_is_the_latest(tmp
 
 def test_vocabulary_files_that_are_not_ours_name_the_file(tmp_path):
     from nram_core.data.entities import EntityVocab
-    from nram_core.data.prepare import CategoryVocab
+    from nram_core.data.split import CategoryVocab
 
     bad = tmp_path / "bad.json"
     for text, why in (("[1, 2]", "list indices"), ('{"words": "<pad>"}', "field 'words' is not a list"),

@@ -68,7 +68,7 @@ def _fallback_model(home: Path, out: Path) -> None:
     import dataclasses
 
     from nram_core.config import preset
-    from nram_core.data.prepare import resolve_layout
+    from nram_core.data.layout import resolve_layout
     from nram_core.synth import generate
     from nram_core.train import Trainer, prepare_run
 

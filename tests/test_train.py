@@ -9,7 +9,7 @@ from nram_core.checkpoint import load_run
 from nram_core.cli import main
 from nram_core.config import ModelConfig, TrainConfig
 from nram_core.data import load_corpus, resolve_layout
-from nram_core.data.prepare import build_vocab
+from nram_core.data.split import build_vocab
 from nram_core.scoring import evaluate_split
 from nram_core.train import Callback, Trainer, prepare_run
 
@@ -301,7 +301,7 @@ def test_a_cut_short_or_foreign_weights_file_is_a_clear_error(tmp_path):
 def test_every_resume_check_is_in_the_trainer_and_a_refused_resume_writes_nothing(demo_corpus, tmp_path):
     import dataclasses
 
-    from nram_core.data.prepare import CategoryVocab
+    from nram_core.data.split import CategoryVocab
     from nram_core.fileio import DataError
 
     run_dir = tmp_path / "run"

@@ -15,7 +15,8 @@ from nram_core.cli import main
 from nram_core.config import ModelConfig, TrainConfig
 from nram_core.data import resolve_layout
 from nram_core.data import vectors as vec
-from nram_core.data.prepare import Layout, build_vocab
+from nram_core.data.layout import Layout
+from nram_core.data.split import build_vocab
 from nram_core.fileio import DataError
 from nram_core.model import NRAM
 
@@ -40,7 +41,7 @@ def test_corpus_vectors_are_deterministic_across_processes_and_depend_on_the_see
     assert not first.vectors[0].any(), "the padding row stays zero"
     # Another interpreter, with another hash seed: gensim must not depend on Python's str hash.
     code = ("import sys; from nram_core.data import resolve_layout, vectors as v; "
-            "from nram_core.data.prepare import Layout, build_vocab; l = resolve_layout(sys.argv[1]); "
+            "from nram_core.data.layout import Layout; from nram_core.data.split import build_vocab; l = resolve_layout(sys.argv[1]); "
             "s = v.Word2VecSettings(min_epochs=1, max_epochs=2, min_words=1); "
             "print(v.corpus_vectors(l, build_vocab(l.train, min_count=1, cache=False), dim=16, seed=0, "
             "cache=False, settings=s).digest)")
@@ -68,13 +69,13 @@ def test_vectors_read_news_text_only_never_a_behaviors_row(demo_corpus, tmp_path
     before, _ = _vectors(copy, cache=False)
     for split in ("train", "dev"):  # other clicks, same news text: the same vectors
         (copy / split / "behaviors.tsv").write_text("1\tU1\t11/11/2019 9:05:58 AM\t\tN1-1\n")
-    from nram_core.data import mind, prepare
+    from nram_core.data import mind, split as split_module
 
     def no_behaviors(*args, **kwargs):
         raise AssertionError("word vectors read behaviors.tsv")
 
     monkeypatch.setattr(mind, "read_behaviors", no_behaviors)
-    monkeypatch.setattr(prepare, "read_behaviors", no_behaviors)
+    monkeypatch.setattr(split_module, "read_behaviors", no_behaviors)
     after, _ = _vectors(copy, cache=False)
     assert np.array_equal(before.vectors, after.vectors)
 

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from nram_core.data.prepare import Split
+from nram_core.data.split import Split
 from nram_core.fileio import DataError
 from nram_core.run_info import RunInfo
 
-from . import loaders, registry
+from . import cache, registry
 from .registry import DatasetEntry, ModelEntry
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Ctx:
     info: RunInfo | None = None  # the chosen model's configs, vocabulary and state (no torch needed)
     split: Split | None = None
     rec: Recommender | None = None  # built by need_model(), on the first page that scores
-    fit: loaders.Fit | None = None
+    fit: cache.Fit | None = None
     users: pd.DataFrame | None = None
     user: str | None = None
     impressions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -71,7 +71,7 @@ class Ctx:
 
     @property
     def recommender_args(self) -> tuple:
-        """What ``loaders.get_recommender`` takes (and caches on) for this split and model."""
+        """What ``cache.get_recommender`` takes (and caches on) for this split and model."""
         assert self.dataset is not None and self.split_name is not None and self.model is not None
         return (self.split_name, str(self.dataset.folder(self.split_name)), self.train_folder, self.model.key,
                 self.model.mtime_ns)
@@ -79,7 +79,7 @@ class Ctx:
     @property
     def truth(self) -> dict:
         path = self.dataset.truth_path if self.dataset else None
-        return loaders.read_truth(str(path)) if path else {}
+        return cache.read_truth(str(path)) if path else {}
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -88,7 +88,7 @@ class Ctx:
 
     def news(self) -> pd.DataFrame:
         assert self.split is not None
-        return loaders.news_frame(self.split, self.key)
+        return cache.news_frame(self.split, self.key)
 
 
 def ctx() -> Ctx:
@@ -109,7 +109,7 @@ def load_recommender(c: Ctx) -> None:
     if c.rec is not None or c.model_error or c.info is None or c.split is None:
         return
     try:
-        c.rec = loaders.get_recommender(*c.recommender_args)
+        c.rec = cache.get_recommender(*c.recommender_args)
     except (DataError, ValueError, RuntimeError, OSError) as exc:
         c.model_error = f"Model {c.model.path.name} cannot score this dataset: {exc}"
 
@@ -136,7 +136,7 @@ def warm_up(c: Ctx) -> None:
 
     def build() -> None:
         try:
-            loaders.get_recommender(*args)
+            cache.get_recommender(*args)
         except Exception:  # noqa: BLE001 - need_model() builds it again on its page and shows the error there
             logging.getLogger(__name__).warning("warm-up of %s failed; the model pages will say why", args[3],
                                                 exc_info=True)
@@ -195,7 +195,7 @@ def _default_user(table: pd.DataFrame) -> str | None:
 
 
 def build_sidebar() -> Ctx:
-    datasets = loaders.datasets()
+    datasets = cache.datasets()
     models = registry.discover_models()
     c = Ctx(datasets=datasets, models=models)
     sb = st.sidebar
@@ -237,13 +237,13 @@ def _load(c: Ctx) -> None:
     folder = str(c.dataset.folder(c.split_name))
     if c.model is not None:
         try:
-            c.info = loaders.get_run_info(c.model.key, c.model.mtime_ns)
+            c.info = cache.get_run_info(c.model.key, c.model.mtime_ns)
         except (DataError, ValueError, OSError) as exc:
             c.model_error = f"Model {c.model.path} cannot be loaded: {exc}"
     model_path = c.model.key if c.info is not None else None
     mtime = c.model.mtime_ns if c.info is not None else 0
     try:
-        c.split = loaders.get_split(c.split_name, folder, c.train_folder, model_path, mtime)
+        c.split = cache.get_split(c.split_name, folder, c.train_folder, model_path, mtime)
     except (DataError, OSError) as exc:
         c.dataset_error = f"{c.dataset.label}: {exc}"
         return
@@ -252,7 +252,7 @@ def _load(c: Ctx) -> None:
         return
     if c.info is None:
         return
-    c.fit = loaders.vocab_fit(c.info, c.split, c.key, c.train_folder)
+    c.fit = cache.vocab_fit(c.info, c.split, c.key, c.train_folder)
     if c.fit.level == "error":
         c.model_error = c.fit.message
 
@@ -260,7 +260,7 @@ def _load(c: Ctx) -> None:
 def _user_widgets(c: Ctx, sb) -> None:
     if c.split is None:
         return
-    c.users = loaders.user_table(c.split, c.key)
+    c.users = cache.user_table(c.split, c.key)
     sb.divider()
     sb.markdown("**User**")
     table = c.users

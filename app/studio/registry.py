@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nram_core.data.prepare import SIZES, Layout, is_split_dir, resolve_layout
+from nram_core.data.layout import SIZES, Layout, is_split_dir, resolve_layout
 from nram_core.fileio import DataError, atomic_write_json, nram_home
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,14 +89,6 @@ class DatasetEntry:
         return path
 
 
-_FLAG_PREFIX = re.compile(r"^--(data|train|dev) ")
-
-
-def plain_message(exc: BaseException) -> str:
-    """The core's DataError text without the CLI flag it starts with ("--data /x: ..." -> "/x: ...")."""
-    return _FLAG_PREFIX.sub("", str(exc))
-
-
 def _entry(path: Path, *, source: str, label: str | None = None) -> DatasetEntry:
     path = Path(path).expanduser()
     try:
@@ -109,7 +100,7 @@ def _entry(path: Path, *, source: str, label: str | None = None) -> DatasetEntry
     try:
         layout = resolve_layout(path)
     except DataError as exc:
-        return DatasetEntry(key=key, label=label, source=source, root=path, error=plain_message(exc))
+        return DatasetEntry(key=key, label=label, source=source, root=path, error=str(exc))
     except OSError as exc:
         return DatasetEntry(key=key, label=label, source=source, root=path,
                             error=f"{path}: cannot be read ({exc.strerror or exc})")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nram_core.config import ModelConfig, TrainConfig
-from nram_core.data.prepare import Layout
+from nram_core.data.layout import Layout
 from nram_core.train import Callback, EpochInfo, StepInfo, Trainer, prepare_run
 
 from .jobs import BackgroundJob, JobContext

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from studio import charts, loaders, views_common as vc
+from studio import charts, cache, views_common as vc
 from studio.context import need_user
 
 c = need_user()
@@ -21,8 +21,8 @@ if len(recent) == 0:
 
 # ---- choose the candidate --------------------------------------------------------------------
 imp = vc.impression_picker(c, label="Impression the candidates come from")
-ranked = loaders.rank_impression(c.rec, c.key, imp)
-catalog = loaders.rank_catalog(c.rec, c.key, c.history, top=10)
+ranked = cache.rank_impression(c.rec, c.key, imp)
+catalog = cache.rank_catalog(c.rec, c.key, c.history, top=10)
 options: list[int] = []
 for row in list(ranked.rows) + list(catalog.rows):
     if int(row) not in options:
@@ -41,7 +41,7 @@ if st.session_state.get("att_candidate") not in options:
     st.session_state["att_candidate"] = options[0]
 candidate = int(st.selectbox("Candidate news", options, key="att_candidate", format_func=_candidate_label))
 
-exp = loaders.explain(c.rec, c.key, recent, np.array([candidate]))
+exp = cache.explain(c.rec, c.key, recent, np.array([candidate]))
 score = float(exp.scores[0])
 total = float(exp.contributions[0].sum())
 words = c.words

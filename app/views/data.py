@@ -6,10 +6,10 @@ import os
 import pandas as pd
 import streamlit as st
 
-from nram_core.data.download import MIND_SIZES, download_mind
-from nram_core.fileio import DataError, nram_home
+from nram_core.data.download import MIND_SIZES, default_dest, download_mind
+from nram_core.fileio import DataError
 
-from studio import loaders, registry
+from studio import cache, registry
 from studio.context import ctx
 
 SIZE_NOTES = {"demo": "MIND-demo: about 5k users, tens of MB", "small": "MIND-small: 50k users, about 0.5 GB",
@@ -36,7 +36,7 @@ def _select(entry_key: str | None) -> None:
 
 
 def _key_for(entry: registry.DatasetEntry) -> str | None:
-    for d in loaders.datasets():
+    for d in cache.datasets():
         if d.layout and entry.layout and (d.layout.train, d.layout.dev) == (entry.layout.train, entry.layout.dev):
             return d.key
     return None
@@ -63,7 +63,7 @@ left, right = st.columns([1, 2])
 if st.session_state.get("download_size") not in MIND_SIZES:
     st.session_state["download_size"] = "demo"
 size = left.selectbox("Size", MIND_SIZES, key="download_size", format_func=lambda s: SIZE_NOTES.get(s, s))
-dest = nram_home() / "mind" / size
+dest = default_dest(size)
 right.text_input("Saved to", str(dest), disabled=True, key="download_dest")
 if st.button("Download and register", key="download_go", type="primary"):
     bar = st.progress(0.0, text="connecting…")

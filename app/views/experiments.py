@@ -15,12 +15,12 @@ import streamlit as st
 
 from nram_core import experiments as ex
 from nram_core.config import PRESETS
-from nram_core.data.prepare import resolve_layout
+from nram_core.data.layout import resolve_layout
 from nram_core.fileio import DataError, nram_home
 from nram_core.metrics import HISTORY_SEGMENTS, METRIC_NAMES
 
 from studio.jobs import ACTIVE, BackgroundJob
-from studio.loaders import suite_job
+from studio.cache import suite_job
 from studio.suites import start_suite
 
 POLL_SECONDS = 2.0

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from studio import charts, loaders
+from studio import charts, cache
 from studio.context import need_split
 
 c = need_split()
 st.title("Overview")
 st.caption(f"{c.dataset.label} · {c.split_name} split · `{c.dataset.folder(c.split_name)}`")
-stats = loaders.split_stats(c.split, c.key)
+stats = cache.split_stats(c.split, c.key)
 
 cols = st.columns(6)
 cols[0].metric("News", f"{stats['news']:,}")

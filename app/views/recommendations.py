@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from studio import charts, loaders, views_common as vc
+from studio import charts, cache, views_common as vc
 from studio.context import cold_user_note, need_user
 
 c = need_user()
@@ -29,7 +29,7 @@ if mode is None:
 
 if mode == "Impression":
     imp = vc.impression_picker(c)
-    ranked = loaders.rank_impression(c.rec, c.key, imp)
+    ranked = cache.rank_impression(c.rec, c.key, imp)
     metrics = ranked.metrics
     cols = st.columns(4)
     for col, (name, key) in zip(cols, (("AUC", "auc"), ("MRR", "mrr"), ("nDCG@5", "ndcg@5"), ("nDCG@10", "ndcg@10"))):
@@ -51,13 +51,13 @@ else:
     if st.session_state.get("catalog_category") not in categories:
         st.session_state["catalog_category"] = categories[0]
     category = right.selectbox("Category", categories, key="catalog_category")
-    ranked = loaders.rank_catalog(c.rec, c.key, c.history, top=top,
+    ranked = cache.rank_catalog(c.rec, c.key, c.history, top=top,
                                   category=None if category == categories[0] else category)
     st.dataframe(vc.ranked_table(news, ranked), hide_index=True, width="stretch", key="rec_catalog",
                  column_config=vc.RANKED_COLUMNS)
     st.caption(f"Top {len(ranked.rows)} of the {len(news) - 1:,} news in the catalog; the {len(c.history)} "
                "news already in the history are left out.")
-    scores = loaders.catalog_scores(c.rec, c.key, c.history)
+    scores = cache.catalog_scores(c.rec, c.key, c.history)
     threshold = float(ranked.scores[-1]) if len(ranked.scores) else None
     st.subheader("Score distribution over the whole catalog")
     st.altair_chart(charts.histogram(scores, xlabel="score (user · news)", vline=threshold,

@@ -11,14 +11,14 @@ from nram_core.run_info import read_config, read_state
 from nram_core.config import PRESETS, preset as get_preset
 from nram_core.fileio import DataError
 
-from studio import charts, loaders, registry
+from studio import charts, cache, registry
 from studio.context import ctx
 from studio.jobs import ACTIVE
 from studio.training import run_folder_name, start_training
 
 
 c = ctx()
-job = loaders.training_job()
+job = cache.training_job()
 st.title("Train")
 if st.session_state.pop("_train_started", None):
     st.toast("Training started: progress below")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from studio import loaders, views_common as vc
+from studio import cache, views_common as vc
 from studio.context import need_user
 
 c = need_user()
@@ -49,7 +49,7 @@ st.pills("Clicks in the edited history (oldest first): click one to remove it, c
          format_func=lambda r: _short(news.at[r, "title"]) + (" (added)" if r not in original else ""))
 left, right, reset = st.columns([3, 3, 1], vertical_alignment="bottom")
 query = left.text_input("Find news by title to add", key="whatif_query", placeholder="e.g. quarterback")
-hits = loaders.search_titles(c.split, c.key, query) if query else []
+hits = cache.search_titles(c.split, c.key, query) if query else []
 if query and not hits:
     right.caption("No title contains that text.")
 if hits:
@@ -82,16 +82,16 @@ def _change(before: int | None, after: int) -> str:
 
 if mode == "Impression candidates":
     imp = vc.impression_picker(c)
-    base = loaders.rank_impression(c.rec, c.key, imp, history=original)
-    new = loaders.rank_impression(c.rec, c.key, imp, history=edited)
+    base = cache.rank_impression(c.rec, c.key, imp, history=original)
+    new = cache.rank_impression(c.rec, c.key, imp, history=edited)
     shown = new
 else:
     if not isinstance(st.session_state.get("whatif_top"), int):
         st.session_state["whatif_top"] = 20
     top = st.slider("How many", 5, 50, step=5, key="whatif_top")
     everything = len(news) - 1  # rank the whole catalog, so that a rank change is known for every news
-    base = loaders.rank_catalog(c.rec, c.key, original, top=everything)
-    new = loaders.rank_catalog(c.rec, c.key, edited, top=everything)
+    base = cache.rank_catalog(c.rec, c.key, original, top=everything)
+    new = cache.rank_catalog(c.rec, c.key, edited, top=everything)
     shown = type(new)(rows=new.rows[:top], scores=new.scores[:top], probabilities=new.probabilities[:top])
 old_rank = {int(r): i + 1 for i, r in enumerate(base.rows)}
 old_score = {int(r): float(s) for r, s in zip(base.rows, base.scores)}

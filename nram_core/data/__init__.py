@@ -1,6 +1,7 @@
 """MIND data: parsing, layouts, tokenising, caching, batching and downloading."""
 from .mind import FileReport, parse_time, read_behaviors, read_news
-from .prepare import Corpus, Layout, News, Split, load_corpus, load_split, resolve_layout
+from .layout import Layout, resolve_layout
+from .split import Corpus, News, Split, load_corpus, load_split
 from .text import Vocab, load_glove, tokenize
 
 __all__ = ["Corpus", "FileReport", "Layout", "News", "Split", "Vocab", "load_corpus", "load_glove",

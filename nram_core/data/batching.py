@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .prepare import Split
+from .split import Split
 
 
 def gather_histories(split: Split, impressions: np.ndarray, history_len: int) -> tuple[np.ndarray, np.ndarray]:

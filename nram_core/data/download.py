@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable, Iterable, Optional
 
-from nram_core.fileio import DataError
+from nram_core.fileio import DataError, nram_home
 
 __all__ = [
     "MIND_URL_TEMPLATE",
@@ -362,6 +362,11 @@ def _check_mind_layout(zip_path: Path) -> None:
             raise DataError(
                 f"{zip_path} does not look like a MIND archive: it has no {required}"
             )
+
+
+def default_dest(size: str) -> Path:
+    """Where a MIND download of ``size`` goes unless told otherwise: $NRAM_HOME/mind/SIZE."""
+    return nram_home() / "mind" / size
 
 
 def download_mind(

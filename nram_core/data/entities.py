@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from ..fileio import DataError, atomic_write_json, read_json_lists
-from .prepare import Split
+from .split import Split
 from .text import _TOKEN_RE, cached_index  # the tokeniser's own pattern, so that spans line up with tokenize()
 
 ENTITY_FILE = "entity_embedding.vec"

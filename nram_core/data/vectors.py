@@ -24,7 +24,8 @@ import numpy as np
 
 from ..fileio import DataError, atomic_path, nram_home
 from .mind import read_news
-from .prepare import Layout, _file_digest
+from .layout import Layout
+from .split import _file_digest
 from .text import PAD_ID, Vocab, load_glove, tokenize
 
 CORPUS, NONE = "corpus", "none"
@@ -121,8 +122,8 @@ def train_word2vec(sentences: list[list[str]], *, dim: int, seed: int,
     try:
         from gensim.models import Word2Vec
     except ImportError as exc:
-        raise DataError(f"--word-vectors corpus needs gensim ({exc}): pip install -r requirements.txt, "
-                        "or pass --word-vectors none") from exc
+        raise DataError(f"corpus word vectors need gensim ({exc}): pip install -r requirements.txt, "
+                        "or train without them (word_vectors 'none')") from exc
 
     tokens = sum(len(s) for s in sentences)
     if tokens == 0:

@@ -16,7 +16,8 @@ import numpy as np
 from ..baselines import BASELINE_PRESETS, DKN, Popularity, RandomScores, WideDeep
 from ..config import ModelConfig, TrainConfig, preset as get_preset, to_dict
 from ..data.entities import EntityVocab, entity_files, load_entity_vectors, read_entity_ids, with_entities
-from ..data.prepare import CategoryVocab, Corpus, Layout, load_corpus, resolve_layout, with_train_categories
+from ..data.layout import Layout, resolve_layout
+from ..data.split import CategoryVocab, Corpus, load_corpus, with_train_categories
 from ..fileio import DataError, atomic_write_json, nram_home
 from ..metrics import HISTORY_SEGMENTS
 from ..scoring import evaluate_split

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from nram_core.data.prepare import Split, build_vocab, load_split
+from nram_core.data.split import Split, build_vocab, load_split
 from nram_core.data.text import UNK_ID, tokenize
 from nram_core.fileio import DataError
 from nram_core.synth import read_truth as synth_truth
