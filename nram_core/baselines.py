@@ -24,7 +24,6 @@ from torch import nn
 
 from .config import ModelConfig
 from .data.split import Split
-from .scoring import impression_range
 from .model import NewsEncoder, masked_softmax
 
 
@@ -267,7 +266,7 @@ class Popularity:
 
     def score_split(self, split: Split, *, max_impressions: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         per_row = np.log1p([0] + [self.clicks.get(n, 0) for n in split.news.ids[1:]])  # [N+1]
-        offsets, end = impression_range(split, max_impressions)
+        offsets, end = split.impression_range(max_impressions)
         return per_row[split.behaviors.candidates[:end]], split.behaviors.labels[:end], offsets
 
 
@@ -278,5 +277,5 @@ class RandomScores:
         self.seed = seed
 
     def score_split(self, split: Split, *, max_impressions: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        offsets, end = impression_range(split, max_impressions)
+        offsets, end = split.impression_range(max_impressions)
         return np.random.default_rng(self.seed).random(end), split.behaviors.labels[:end], offsets

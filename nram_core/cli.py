@@ -8,17 +8,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import numpy as np
 
 from .callbacks import Callback, EpochInfo, StepInfo, TrainResult
 from .config import ModelConfig, TrainConfig, preset, with_overrides, PRESETS
-from .fileio import DataError, atomic_path, atomic_write_text, nram_home
+from .fileio import DataError, atomic_path, atomic_write_text, json_text, nram_home
 
 
 # ---- shared argument groups ---------------------------------------------------------------
@@ -67,12 +68,51 @@ def _layout(args: argparse.Namespace):
 
 
 def _print_json(record: dict[str, Any]) -> None:
-    print(json.dumps(record, sort_keys=True), flush=True)
+    print(json_text(record), flush=True)  # strict JSON: a NaN would be null, never a bare NaN
 
 
 def _metrics_line(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("auc", "mrr", "ndcg@5", "ndcg@10", "impressions")
+    keys = ("auc", "mrr", "ndcg@5", "ndcg@10", "impressions", "skipped_impressions")
     return {k: (round(metrics[k], 6) if isinstance(metrics[k], float) else metrics[k]) for k in keys}
+
+
+# The flag of each setting a core DataError names (``DataError.settings``); others are --field-name.
+_FLAGS = {"data": "--data", "train": "--train", "dev": "--dev", "out": "--out", "resume": "--resume"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit code 2), not a page of usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def _count(value: str) -> int:
+    """A cap where 0 means no cap."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: no cap), got {number}")
+    return number
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", value):
+        raise argparse.ArgumentTypeError(f"unknown device {value!r}: use cpu, cuda, cuda:N or mps")
+    return value
 
 
 # ---- commands --------------------------------------------------------------------------------
@@ -180,13 +220,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scored_split(args: argparse.Namespace, layout) -> tuple[str, Path]:
+    """The split that evaluate/predict score: --split, else dev; a --data that is itself one split
+    folder is that split. Never silently another split than the one asked for."""
+    asked = getattr(args, "split", None)
+    if asked is None and layout.dev is None and layout.train is not None and args.data is not None \
+            and Path(args.data).expanduser().resolve() == layout.train.resolve():
+        return "dev", layout.train  # --data names one split folder (or zip) itself
+    name = asked or "dev"
+    folder = layout.dev if name == "dev" else layout.train
+    if folder is None:
+        other = " (pass --split train to score the train split)" if name == "dev" and layout.train else ""
+        raise DataError(f"--data {args.data or args.dev_dir or args.train_dir}: has no {name} split{other}")
+    return name, folder
+
+
 def _load_run_and_split(args: argparse.Namespace, split_name: str = "dev"):
+    """The run of --run, and the split it scores: the one ``_scored_split`` picks for evaluate and
+    predict, else the ``split_name`` split (dev, falling back to train for the explorer commands)."""
     from .checkpoint import load_run
     from .train import pick_device
 
     run = load_run(args.run, device=pick_device(getattr(args, "device", None)))
     layout = _layout(args)
-    folder = layout.dev if split_name == "dev" and layout.dev is not None else layout.train
+    if hasattr(args, "split"):
+        split_name, folder = _scored_split(args, layout)
+    else:
+        folder = layout.dev if split_name == "dev" and layout.dev is not None else layout.train
     if folder is None:
         raise DataError("no split to use: pass --data or --dev")
     split = run.load_split(split_name, folder, strict=args.strict, cache=not args.no_cache)
@@ -200,7 +260,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run, split = _load_run_and_split(args)
     result = evaluate_split(run.model, split, max_impressions=args.max_impressions)
-    _print_json(_metrics_line(result.as_dict()))
+    if result.impressions == 0:
+        if split.num_impressions and not split.behaviors.labelled.any():
+            raise DataError(f"{split.folder / 'behaviors.tsv'}: has no labels (a test split?): evaluate needs "
+                            "labelled impressions; predict ranks these")
+        raise DataError(f"{split.folder}: nothing to score: none of its {split.num_impressions} impressions "
+                        f"(after --max-impressions) has both a click and a non-click")
+    _print_json({**_metrics_line(result.as_dict()), "split": str(split.folder)})
     return 0
 
 
@@ -220,20 +286,27 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def prediction_lines(split, scores: np.ndarray, offsets: np.ndarray) -> list[str]:
-    """MIND leaderboard lines ``ImpId [r1,r2,...]``: the 1-based rank of each candidate, in file order."""
-    lines = []
-    for i, imp_id in enumerate(split.behaviors.impression_ids[: len(offsets) - 1]):
-        s = scores[offsets[i]: offsets[i + 1]]
-        ranks = np.empty(len(s), dtype=np.int64)
-        ranks[np.argsort(-s, kind="stable")] = np.arange(1, len(s) + 1)
-        lines.append(f"{imp_id} [{','.join(map(str, ranks))}]")
-    return lines
+    """MIND leaderboard lines ``ImpId [r1,r2,...]``, one per impression in file order: the 1-based
+    rank of each candidate in its listed order, ties broken by ``metrics.impression_ranks``."""
+    from .metrics import impression_ranks
+
+    ranks = impression_ranks(scores, offsets)
+    return [f"{imp_id} [{','.join(map(str, ranks[offsets[i]: offsets[i + 1]].tolist()))}]"
+            for i, imp_id in enumerate(split.behaviors.impression_ids[: len(offsets) - 1].tolist())]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoint import load_run
     from .scoring import score_impressions
+    from .train import pick_device
 
-    run, split = _load_run_and_split(args)
+    run = load_run(args.run, device=pick_device(args.device))
+    _, folder = _scored_split(args, _layout(args))
+    # Every row gets a line: unknown news are empty titles, a bad row is an error, not a skip.
+    split = run.load_split("dev", folder, strict=args.strict, cache=not args.no_cache, complete=True)
+    unknown = split.behaviors.report.dropped.get("unknown candidate news (scored as empty titles)", 0)
+    if split.num_impressions == 0:
+        raise DataError(f"{folder / 'behaviors.tsv'}: no impressions to rank")
     scores, _labels, offsets = score_impressions(run.model, split)
     out = Path(args.out) if args.out else Path(args.run)
     text = "\n".join(prediction_lines(split, scores, offsets)) + "\n"
@@ -241,8 +314,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with atomic_path(out / "prediction.zip") as tmp:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("prediction.txt", text)
+    labelled = int(split.behaviors.labelled.sum())
     _print_json({"prediction": str(out / "prediction.txt"), "zip": str(out / "prediction.zip"),
-                 "impressions": len(offsets) - 1})
+                 "impressions": len(offsets) - 1, "labelled_impressions": labelled,
+                 "unknown_candidates": int(unknown), "cold_users": int((np.diff(split.behaviors.history_offsets)
+                                                                         == 0).sum())})
     return 0
 
 
@@ -321,7 +397,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 # ---- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nram_core", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m nram_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo-data", help="generate the synthetic MIND-format demo corpus")
@@ -332,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("download", help="download and extract MIND from the official host")
     p.add_argument("--size", choices=("demo", "small", "large"), default="demo")
-    p.add_argument("--dest", default=None, help="folder for the zips and splits (default: $NRAM_HOME/mind)")
+    p.add_argument("--dest", default=None, help="folder for the zips and splits (default: $NRAM_HOME/mind/SIZE)")
     p.add_argument("--splits", nargs="+", choices=("train", "dev"), default=["train", "dev"])
     p.add_argument("--base-url", default=None, help="mirror to download from instead of the official host")
     p.set_defaults(func=cmd_download)
@@ -348,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "default), 'none' (random) or a GloVe-format text file (dimension = --word-dim)")
     vectors.add_argument("--glove", dest="word_vectors", metavar="PATH", type=_vector_file,
                          help="the same as --word-vectors PATH")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    p.add_argument("--device", type=_device, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--slim", action="store_true", help="delete the resume state at the end (for shipping a model)")
     _add_config_flags(p, skip=("word_vectors",))
@@ -367,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-dev-impressions", type=int, default=None, help="cap on dev impressions scored (0 = all)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when present)")
+    p.add_argument("--device", type=_device, help="cpu, cuda, ... (default: cuda when present)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_experiment)
 
@@ -380,19 +456,23 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--run", required=True, help="run folder (holds config.json, vocab.json, model.safetensors)")
         _add_data_args(p)
-        p.add_argument("--device")
+        p.add_argument("--device", type=_device, help="cpu, cuda, cuda:1 ... (default: cpu)")
         p.set_defaults(func=func)
+        if name in ("evaluate", "predict"):
+            p.add_argument("--split", choices=("dev", "train"), default=None,
+                           help="which split of --data to score (default: dev; a --data that is itself one "
+                                "split folder is that split)")
         if name == "evaluate":
-            p.add_argument("--max-impressions", type=int, default=0)
+            p.add_argument("--max-impressions", type=_count, default=0)
         if name == "recommend":
             p.add_argument("--user", required=True)
-            p.add_argument("--top", type=int, default=10)
+            p.add_argument("--top", type=_positive_int, default=10)
             p.add_argument("--category")
         if name == "predict":
             p.add_argument("--out", help="folder for prediction.txt/zip (default: the run folder)")
         if name == "attention":
-            p.add_argument("--max-news", type=int, default=5000)
-            p.add_argument("--max-impressions", type=int, default=5000)
+            p.add_argument("--max-news", type=_positive_int, default=5000)
+            p.add_argument("--max-impressions", type=_positive_int, default=5000)
         if name == "explain":
             p.add_argument("--user", required=True)
             p.add_argument("--news", required=True)
@@ -404,7 +484,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        flags = [_FLAGS.get(name, f"--{name.replace('_', '-')}") for name in getattr(exc, "settings", ())]
+        print(f"error: {exc}" + (f" (see {', '.join(flags)})" if flags else ""), file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full or read-only disk, a folder where a file should be, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

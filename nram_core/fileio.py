@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -14,7 +15,15 @@ from typing import Any, Callable, Iterator
 
 
 class DataError(ValueError):
-    """Bad user input (a file, a folder, a row). The CLI prints it as one line and exits 2."""
+    """Bad user input (a file, a folder, a row). The CLI prints it as one line and exits 2.
+
+    ``settings`` names the settings (config fields or run options: ``resume``, ``out``,
+    ``word_vectors``, ``dev``) that would fix it; each front end words them its own way (the CLI
+    as its flags), so the message itself names none."""
+
+    def __init__(self, message: str, *, settings: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.settings = tuple(settings)
 
 
 def nram_home() -> Path:
@@ -50,8 +59,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None, recursively: strict JSON has no NaN.
+
+    >>> finite({"auc": float("nan"), "runs": [1.5, float("inf")]})
+    {'auc': None, 'runs': [1.5, None]}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, **options: Any) -> str:
+    """Strict JSON (no NaN, no Infinity: they become null), keys sorted."""
+    return json.dumps(finite(obj), allow_nan=False, sort_keys=True, **options)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json_text(obj, indent=2) + "\n")
 
 
 def read_json_lists(path: str | os.PathLike, *fields: str, what: str) -> tuple[tuple, ...]:

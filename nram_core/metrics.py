@@ -227,6 +227,25 @@ def _block_metrics(labels: np.ndarray, scores: np.ndarray, offsets: np.ndarray) 
     return out
 
 
+def impression_ranks(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The 1-based rank of every candidate inside its impression, by score descending. The tie
+    rule, shared by ``evaluate`` and ``predict``: among equal scores the candidate listed earlier
+    in behaviors.tsv ranks first. ``predict`` writes these ranks; ``evaluate`` scores ``-rank``, so
+    its figures are exactly those evaluate.py computes from ``predict``'s file (``1 / rank``).
+
+    >>> impression_ranks(np.array([0.1, 0.9, 0.5, 0.0, 0.0]), np.array([0, 3, 5])).tolist()
+    [3, 1, 2, 1, 2]
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    sizes = np.diff(offsets)
+    owner = np.repeat(np.arange(len(sizes)), sizes)  # [N] impression of each candidate
+    position = np.arange(int(offsets[-1]) - int(offsets[0]))  # [N]
+    order = np.lexsort((position, -np.asarray(scores, dtype=np.float64), owner))  # [N] ranked, per impression
+    ranks = np.empty(len(position), dtype=np.int64)
+    ranks[order] = position - (offsets[:-1] - offsets[0])[owner] + 1  # [N] place inside the impression
+    return ranks
+
+
 def mean_metrics(per_impression: np.ndarray) -> EvalResult:
     """Average per-impression metrics, leaving out the unscorable (NaN) impressions.
 

@@ -291,7 +291,7 @@ class NRAM(nn.Module):
             candidate_word_weights=cpu(cand_att.pooling),
             candidate_self_attention=cpu(cand_att.self_attention),
             click_weights=cpu(click_pool[0]),
-            click_self_attention=cpu(click_self[0]),
+            click_self_attention=cpu(click_self[0] if click_self is not None else None),
             contributions=cpu(contributions),
             scores=cpu(scores),
             history_view_weights=cpu(hist_att.views),

@@ -37,10 +37,12 @@ class RunInfo:
     num_parameters: int
     categories: CategoryVocab | None  # the train split's category names, for a model that reads them
 
-    def load_split(self, name: str, folder: Path, *, strict: bool = False, cache: bool = True) -> Split:
-        """A split as this model reads it: its vocabulary, its title length, its category ids."""
+    def load_split(self, name: str, folder: Path, *, strict: bool = False, cache: bool = True,
+                   complete: bool = False) -> Split:
+        """A split as this model reads it: its vocabulary, its title length, its category ids
+        (``complete``: every behaviors row and candidate, for a leaderboard submission)."""
         split = load_split(name, Path(folder), self.vocab, title_len=self.model_config.title_len, strict=strict,
-                           cache=cache)
+                           cache=cache, complete=complete)
         return align_categories(split, self.categories) if self.categories is not None else split
 
 

@@ -30,7 +30,7 @@ import torch
 
 from .data.batching import gather_histories, make_batch
 from .data.split import Split
-from .metrics import EvalResult, mean_metrics, per_impression_metrics, segment_metrics
+from .metrics import EvalResult, impression_ranks, mean_metrics, per_impression_metrics, segment_metrics
 from .model import NRAM
 
 SCORE_CHUNK = 1 << 16  # candidates scored per step: bounds the [chunk,D] temporaries
@@ -117,20 +117,6 @@ def encode_impression_users(model: NRAM, split: Split, news_vectors: torch.Tenso
     return users[torch.from_numpy(inverse.reshape(-1)).to(users.device)]  # [I',D] -> [I,D]
 
 
-def impression_range(split: Split, max_impressions: int = 0) -> tuple[np.ndarray, int]:
-    """Candidate offsets [I+1] (from 0) of the first ``max_impressions`` impressions (all when 0),
-    and the number of candidates they hold."""
-    n = split.num_impressions if not max_impressions else min(max_impressions, split.num_impressions)
-    offsets = split.behaviors.candidate_offsets[: n + 1]
-    return offsets - offsets[0], int(offsets[-1])
-
-
-def history_lengths(split: Split, max_impressions: int = 0) -> np.ndarray:
-    """Clicks in the history of each impression (the whole history, not the model's window)."""
-    n = split.num_impressions if not max_impressions else min(max_impressions, split.num_impressions)
-    return np.diff(split.behaviors.history_offsets[: n + 1])
-
-
 def encodes_apart(model: torch.nn.Module) -> bool:
     """Whether the model encodes news and users apart, so that the fast path can score it."""
     return callable(getattr(model, "encode_news", None)) and callable(getattr(model, "encode_users", None))
@@ -159,13 +145,13 @@ def score_impressions(model, split: Split, *, max_impressions: int = 0, batch_si
             scores = _per_impression_scores(model, split, max_impressions=max_impressions)
     finally:
         model.train(was_training)
-    offsets, end = impression_range(split, max_impressions)
+    offsets, end = split.impression_range(max_impressions)
     return scores, split.behaviors.labels[:end], offsets
 
 
 def _fast_scores(model: NRAM, split: Split, *, max_impressions: int, batch_size: int,
                  news_vectors: torch.Tensor | None, amp: bool) -> np.ndarray:
-    offsets, end = impression_range(split, max_impressions)
+    offsets, end = split.impression_range(max_impressions)
     n = len(offsets) - 1
     if news_vectors is None:
         news_vectors = encode_all_news(model, split, batch_size=batch_size, amp=amp)
@@ -177,7 +163,7 @@ def _fast_scores(model: NRAM, split: Split, *, max_impressions: int, batch_size:
 def _per_impression_scores(model, split: Split, *, max_impressions: int) -> np.ndarray:
     """``model.score_batch`` on batches of whole impressions, about PER_IMPRESSION_SLOTS
     (impression x candidate) cells each, every impression padded to its batch's widest."""
-    offsets, end = impression_range(split, max_impressions)
+    offsets, end = split.impression_range(max_impressions)
     b = split.behaviors
     sizes = np.diff(offsets)
     device = model_device(model)
@@ -219,12 +205,16 @@ def evaluate_split(model, split: Split, *, max_impressions: int = 0, batch_size:
                    segments: tuple[tuple[str, int, int], ...] = ()) -> EvalResult:
     """The official metrics of ``model`` on the first ``max_impressions`` impressions of ``split``
     (all when 0), scored by ``score_impressions``; with ``segments`` (e.g.
-    ``metrics.HISTORY_SEGMENTS``), also per user segment of history length."""
+    ``metrics.HISTORY_SEGMENTS``), also per user segment of history length.
+
+    Equal scores are ordered by ``metrics.impression_ranks``'s tie rule, the one ``predict`` writes,
+    so these figures are the official scorer's on ``predict``'s file. Unlabelled (test) impressions
+    are not scorable and count as skipped."""
     scores, labels, offsets = score_impressions(model, split, max_impressions=max_impressions,
                                                 batch_size=batch_size, amp=amp)
-    per = per_impression_metrics(labels, scores, offsets)  # [I,4]
+    per = per_impression_metrics(labels, -impression_ranks(scores, offsets), offsets)  # [I,4]
     result = mean_metrics(per)
     if segments:
-        by_segment = segment_metrics(per, history_lengths(split, max_impressions), segments)
+        by_segment = segment_metrics(per, split.history_lengths(max_impressions), segments)
         result = dataclasses.replace(result, segments=by_segment)
     return result

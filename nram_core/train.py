@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import random
 import threading
 import time
@@ -36,7 +35,7 @@ from .data.split import CategoryVocab, Corpus, load_corpus, with_train_categorie
 from .data.text import Vocab
 from .data.vectors import WordVectors, word_vectors
 from .data.vectors import check_choice as check_vectors_choice
-from .fileio import DataError, atomic_write_text
+from .fileio import DataError, atomic_write_text, json_text
 from .model import NRAM
 from .run_info import CATEGORIES, VOCAB
 from .scoring import autocast_for, evaluate_split
@@ -304,7 +303,7 @@ class Trainer:
             return
         path = self.run_dir / "metrics.jsonl"
         previous = path.read_text(encoding="utf-8") if path.exists() else ""
-        atomic_write_text(path, previous + json.dumps(record, sort_keys=True) + "\n")
+        atomic_write_text(path, previous + json_text(record) + "\n")
 
     def evaluate(self) -> dict[str, Any] | None:
         if self.corpus.dev is None:
@@ -327,7 +326,8 @@ class Trainer:
             if self.resume:
                 state = self._restore() or state
             elif (self.run_dir / "state.json").exists():
-                raise DataError(f"{self.run_dir}: already holds a run; resume it or choose another run folder")
+                raise DataError(f"{self.run_dir}: already holds a run; resume it or choose another run folder",
+                                settings=("resume", "out"))
             if main:
                 ckpt.write_config(self.run_dir, model_config=self.model_config, train_config=cfg,
                                   data=self.data_info)

@@ -177,7 +177,7 @@ def test_heads_suite_keeps_the_total_width():
 
 
 def test_kcnn_accepts_titles_cut_to_their_filled_columns():
-    """The trainer cuts all-padding title columns (scoring.trim_titles); DKN's entities are not cut."""
+    """The trainer cuts all-padding title columns (Batch.trim), and the entities with them; KCNN pads both back."""
     from nram_core.baselines import KCNN
 
     cfg = ModelConfig(vocab_size=50, word_dim=8, title_len=10)

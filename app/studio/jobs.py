@@ -1,12 +1,13 @@
 """The one kind of background job of the app: a training run (Train page) or an experiment suite
-(Experiments page), one at a time per app process.
+(Experiments page). The app holds one job object of each kind, and each runs one work at a time.
 
 The work runs in a daemon thread that never calls ``st.*``. It writes progress into the job's
 state only under the job's lock, through ``JobContext``; the pages poll ``snapshot()`` from an
 ``st.fragment(run_every=...)``. ``cache.training_job()`` and ``cache.suite_job()`` hand every
 session the same job object (``st.cache_resource``), so a second start while one runs is refused.
 
-States: idle -> loading -> running -> (stopping ->) finished | cancelled | failed.
+States: idle -> loading (-> running) (-> stopping) -> finished | cancelled | failed; a work that
+returns a ``cancelled`` field decides between finished and cancelled itself.
 """
 from __future__ import annotations
 
@@ -106,7 +107,9 @@ class BackgroundJob:
         status, error, result = "failed", None, None
         try:
             result = work(context)
-            cancelled = self._stop.is_set() or bool((result or {}).get("cancelled"))
+            # The work knows best: a suite that completed while a stop was requested did finish.
+            said = result.get("cancelled") if isinstance(result, dict) else None
+            cancelled = self._stop.is_set() if said is None else bool(said)
             status = "cancelled" if cancelled else "finished"
         except (DataError, ValueError, OSError) as exc:
             error = str(exc)

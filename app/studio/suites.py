@@ -30,7 +30,7 @@ def start_suite(job: BackgroundJob, *, label: str, **suite_args: Any) -> str | N
         except Cancelled as exc:
             return {"cancelled": True, "message": str(exc)}
         context.update(fraction=1.0, folder=str(folder))
-        return {"folder": str(folder)}
+        return {"folder": str(folder), "cancelled": False}
 
     return job.start(work, label=label, state={"fraction": 0.0, "log": [], "progress": None, "folder": None,
                                                 "settings": {k: str(v) for k, v in suite_args.items()}})

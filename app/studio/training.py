@@ -64,6 +64,8 @@ class _Progress(Callback):
                   "improved": info.improved}
         record.update({k: v for k, v in (info.metrics or {}).items() if isinstance(v, (int, float))})
         self.context.change(lambda s: s["epochs_log"].append(record))
+        if self.context.stop.is_set():  # a cancel during the dev evaluation: stop before the next epoch
+            trainer.request_stop()
 
 
 def start_training(job: BackgroundJob, *, layout: Layout, model_config: ModelConfig, train_config: TrainConfig,
@@ -71,6 +73,7 @@ def start_training(job: BackgroundJob, *, layout: Layout, model_config: ModelCon
     """Start a training run on ``job``; returns None, or a message saying why it cannot start."""
 
     def work(context: JobContext) -> dict[str, Any] | None:
+        completed = False
         try:
             prepared = prepare_run(layout, model_config, train_config,
                                    on_status=lambda text: context.update(phase=text))
@@ -79,13 +82,14 @@ def start_training(job: BackgroundJob, *, layout: Layout, model_config: ModelCon
             trainer = Trainer(**prepared.trainer_args(), run_dir=run_dir, callbacks=[_Progress(context)],
                               data_info=data_info)
             result = trainer.fit()
+            completed = not result.cancelled
             return {"epochs_done": result.epochs_done, "best_epoch": result.best_epoch, "metrics": result.metrics,
                     "cancelled": result.cancelled, "stopped_early": result.stopped_early,
                     "global_step": result.global_step}
         finally:
             kept = (run_dir / "state.json").is_file()  # written when an epoch is saved
             context.update(kept=kept)
-            if not kept and run_dir.is_dir():
+            if not kept and not completed and run_dir.is_dir():
                 shutil.rmtree(run_dir, ignore_errors=True)  # no epoch finished: leave no half run behind
 
     return job.start(work, label=label, state={

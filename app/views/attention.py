@@ -113,6 +113,10 @@ st.plotly_chart(charts.click_attention_bar(click_labels, exp.click_weights[idx],
 
 # ---- self-attention heatmap --------------------------------------------------------------------
 st.header("Self-attention inside a title")
+if not c.info.model_config.self_attention:
+    st.info("This model has no self-attention (an ablation): its words are pooled by the additive attention "
+            "alone, shown above.")
+    st.stop()
 title_options = ["candidate"] + [f"click:{int(r)}" for r in order]
 
 

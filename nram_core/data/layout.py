@@ -25,7 +25,8 @@ class Layout:
     def require(self, split: str) -> Path:
         path = self.train if split == "train" else self.dev
         if path is None:
-            raise DataError(f"no {split} split found: name a folder that holds {split}/, or the {split} split folder")
+            raise DataError(f"no {split} split found: name a folder that holds {split}/, or the {split} split folder",
+                            settings=("data", split))
         return path
 
 

@@ -2,6 +2,10 @@
 
 news.tsv:      news_id, category, subcategory, title, abstract, url, title_entities, abstract_entities
 behaviors.tsv: impression_id, user_id, time ("MM/DD/YYYY HH:MM:SS AM/PM"), history, impressions ("N1-1 N2-0")
+
+A test split (MIND's ``MINDlarge_test``) lists its candidates without labels ("N1 N2"): such a row
+is an *unlabelled* impression, its labels stored as -1. A row that mixes labelled and unlabelled
+candidates is a bad row. A UTF-8 byte-order mark at the start of a file is dropped.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ NEWS_FIELDS = ("news_id", "category", "subcategory", "title", "abstract", "url",
 BEHAVIOR_FIELDS = ("impression_id", "user_id", "time", "history", "impressions")
 _TIME_RE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2}):(\d{2}) ([AP]M)")
 FIRST_LINES_KEPT = 5
+UNLABELLED = -1  # the label of a candidate of an unlabelled (test) impression
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -80,6 +86,8 @@ class _Rows:
             data = self.path.read_bytes()
         except OSError as exc:
             raise DataError(f"{self.path}: cannot read ({exc.strerror or exc})") from exc
+        if data.startswith(_BOM):  # written by some editors; never part of the first id
+            data = data[len(_BOM):]
         for lineno, raw in enumerate(data.split(b"\n"), start=1):
             raw = raw.rstrip(b"\r")
             if not raw.strip():
@@ -164,18 +172,29 @@ class RawBehaviors:
     history: np.ndarray  # int32 news rows, oldest click first
     candidate_offsets: np.ndarray  # [I+1] int64
     candidates: np.ndarray  # int32 news rows
-    labels: np.ndarray  # int8, 1 = clicked
+    labels: np.ndarray  # int8, 1 = clicked, 0 = not clicked, -1 (UNLABELLED) = a test impression's candidate
     report: FileReport
 
+    @property
+    def labelled(self) -> np.ndarray:
+        """[I] bool: whether each impression carries labels (False for a test split's rows)."""
+        firsts = self.candidate_offsets[:-1]
+        return self.labels[firsts] != UNLABELLED if len(firsts) else np.zeros(0, dtype=bool)
 
-def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool = False) -> RawBehaviors:
+
+def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool = False,
+                   complete: bool = False) -> RawBehaviors:
     """Parse behaviors.tsv; ids without a news row are dropped and counted.
 
     ``news_index`` maps news id to its row (>= 1; 0 is reserved for padding).
+
+    ``complete`` keeps every row with every candidate, as a leaderboard submission needs: a
+    candidate without a news row becomes row 0 (the empty news) and is counted as unknown, an
+    impression keeps its place even with no known candidate, and any bad row is an error.
     """
     path = Path(path)
     report = FileReport(file=str(path))
-    rows = _Rows(path, fields=BEHAVIOR_FIELDS, report=report, strict=strict)
+    rows = _Rows(path, fields=BEHAVIOR_FIELDS, report=report, strict=strict or complete)
     imp_ids: list[int] = []
     users: list[str] = []
     times: list[int] = []
@@ -197,29 +216,26 @@ def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool
         if seconds is None:
             rows.bad(lineno, "time", "bad_time", f"expected MM/DD/YYYY HH:MM:SS AM/PM, got {time_text[:40]!r}")
             continue
-        row_cands: list[int] = []
-        row_labels: list[int] = []
-        bad_label = None
-        for item in impressions_text.split():
-            news_id, dash, label = item.rpartition("-")
-            if not dash or not news_id or label not in ("0", "1"):
-                bad_label = item
-                break
-            row_cands.append(news_index.get(news_id, 0))
-            row_labels.append(int(label))
-        if bad_label is not None or not row_cands:
-            shown = bad_label if bad_label is not None else "(empty)"
+        parsed = _candidates(impressions_text)
+        if isinstance(parsed, str):
             rows.bad(lineno, "impressions", "bad_impression_label",
-                     f"expected NEWSID-0 or NEWSID-1, got {shown[:40]!r}")
+                     f"expected NEWSID-0 or NEWSID-1 for every candidate, or NEWSID for every candidate of "
+                     f"a test row, got {parsed[:40]!r}")
             continue
+        row_ids, row_labels = parsed
+        row_cands = [news_index.get(news_id, 0) for news_id in row_ids]
         history_rows = [news_index.get(n, 0) for n in history_text.split()]
         kept_history = [r for r in history_rows if r]
         report.drop("unresolved history ids", len(history_rows) - len(kept_history))
-        resolved = [(c, y) for c, y in zip(row_cands, row_labels) if c]
-        report.drop("unresolved impression ids", len(row_cands) - len(resolved))
-        if not resolved:
-            report.drop("impressions with no resolvable candidate")
-            continue
+        if complete:
+            resolved = list(zip(row_cands, row_labels))
+            report.drop("unknown candidate news (scored as empty titles)", sum(1 for c in row_cands if not c))
+        else:
+            resolved = [(c, y) for c, y in zip(row_cands, row_labels) if c]
+            report.drop("unresolved impression ids", len(row_cands) - len(resolved))
+            if not resolved:
+                report.drop("impressions with no resolvable candidate")
+                continue
         imp_ids.append(imp_id)
         users.append(user)
         times.append(seconds)
@@ -240,3 +256,30 @@ def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool
         labels=np.asarray(labels, dtype=np.int8),
         report=report,
     )
+
+
+def _candidates(text: str) -> tuple[list[str], list[int]] | str:
+    """News ids and labels of an impressions field: all ``ID-0``/``ID-1`` (labelled), or all bare
+    ids (a test row: labels UNLABELLED). Anything else returns the first offending item.
+
+    >>> _candidates("N1-1 N2-0"), _candidates("N1 N2"), _candidates("N1 N2-0"), _candidates("N1-2")
+    ((['N1', 'N2'], [1, 0]), (['N1', 'N2'], [-1, -1]), 'N2-0', 'N1-2')
+    """
+    items = text.split()
+    if not items:
+        return "(empty)"
+    ids, labels = [], []
+    bare = "-" not in items[0]
+    for item in items:
+        if bare:
+            if "-" in item:
+                return item
+            ids.append(item)
+            labels.append(UNLABELLED)
+            continue
+        news_id, dash, label = item.rpartition("-")
+        if not dash or not news_id or label not in ("0", "1"):
+            return item
+        ids.append(news_id)
+        labels.append(int(label))
+    return ids, labels

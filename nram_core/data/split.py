@@ -24,7 +24,7 @@ from .layout import Layout
 from .mind import FileReport, RawBehaviors, read_behaviors, read_news
 from .text import Vocab, cached_index
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: unlabelled (test) rows kept, the complete mode, BOM stripped
 
 
 def _file_digest(path: Path) -> str:
@@ -78,6 +78,18 @@ class Split:
     def num_impressions(self) -> int:
         return len(self.behaviors.impression_ids)
 
+    def impression_range(self, max_impressions: int = 0) -> tuple[np.ndarray, int]:
+        """Candidate offsets [I+1] (from 0) of the first ``max_impressions`` impressions (all when 0),
+        and the number of candidates they hold."""
+        n = self.num_impressions if not max_impressions else min(max_impressions, self.num_impressions)
+        offsets = self.behaviors.candidate_offsets[: n + 1]
+        return offsets - offsets[0], int(offsets[-1])
+
+    def history_lengths(self, max_impressions: int = 0) -> np.ndarray:
+        """Clicks in the history of each of the first ``max_impressions`` impressions (all when 0)."""
+        n = self.num_impressions if not max_impressions else min(max_impressions, self.num_impressions)
+        return np.diff(self.behaviors.history_offsets[: n + 1])
+
     def summary(self) -> str:
         return "\n".join(r.summary() for r in self.reports)
 
@@ -103,7 +115,8 @@ class Split:
         return self.history_of(int(self.user_impressions(user_id)[-1]))
 
 
-def _parse_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict: bool) -> Split:
+def _parse_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict: bool,
+                 complete: bool = False) -> Split:
     raw = read_news(folder / "news.tsv", strict=strict)
     ids = [""] + raw.ids
     categories = sorted(set(raw.categories))
@@ -121,7 +134,7 @@ def _parse_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, stric
         subcategory=np.asarray([0] + [sub_index[s] for s in raw.subcategories], dtype=np.int32),
         tokens=vocab.encode_many([""] + raw.titles, title_len),
     )
-    behaviors = read_behaviors(folder / "behaviors.tsv", news.index, strict=strict)
+    behaviors = read_behaviors(folder / "behaviors.tsv", news.index, strict=strict, complete=complete)
     user_ids = sorted(set(behaviors.user_ids))
     user_index = {u: i for i, u in enumerate(user_ids)}
     users = np.asarray([user_index[u] for u in behaviors.user_ids], dtype=np.int32)
@@ -175,20 +188,21 @@ def _load_cached(dest: Path) -> Split | None:
 
 
 def load_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict: bool = False,
-               cache: bool = True) -> Split:
-    """Parse and encode one split, or load it from the cache when the files and settings match."""
+               cache: bool = True, complete: bool = False) -> Split:
+    """Parse and encode one split, or load it from the cache when the files and settings match.
+    ``complete``: every behaviors row with every candidate (see ``mind.read_behaviors``)."""
     if not cache:
-        return _parse_split(name, folder, vocab, title_len=title_len, strict=strict)
+        return _parse_split(name, folder, vocab, title_len=title_len, strict=strict, complete=complete)
     key = hashlib.blake2b(
-        f"{CACHE_VERSION}|{split_key(folder)}|{vocab.digest}|{title_len}|{int(strict)}|{name}".encode(),
-        digest_size=12,
+        f"{CACHE_VERSION}|{split_key(folder)}|{vocab.digest}|{title_len}|{int(strict)}|{int(complete)}|{name}"
+        .encode(), digest_size=12,
     ).hexdigest()
     dest = nram_home() / "prepared" / key
     cached = _load_cached(dest) if dest.is_dir() else None
     if cached is not None:
         cached.folder = folder
         return cached
-    split = _parse_split(name, folder, vocab, title_len=title_len, strict=strict)
+    split = _parse_split(name, folder, vocab, title_len=title_len, strict=strict, complete=complete)
     _save_split(split, dest)
     return split
 

@@ -123,7 +123,7 @@ def train_word2vec(sentences: list[list[str]], *, dim: int, seed: int,
         from gensim.models import Word2Vec
     except ImportError as exc:
         raise DataError(f"corpus word vectors need gensim ({exc}): pip install -r requirements.txt, "
-                        "or train without them (word_vectors 'none')") from exc
+                        "or train without them (word_vectors 'none')", settings=("word_vectors",)) from exc
 
     tokens = sum(len(s) for s in sentences)
     if tokens == 0:
