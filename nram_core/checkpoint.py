@@ -1,18 +1,28 @@
 """Run folders: safetensors weights, JSON config and vocabulary, resumable training state.
 
 A run folder holds
-  config.json        model and train configs, data description
-  vocab.json         the vocabulary the model was trained with
-  categories.json    the train split's category names, for a model that reads categories
-  model.safetensors  the weights to use (best dev AUC so far, else the latest epoch)
-  last.safetensors   the latest finished epoch, for --resume
-  optimizer.pt       optimizer state (tensors only; loaded with weights_only=True)
-  state.json         finished epochs, best epoch, history; written last, so it marks a complete checkpoint
-  metrics.jsonl      one line per epoch and a final line
-Every file is written atomically.
+  config.json                  model and train configs, data description
+  vocab.json                   the vocabulary the model was trained with
+  categories.json              the train split's category names, for a model that reads categories
+  weights-eNNNN.safetensors    the weights of epoch NNNN: the latest finished epoch and the best one
+  optimizer-eNNNN.pt           the optimizer state of the latest epoch (tensors only; weights_only=True)
+  state.json                   THE COMMIT POINT: finished epochs, best epoch, history, and the name
+                               and SHA-256 of each file above that the checkpoint consists of
+  model.safetensors            the published copy of the best weights (what other tools load)
+  metrics.jsonl                one line per epoch and a final line, rewritten from state.json
+
+An epoch is saved by writing its new files under new names, then state.json (atomically); only
+then is model.safetensors refreshed, metrics.jsonl rewritten and what no commit names removed.
+A crash at any point leaves the last committed checkpoint whole: ``--resume`` restarts from it
+(``restore`` checks every file against its hash and publishes again). Runs written before
+state.json named its files (``last.safetensors`` and ``optimizer.pt``) still load and resume.
 """
 from __future__ import annotations
 
+import hashlib
+import pickle
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +32,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, TrainConfig, to_dict
-from .fileio import DataError, atomic_write_json, atomic_write_with
+from .fileio import DataError, atomic_write_json, atomic_write_text, atomic_write_with, json_text
 from .model import NRAM
-from .run_info import FORMAT_VERSION, WEIGHTS, RunInfo, read_config, read_run_info, read_state
+from .run_info import (FORMAT_VERSION, WEIGHTS, RunInfo, read_config, read_run_info, read_state,
+                       safetensors_shapes)
 
-__all__ = ["FORMAT_VERSION", "Run", "RunInfo", "load_optimizer", "load_run", "read_config", "read_run_info",
-           "read_state", "save_optimizer", "save_weights", "write_config"]
+__all__ = ["FORMAT_VERSION", "Run", "RunInfo", "commit_epoch", "load_optimizer", "load_run", "read_config",
+           "read_run_info", "read_state", "restore", "committed_file", "save_optimizer", "save_weights", "slim", "write_config",
+           "write_metrics"]
+
+EPOCH_FILE = re.compile(r"(weights|optimizer)-e\d{4,}\.(safetensors|pt)")
+LEGACY_LAST, LEGACY_OPTIMIZER = "last.safetensors", "optimizer.pt"
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -45,6 +60,121 @@ def write_config(run_dir: Path, *, model_config: ModelConfig, train_config: Trai
     })
 
 
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+# ---- saving: one commit point ------------------------------------------------------------------
+def commit_epoch(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 state: dict[str, Any], improved: bool) -> dict[str, Any]:
+    """Save epoch ``state["epochs_done"]`` and commit it by writing state.json; returns the
+    committed state (with ``files``). Nothing the previous commit names is touched before."""
+    epoch = int(state["epochs_done"])
+    weights, opt = f"weights-e{epoch:04d}.safetensors", f"optimizer-e{epoch:04d}.pt"
+    save_weights(model, run_dir / weights)
+    save_optimizer(optimizer, run_dir / opt)
+    last = {"name": weights, "sha256": file_sha256(run_dir / weights)}
+    previous_best = (state.get("files") or {}).get("best")
+    files = {"last": last, "optimizer": {"name": opt, "sha256": file_sha256(run_dir / opt)},
+             "best": last if improved or previous_best is None else previous_best}
+    committed = {**state, "files": files}
+    atomic_write_json(run_dir / "state.json", committed)  # the commit point
+    publish(run_dir, committed)
+    return committed
+
+
+def publish(run_dir: Path, state: dict[str, Any]) -> None:
+    """What follows a commit, and can be redone from state.json alone: model.safetensors becomes the
+    committed best weights, metrics.jsonl is rewritten, and epoch files no commit names and
+    interrupted temp files go."""
+    files = state.get("files") or {}
+    best = files.get("best")
+    if best:
+        source, target = run_dir / best["name"], run_dir / WEIGHTS
+        if source.is_file() and (not target.is_file() or file_sha256(target) != best["sha256"]):
+            atomic_write_with(target, lambda tmp: shutil.copyfile(source, tmp))
+    write_metrics(run_dir, state)
+    named = {entry["name"] for entry in files.values()}
+    for path in run_dir.iterdir():
+        stray_epoch = EPOCH_FILE.fullmatch(path.name) and path.name not in named and files
+        stray_temp = path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file()
+        superseded = files and path.name in (LEGACY_LAST, LEGACY_OPTIMIZER)  # a resumed pre-commit-point run
+        if stray_epoch or stray_temp or superseded:
+            path.unlink(missing_ok=True)
+
+
+def write_metrics(run_dir: Path, state: dict[str, Any]) -> None:
+    """metrics.jsonl from the state: a line per finished epoch, and a final line once the run is done."""
+    lines = [json_text({"event": "epoch", **record}) for record in state.get("history", [])]
+    final = state.get("final")
+    if final is not None:
+        lines.append(json_text({"event": "final", **final}))
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(line + "\n" for line in lines))
+
+
+def committed_file(run_dir: Path, role: str) -> Path:
+    """The file of ``role`` ("last", "best" or "optimizer") that state.json committed."""
+    entry = (read_state(run_dir).get("files") or {}).get(role)
+    if not entry:
+        raise DataError(f"{run_dir}: state.json commits no {role} checkpoint")
+    return Path(run_dir) / entry["name"]
+
+
+def slim(run_dir: Path) -> None:
+    """Keep only what using the model needs (for shipping a run): drop the epoch files and the
+    optimizer state; state.json still records them, and model.safetensors is their best."""
+    for path in run_dir.iterdir():
+        if EPOCH_FILE.fullmatch(path.name) or path.name in (LEGACY_LAST, LEGACY_OPTIMIZER):
+            path.unlink()
+
+
+# ---- loading -------------------------------------------------------------------------------------
+def restore(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            device: torch.device, main: bool = True) -> dict[str, Any]:
+    """Load the last committed checkpoint into ``model`` and ``optimizer``; returns its state ({}
+    when nothing was committed). Every file is checked against the hash state.json recorded.
+    ``main``: this process may write (publish again, clean up)."""
+    state = read_state(run_dir)
+    if not state:
+        return {}
+    files = state.get("files")
+    if files:
+        for role in ("last", "optimizer"):
+            entry = files.get(role) or {}
+            path = run_dir / str(entry.get("name", ""))
+            if not path.is_file() or file_sha256(path) != entry.get("sha256"):
+                raise DataError(f"{path}: missing or damaged ({role} checkpoint that state.json committed); "
+                                "this run cannot be resumed")
+        last, opt = run_dir / files["last"]["name"], run_dir / files["optimizer"]["name"]
+    else:  # a run folder from before state.json named its files
+        last, opt = run_dir / LEGACY_LAST, run_dir / LEGACY_OPTIMIZER
+    load_weights(model, last)
+    model.to(device)
+    load_optimizer(optimizer, opt, device)
+    if main and files:
+        publish(run_dir, state)
+    return state
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Weights into ``model``; the shapes are checked from the file's header before any tensor is read."""
+    expected = {name: list(t.shape) for name, t in model.state_dict().items()}
+    check_shapes(path, expected)
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
+        raise DataError(f"{path}: weights do not fit the config ({str(exc).splitlines()[0]})") from exc
+
+
+def check_shapes(path: Path, expected: dict[str, list[int]]) -> None:
+    shapes = safetensors_shapes(path)
+    for name in sorted(set(expected) | set(shapes)):
+        if shapes.get(name) != expected.get(name):
+            raise DataError(f"{path}: tensor {name!r} has shape {shapes.get(name)}, but config.json makes "
+                            f"{expected.get(name)}")
+
+
 @dataclass
 class Run(RunInfo):
     """A loaded run: what ``read_run_info`` gives, plus the model in eval mode."""
@@ -52,15 +182,16 @@ class Run(RunInfo):
     model: NRAM
 
 
-def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu", weights: str = WEIGHTS) -> Run:
-    """Load a run folder's model without executing any pickled code."""
-    info = read_run_info(run_dir, weights=weights)
-    weights_path = info.path / weights
+def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Run:
+    """Load a run folder's model without executing any pickled code. The model is first built on
+    the meta device, so sizes that disagree with the weights file are refused before any memory
+    is allocated for them."""
+    info = read_run_info(run_dir)
+    with torch.device("meta"):
+        skeleton = NRAM(info.model_config)
+    check_shapes(info.weights_path, {name: list(t.shape) for name, t in skeleton.state_dict().items()})
     model = NRAM(info.model_config)
-    try:
-        model.load_state_dict(load_file(str(weights_path)))
-    except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
-        raise DataError(f"{weights_path}: weights do not fit the config ({str(exc).splitlines()[0]})") from exc
+    load_weights(model, info.weights_path)
     model.to(device).eval()
     return Run(**vars(info), model=model)
 
@@ -70,4 +201,10 @@ def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, device: torch.device) -> None:
-    optimizer.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    """Tensors and plain containers only (``weights_only=True``): a pickled payload never runs."""
+    try:
+        optimizer.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise DataError(f"{path}: not an optimizer state this trainer wrote "
+                        f"({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})") \
+            from exc

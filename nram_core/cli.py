@@ -19,6 +19,7 @@ import numpy as np
 
 from .callbacks import Callback, EpochInfo, StepInfo, TrainResult
 from .config import ModelConfig, TrainConfig, preset, with_overrides, PRESETS
+from .data.download import MAX_RATIO, MAX_UNZIPPED_BYTES
 from .fileio import DataError, atomic_path, atomic_write_text, json_text, nram_home
 
 
@@ -77,7 +78,9 @@ def _metrics_line(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 # The flag of each setting a core DataError names (``DataError.settings``); others are --field-name.
-_FLAGS = {"data": "--data", "train": "--train", "dev": "--dev", "out": "--out", "resume": "--resume"}
+_FLAGS = {"data": "--data", "train": "--train", "dev": "--dev", "out": "--out", "resume": "--resume",
+          "word_vectors": "--word-vectors", "max_unzipped_gb": "--max-unzipped-gb",
+          "max_zip_ratio": "--max-zip-ratio"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,8 +136,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     dest = Path(args.dest).expanduser() if args.dest else default_dest(args.size)
     with tqdm_progress() as progress:
-        folders = download_mind(args.size, dest, splits=args.splits,
-                                base_url=args.base_url, on_progress=progress)
+        folders = download_mind(args.size, dest, splits=args.splits, base_url=args.base_url, on_progress=progress,
+                                max_bytes=int(args.max_unzipped_gb * (1 << 30)), max_ratio=args.max_zip_ratio)
     _print_json({split: str(path) for split, path in folders.items()})
     return 0
 
@@ -210,8 +213,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not rank0:
         return 0
     if args.slim:  # a run to ship: drop what only --resume needs
-        for name in ("last.safetensors", "optimizer.pt"):
-            (out / name).unlink(missing_ok=True)
+        from .checkpoint import slim
+
+        slim(out)
     if result.metrics is None:
         print("no dev split: nothing to evaluate", file=sys.stderr)
         _print_json({"run": str(out), "epochs": result.epochs_done})
@@ -411,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", default=None, help="folder for the zips and splits (default: $NRAM_HOME/mind/SIZE)")
     p.add_argument("--splits", nargs="+", choices=("train", "dev"), default=["train", "dev"])
     p.add_argument("--base-url", default=None, help="mirror to download from instead of the official host")
+    p.add_argument("--max-unzipped-gb", type=float, default=MAX_UNZIPPED_BYTES / (1 << 30),
+                   help="refuse an archive that unpacks to more than this (zip bombs; MINDlarge fits)")
+    p.add_argument("--max-zip-ratio", type=float, default=MAX_RATIO,
+                   help="refuse a member that unpacks more than this many times its compressed size")
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("train", help="train a model; prints one JSON line of dev metrics")

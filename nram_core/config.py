@@ -146,6 +146,32 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build ``cls`` from saved JSON, ignoring keys a newer/older version does not know."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    """Build ``cls`` from saved JSON, ignoring keys a newer/older version does not know. Each value
+    must have its field's type (an int for ``word_dim``, never ``"64"``); a TypeError names the field.
+
+    >>> from_dict(ModelConfig, {"word_dim": 32}).word_dim
+    32
+    >>> from_dict(ModelConfig, {"word_dim": "64"})
+    Traceback (most recent call last):
+    TypeError: field 'word_dim': expected int, got str '64'
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            values[f.name] = _typed(f.name, data[f.name], type(f.default))
+    return cls(**values)
+
+
+def _typed(name: str, value: Any, kind: type) -> Any:
+    """``value`` as the type of a field whose default is of ``kind`` (JSON has no tuples, and
+    writes 1.0 as 1.0 but a hand-edited file may say 1)."""
+    ok = {bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          str: isinstance(value, str),
+          tuple: isinstance(value, (list, tuple))}.get(kind, True)
+    if not ok:
+        raise TypeError(f"field {name!r}: expected {kind.__name__}, got {type(value).__name__} {value!r:.40}")
+    return float(value) if kind is float else tuple(value) if kind is tuple else value

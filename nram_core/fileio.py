@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -83,18 +84,48 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json_text(obj, indent=2) + "\n")
 
 
+MAX_SMALL_FILE = 256 << 20  # run-folder JSON (a MIND-large vocabulary is a few MB)
+
+
+def read_regular_text(path: str | os.PathLike, *, limit: int = MAX_SMALL_FILE) -> str:
+    """UTF-8 text of a regular file of at most ``limit`` bytes. A device, FIFO or socket (also behind
+    a symlink: /dev/zero, /dev/urandom) is refused before any read, and reading stops at the limit,
+    so a hostile path costs neither time nor memory. Raises FileNotFoundError, DataError or
+    UnicodeDecodeError."""
+    info = os.stat(path)  # follows symlinks: what would be read
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{path}: not a regular file")
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise DataError(f"{path}: larger than {limit:,} bytes")
+    return data.decode("utf-8")
+
+
 def read_json_lists(path: str | os.PathLike, *fields: str, what: str) -> tuple[tuple, ...]:
     """The named list fields of a JSON object file, as tuples; any problem is a DataError that
     names the file and says it is not ``what`` (e.g. "a vocabulary file")."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_regular_text(path))
         values = [data[field] for field in fields]
+    except DataError:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not {what} ({exc})") from exc
     for field, value in zip(fields, values):
         if not isinstance(value, list):
             raise DataError(f"{path}: not {what} (field {field!r} is not a list)")
     return tuple(tuple(value) for value in values)
+
+
+def cache_write(write: Callable[[], None]) -> bool:
+    """Run a write into a cache. A cache only saves time, so a full or read-only disk skips it
+    (returns False) instead of failing the work that wanted it."""
+    try:
+        write()
+        return True
+    except OSError:
+        return False
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:

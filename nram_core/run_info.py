@@ -16,7 +16,7 @@ from typing import Any
 from .config import ModelConfig, TrainConfig, from_dict
 from .data.split import CategoryVocab, Split, align_categories, load_split
 from .data.text import Vocab
-from .fileio import DataError
+from .fileio import DataError, read_regular_text
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -36,6 +36,7 @@ class RunInfo:
     state: dict[str, Any]
     num_parameters: int
     categories: CategoryVocab | None  # the train split's category names, for a model that reads them
+    weights_path: Path  # the best weights state.json committed (``committed_weights``)
 
     def load_split(self, name: str, folder: Path, *, strict: bool = False, cache: bool = True,
                    complete: bool = False) -> Split:
@@ -46,24 +47,40 @@ class RunInfo:
         return align_categories(split, self.categories) if self.categories is not None else split
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(read_regular_text(path))
+    except ValueError as exc:  # bad JSON or bad UTF-8
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
 def read_state(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "state.json"
-    if not path.is_file():
+    if not path.exists():
         return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    return _read_json_object(path)
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DataError(f"{run_dir}: not a run folder (no config.json)") from exc
-    except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    if not path.exists():
+        raise DataError(f"{run_dir}: not a run folder (no config.json)")
+    return _read_json_object(path)
+
+
+def committed_weights(run_dir: Path, state: dict[str, Any]) -> Path:
+    """The best weights of a run: the epoch file that state.json (the run's commit point) names,
+    while it is there, else model.safetensors, its published copy (a --slim run keeps only that)."""
+    best = (state.get("files") or {}).get("best") if isinstance(state.get("files"), dict) else None
+    name = best.get("name") if isinstance(best, dict) else None
+    if isinstance(name, str) and "/" not in name and (Path(run_dir) / name).is_file():
+        return Path(run_dir) / name
+    return Path(run_dir) / WEIGHTS
 
 
 def safetensors_shapes(path: Path) -> dict[str, list[int]]:
@@ -94,20 +111,25 @@ def safetensors_shapes(path: Path) -> dict[str, list[int]]:
         raise DataError(f"{path}: not a complete safetensors file ({exc})") from exc
 
 
-def read_run_info(run_dir: str | Path, *, weights: str = WEIGHTS) -> RunInfo:
+def read_run_info(run_dir: str | Path) -> RunInfo:
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     try:
         model_config = from_dict(ModelConfig, config["model"])
         train_config = from_dict(TrainConfig, config["train"])
-    except (KeyError, TypeError) as exc:
+        model_config.validate()
+        train_config.validate()
+    except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{run_dir / 'config.json'}: missing or bad field ({exc})") from exc
+    if not isinstance(config.get("data", {}), dict):
+        raise DataError(f"{run_dir / 'config.json'}: field 'data' must be an object")
     vocab = Vocab.load(run_dir / VOCAB)
     if len(vocab) != model_config.vocab_size:
         raise DataError(f"{run_dir}: vocab.json has {len(vocab)} words but config says {model_config.vocab_size}")
-    weights_path = run_dir / weights
+    state = read_state(run_dir)
+    weights_path = committed_weights(run_dir, state)
     if not weights_path.is_file():
-        raise DataError(f"{run_dir}: no {weights} (was the first epoch finished?)")
+        raise DataError(f"{run_dir}: no {WEIGHTS} (was the first epoch finished?)")
     categories = None
     if model_config.use_categories:
         if not (run_dir / CATEGORIES).is_file():
@@ -120,5 +142,6 @@ def read_run_info(run_dir: str | Path, *, weights: str = WEIGHTS) -> RunInfo:
                             f"{model_config.num_categories} and {model_config.num_subcategories}")
     shapes = safetensors_shapes(weights_path)
     return RunInfo(path=run_dir, vocab=vocab, model_config=model_config, train_config=train_config,
-                   data=config.get("data", {}), state=read_state(run_dir),
-                   num_parameters=sum(math.prod(shape) for shape in shapes.values()), categories=categories)
+                   data=config.get("data", {}), state=state,
+                   num_parameters=sum(math.prod(shape) for shape in shapes.values()), categories=categories,
+                   weights_path=weights_path)

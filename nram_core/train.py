@@ -35,7 +35,7 @@ from .data.split import CategoryVocab, Corpus, load_corpus, with_train_categorie
 from .data.text import Vocab
 from .data.vectors import WordVectors, word_vectors
 from .data.vectors import check_choice as check_vectors_choice
-from .fileio import DataError, atomic_write_text, json_text
+from .fileio import DataError
 from .model import NRAM
 from .run_info import CATEGORIES, VOCAB
 from .scoring import autocast_for, evaluate_split
@@ -272,8 +272,7 @@ class Trainer:
         if (self.categories is not None and saved_categories.is_file()
                 and CategoryVocab.load(saved_categories) != self.categories):
             raise DataError(f"{self.run_dir}: resuming with data whose categories differ from the saved run")
-        state = ckpt.read_state(self.run_dir)
-        if not state:
+        if not ckpt.read_state(self.run_dir):
             return {}
         saved = ckpt.read_config(self.run_dir)
         try:  # through the dataclass: a run saved before a field existed has that field's default
@@ -282,28 +281,23 @@ class Trainer:
             raise DataError(f"{self.run_dir / 'config.json'}: missing or bad field ({exc})") from exc
         if saved_model != ckpt.to_dict(self.model_config):
             raise DataError(f"{self.run_dir}: resuming with a different model config than the saved run")
-        from safetensors.torch import load_file
+        return ckpt.restore(self.run_dir, model=self.model, optimizer=self.optimizer, device=self.device,
+                            main=self.dist.is_main)
 
-        self.model.load_state_dict(load_file(str(self.run_dir / "last.safetensors")))
-        self.model.to(self.device)
-        ckpt.load_optimizer(self.optimizer, self.run_dir / "optimizer.pt", self.device)
-        return state
-
-    def _save_epoch(self, state: dict[str, Any], improved: bool) -> None:
+    def _commit(self, state: dict[str, Any], improved: bool) -> dict[str, Any]:
+        """Save a finished epoch (checkpoint.commit_epoch: state.json is the one commit point)."""
         if self.run_dir is None or not self.dist.is_main:
-            return
-        ckpt.save_weights(self.model, self.run_dir / "last.safetensors")
-        if improved:
-            ckpt.save_weights(self.model, self.run_dir / "model.safetensors")
-        ckpt.save_optimizer(self.optimizer, self.run_dir / "optimizer.pt")
+            return state
+        return ckpt.commit_epoch(self.run_dir, model=self.model, optimizer=self.optimizer, state=state,
+                                 improved=improved)
+
+    def _commit_final(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Mark the run done in state.json (it then carries metrics.jsonl's final line)."""
+        if self.run_dir is None or not self.dist.is_main:
+            return state
         ckpt.atomic_write_json(self.run_dir / "state.json", state)
-
-    def _append_metrics(self, record: dict[str, Any]) -> None:
-        if self.run_dir is None or not self.dist.is_main:
-            return
-        path = self.run_dir / "metrics.jsonl"
-        previous = path.read_text(encoding="utf-8") if path.exists() else ""
-        atomic_write_text(path, previous + json_text(record) + "\n")
+        ckpt.publish(self.run_dir, state)
+        return state
 
     def evaluate(self) -> dict[str, Any] | None:
         if self.corpus.dev is None:
@@ -320,7 +314,7 @@ class Trainer:
         cfg = self.train_config
         main = self.dist.is_main
         state: dict[str, Any] = {"epochs_done": 0, "global_step": 0, "best_epoch": 0, "best_auc": None,
-                                 "history": []}
+                                 "stale_epochs": 0, "history": []}
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.resume:
@@ -340,8 +334,12 @@ class Trainer:
                              best_epoch=state["best_epoch"], metrics=None, history=list(state["history"]))
         if result.history and state["best_epoch"]:
             result.metrics = result.history[state["best_epoch"] - 1].get("metrics")
-        stale = 0
+        stale = int(state.get("stale_epochs", 0))  # early stopping's count survives --resume
+        if cfg.patience and stale >= cfg.patience:
+            result.stopped_early = True
         for epoch in range(state["epochs_done"] + 1, cfg.epochs + 1):
+            if result.stopped_early:
+                break
             if self._stop_agreed() or (cfg.max_steps and result.global_step >= cfg.max_steps):
                 break
             epoch_start = time.perf_counter()
@@ -378,15 +376,17 @@ class Trainer:
                       "seconds": time.perf_counter() - epoch_start, "eval_seconds": eval_seconds, "steps": len(losses)}
             result.history.append(record)
             result.epochs_done = epoch
-            state.update(epochs_done=epoch, global_step=result.global_step, history=result.history)
-            self._save_epoch(state, improved)
-            self._append_metrics({"event": "epoch", **record})
+            state.pop("final", None)  # a resumed run that trains on is not done yet
+            state.update(epochs_done=epoch, global_step=result.global_step, history=result.history,
+                         stale_epochs=stale)
+            state = self._commit(state, improved)
             self._emit("on_epoch_end", EpochInfo(epoch=epoch, train_loss=record["train_loss"], metrics=metrics,
                                                  seconds=record["seconds"], improved=improved))
             if cfg.patience and stale >= cfg.patience:
                 result.stopped_early = True
                 break
-        if result.epochs_done and not result.cancelled:
-            self._append_metrics({"event": "final", "best_epoch": result.best_epoch, **(result.metrics or {})})
+        if result.epochs_done and not result.cancelled and "final" not in state:
+            state = self._commit_final({**state, "final": {"best_epoch": result.best_epoch,
+                                                           **(result.metrics or {})}})
         self._emit("on_train_end", result)
         return result

@@ -65,8 +65,10 @@ def test_two_ranks_train_like_one_process(demo_corpus, tmp_path, capsys):
     for x, y in zip(lines_one[:2], lines_two[:2]):
         assert x["steps"] == y["steps"] == 13
         assert x["train_loss"] == pytest.approx(y["train_loss"], abs=1e-5)
-    w1 = load_file(str(tmp_path / "one" / "last.safetensors"))
-    w2 = load_file(str(tmp_path / "two" / "last.safetensors"))
+    from nram_core.checkpoint import committed_file
+
+    w1 = load_file(str(committed_file(tmp_path / "one", "last")))
+    w2 = load_file(str(committed_file(tmp_path / "two", "last")))
     assert w1.keys() == w2.keys()
     # The gradients agree to float rounding (test below), but Adam divides by sqrt(v) + eps, so a
     # weight whose gradient is itself rounding noise (~1e-10 here) may move by a fraction of lr

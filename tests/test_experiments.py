@@ -97,7 +97,7 @@ def test_suite_all_trains_identical_configurations_once():
 
 def install_suite(suite: Path, home: Path) -> Path:
     dest = home / "experiments" / "paper-demo-test"
-    shutil.copytree(suite, dest, ignore=shutil.ignore_patterns("*.safetensors", "optimizer.pt"))
+    shutil.copytree(suite, dest, ignore=shutil.ignore_patterns("*.safetensors", "optimizer*.pt"))
     return dest
 
 

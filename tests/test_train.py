@@ -55,8 +55,9 @@ def test_cli_json_line_agrees_with_metrics_jsonl(trained_demo, demo_corpus, caps
     assert code == 0
     line = json.loads(out.strip().splitlines()[-1])
     final = json.loads((trained_demo / "metrics.jsonl").read_text().splitlines()[-1])
-    assert set(line) == {"auc", "mrr", "ndcg@5", "ndcg@10", "impressions"}
-    for key in line:
+    assert set(line) == {"auc", "mrr", "ndcg@5", "ndcg@10", "impressions", "skipped_impressions", "split"}
+    assert line["split"] == str(demo_corpus / "dev")
+    for key in ("auc", "mrr", "ndcg@5", "ndcg@10", "impressions", "skipped_impressions"):
         assert line[key] == pytest.approx(final[key], abs=1e-6)
 
 
@@ -115,13 +116,15 @@ def test_resume_continues_exactly_where_it_stopped(demo_corpus, tmp_path):
     from safetensors.torch import load_file
 
     # The latest epoch's weights (model.safetensors is the best epoch, which may be the first).
-    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "last.safetensors"))
+    from nram_core.checkpoint import committed_file
+
+    a = load_file(str(committed_file(tmp_path / "straight", "last")))
+    b = load_file(str(committed_file(tmp_path / "resumed", "last")))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert json.loads((tmp_path / "straight" / "state.json").read_text())["history"][1]["metrics"] == \
         json.loads((tmp_path / "resumed" / "state.json").read_text())["history"][1]["metrics"]
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(l)["event"] for l in lines] == ["epoch", "final", "epoch", "final"]
+    assert [json.loads(l)["event"] for l in lines] == ["epoch", "epoch", "final"]  # rewritten from state.json
 
 
 def test_cancel_keeps_last_finished_epoch_and_callbacks_report_progress(demo_corpus, tmp_path):

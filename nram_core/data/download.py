@@ -273,7 +273,15 @@ def _unsafe_reason(info: zipfile.ZipInfo, dest_root: Path) -> str | None:
     return None
 
 
-def safe_extract(zip_path: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
+# Caps against zip bombs. MINDlarge's biggest split unpacks to a few GB of text that compresses
+# about 3-10x; a bomb of zeros compresses about 1000x.
+MAX_UNZIPPED_BYTES = 16 << 30
+MAX_RATIO = 100
+_RATIO_FLOOR = 1 << 20  # members smaller than this unpack to little whatever their ratio
+
+
+def safe_extract(zip_path: str | os.PathLike, dest_dir: str | os.PathLike, *,
+                 max_bytes: int = MAX_UNZIPPED_BYTES, max_ratio: float = MAX_RATIO) -> Path:
     """Extract ``zip_path`` into ``dest_dir`` without letting any member escape it.
 
     Every member is checked *before* anything is written: absolute names, ``..``
@@ -285,6 +293,10 @@ def safe_extract(zip_path: str | os.PathLike, dest_dir: str | os.PathLike) -> Pa
     The layout is kept as is: members at the top level land directly in ``dest_dir``;
     an archive with a single top-level folder keeps that folder inside ``dest_dir``.
     ``dest_dir`` must not exist yet, or be empty. Returns ``dest_dir``.
+
+    Zip bombs are refused: an archive that declares more than ``max_bytes`` unpacked, a member
+    that unpacks more than ``max_ratio`` times its compressed size, and a member that writes more
+    than it declared (the count is kept while writing, so a lying header is caught too).
     """
     zip_path = Path(zip_path)
     dest_dir = Path(dest_dir)
@@ -308,6 +320,15 @@ def safe_extract(zip_path: str | os.PathLike, dest_dir: str | os.PathLike) -> Pa
                 raise DataError(
                     f"refusing to extract {zip_path.name}: member {info.filename!r} {reason}"
                 )
+            if info.file_size > _RATIO_FLOOR and info.file_size > max_ratio * max(1, info.compress_size):
+                raise DataError(
+                    f"refusing to extract {zip_path.name}: member {info.filename!r} unpacks "
+                    f"{info.file_size / max(1, info.compress_size):.0f} times its compressed size (a zip "
+                    f"bomb?); the cap is {max_ratio:g}", settings=("max_zip_ratio",))
+        declared = sum(info.file_size for info in members)
+        if declared > max_bytes:
+            raise DataError(f"refusing to extract {zip_path.name}: it unpacks to {declared:,} bytes, over the "
+                            f"cap of {max_bytes:,}", settings=("max_unzipped_gb",))
 
         dest_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp",
@@ -319,8 +340,14 @@ def safe_extract(zip_path: str | os.PathLike, dest_dir: str | os.PathLike) -> Pa
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
+                written = 0
                 with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > info.file_size:
+                            raise DataError(f"refusing to extract {zip_path.name}: member {info.filename!r} "
+                                            f"unpacks to more than the {info.file_size:,} bytes it declares")
+                        dst.write(chunk)
             if dest_dir.exists():
                 dest_dir.rmdir()  # checked empty above; rename(2) needs it gone or empty
             os.replace(tmp, dest_dir)
@@ -376,6 +403,8 @@ def download_mind(
     splits: Iterable[str] = MIND_SPLITS,
     base_url: str | None = None,
     on_progress: SplitProgress | None = None,
+    max_bytes: int = MAX_UNZIPPED_BYTES,
+    max_ratio: float = MAX_RATIO,
 ) -> dict[str, Path]:
     """Download, verify and extract MIND ``size`` (demo|small|large) under ``root``.
 
@@ -426,7 +455,7 @@ def download_mind(
             verify_zip(zip_path)
 
         _check_mind_layout(zip_path)
-        safe_extract(zip_path, folder)
+        safe_extract(zip_path, folder, max_bytes=max_bytes, max_ratio=max_ratio)
         found = _find_mind_folder(folder)
         if found is None:  # pragma: no cover - _check_mind_layout guarantees it
             raise DataError(f"{zip_path} extracted to {folder} but holds no news.tsv")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import DataError, atomic_write_text, nram_home, read_json_lists
+from ..fileio import DataError, atomic_write_text, cache_write, nram_home, read_json_lists
 from .layout import Layout
 from .mind import FileReport, RawBehaviors, read_behaviors, read_news
 from .text import Vocab, cached_index
@@ -203,7 +203,7 @@ def load_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict:
         cached.folder = folder
         return cached
     split = _parse_split(name, folder, vocab, title_len=title_len, strict=strict, complete=complete)
-    _save_split(split, dest)
+    cache_write(lambda: _save_split(split, dest))
     return split
 
 
@@ -214,7 +214,7 @@ def build_vocab(train_folder: Path, *, min_count: int, strict: bool = False, cac
         return Vocab.load(path)
     vocab = Vocab.build(read_news(train_folder / "news.tsv", strict=strict).titles, min_count=min_count)
     if cache:
-        vocab.save(path)
+        cache_write(lambda: vocab.save(path))
     return vocab
 
 

@@ -88,6 +88,14 @@ class Vocab:
         (words,) = read_json_lists(path, "words", what="a vocabulary file")
         if words[:2] != (PAD, UNK):
             raise DataError(f"{path}: field 'words' must start with {PAD!r}, {UNK!r}")
+        strangers = [w for w in words if not isinstance(w, str) or not w]
+        if strangers:
+            raise DataError(f"{path}: field 'words' holds {len(strangers)} entries that are not words, "
+                            f"e.g. {strangers[0]!r}")
+        if len(set(words)) != len(words):
+            seen: set[str] = set()
+            repeated = next(w for w in words if w in seen or seen.add(w))
+            raise DataError(f"{path}: field 'words' lists {repeated!r} more than once")
         return cls(words)
 
 

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..fileio import DataError, atomic_path, nram_home
+from ..fileio import DataError, atomic_path, cache_write, nram_home
 from .mind import read_news
 from .layout import Layout
 from .split import _file_digest
@@ -173,9 +173,12 @@ def corpus_vectors(layout: Layout, vocab: Vocab, *, dim: int, seed: int, strict:
     learned = train_word2vec(news_sentences(files, strict=strict), dim=dim, seed=seed, settings=settings)
     matrix, found = _matrix(learned, vocab, dim=dim, seed=seed)
     if cache:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, vectors=matrix, found=np.int64(found))
+        def save() -> None:
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.savez(handle, vectors=matrix, found=np.int64(found))
+
+        cache_write(save)
     return WordVectors(vectors=matrix, source=CORPUS, found=found, vocab_size=len(vocab))
 
 
