@@ -274,3 +274,54 @@ def test_zip_bombs_are_refused_before_they_fill_the_disk(tmp_path):
     assert safe_extract(bomb, tmp_path / "out3", max_ratio=10**6).is_dir()  # the caps are settings
     assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
     assert not list(tmp_path.glob(".out*"))
+
+
+# ---- fuzzed rows -----------------------------------------------------------------------------------
+def _fuzzed_behaviors(line: str, kind: str, rng) -> str:
+    f = line.split("\t")
+    if kind == "field_count":
+        return "\t".join(f[: rng.integers(1, 5)])
+    if kind == "invalid_utf8":
+        return None  # bytes, made below
+    if kind == "bad_impression_id":
+        f[0] = rng.choice(["x" + f[0], "", "1.5", "--3"])
+    elif kind == "empty_user_id":
+        f[1] = ""
+    elif kind == "bad_time":
+        f[2] = rng.choice(["13/45/2019 1:00:00 AM", "yesterday", "11/15/2019 25:61:00 PM", ""])
+    elif kind == "bad_impression_label":
+        items = f[4].split()
+        f[4] = rng.choice([items[0].rpartition("-")[0] + "-2 " + " ".join(items[1:]),
+                           items[0].rpartition("-")[0] + " " + " ".join(items[1:]), ""]).strip() or " "
+    return "\t".join(f)
+
+
+FUZZ_KINDS = ("field_count", "invalid_utf8", "bad_impression_id", "empty_user_id", "bad_time",
+              "bad_impression_label")
+
+
+def test_fuzzed_behaviors_rows_are_skipped_and_counted_exactly(demo_corpus, tmp_path):
+    import numpy as np
+
+    from nram_core.data.mind import read_behaviors, read_news
+
+    per_kind = 300
+    rng = np.random.default_rng(0)
+    good = (demo_corpus / "dev" / "behaviors.tsv").read_text().splitlines()
+    lines: list[bytes] = [g.encode() for g in good]
+    for kind in FUZZ_KINDS:
+        for _ in range(per_kind):
+            source = good[int(rng.integers(len(good)))]
+            bad = (source.encode()[:20] + b"\xff\xfe" + source.encode()[20:] if kind == "invalid_utf8"
+                   else _fuzzed_behaviors(source, kind, rng).encode())
+            lines.insert(int(rng.integers(len(lines) + 1)), bad)
+    path = tmp_path / "behaviors.tsv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    news = read_news(demo_corpus / "dev" / "news.tsv")
+    report = read_behaviors(path, {n: i + 1 for i, n in enumerate(news.ids)}).report
+    assert report.kept == len(good)
+    assert report.skipped == {kind: per_kind for kind in FUZZ_KINDS}, report.skipped
+    with pytest.raises(fileio.DataError, match=r"behaviors.tsv:\d+: field '"):
+        read_behaviors(path, {n: i + 1 for i, n in enumerate(news.ids)}, strict=True)
+    print(f"\nfuzz: {per_kind} bad lines per kind x {len(FUZZ_KINDS)} kinds ({per_kind * len(FUZZ_KINDS)} lines) "
+          f"among {len(good)} good rows; skip counts exact, strict mode names file:line:field")
