@@ -38,7 +38,10 @@ import streamlit as st  # noqa: E402
 
 from studio import context  # noqa: E402
 
-st.set_page_config(page_title="NRAM Studio", page_icon=":material/newspaper:", layout="wide",
+# A local favicon: a Material icon or an emoji as page_icon is fetched from a font host or a CDN,
+# and the studio must work offline.
+st.set_page_config(page_title="NRAM Studio", page_icon=str(registry.REPO_ROOT / "assets" / "favicon.png"),
+                   layout="wide",
                    initial_sidebar_state="expanded")
 
 # Keep the values of page widgets when the user switches pages (Streamlit forgets the
@@ -53,8 +56,17 @@ if _demo_thread is not None:
     if _demo_errors:  # the app still runs on other datasets
         st.error(f"The demo corpus could not be generated in {registry.demo_corpus_dir()}: {_demo_errors[0]}")
 
+overview = st.Page("views/overview.py", title="Overview", icon=":material/insights:", url_path="overview")
+
+
+def _home() -> None:
+    """The app's root URL opens the Overview at its own URL, so that every page, the Overview
+    included, opens by its URL (Streamlit serves its default page only at the root)."""
+    st.switch_page(overview)
+
+
 pages = [
-    st.Page("views/overview.py", title="Overview", icon=":material/insights:", url_path="overview", default=True),
+    overview,
     st.Page("views/recommendations.py", title="Recommendations", icon=":material/recommend:",
             url_path="recommendations"),
     st.Page("views/attention.py", title="Attention", icon=":material/visibility:", url_path="attention"),
@@ -63,7 +75,10 @@ pages = [
     st.Page("views/experiments.py", title="Experiments", icon=":material/leaderboard:", url_path="experiments"),
     st.Page("views/data.py", title="Data", icon=":material/folder_open:", url_path="data"),
 ]
-page = st.navigation(pages)
+page = st.navigation([st.Page(_home, title="NRAM Studio", url_path="home", default=True), *pages],
+                     position="hidden")
+for _page in pages:  # the menu, drawn here because the navigation holds the hidden root page too
+    st.sidebar.page_link(_page, label=_page.title, icon=_page.icon)
 st.sidebar.title(":material/newspaper: NRAM Studio")
 
 try:

@@ -73,6 +73,17 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return _read_json_object(path)
 
 
+def run_status(state: dict[str, Any]) -> str:
+    """What a run folder's own state says: ``finished`` (all epochs, or stopped early), ``cancelled``
+    (stopped by request after a finished epoch), ``incomplete`` (interrupted: ``--resume`` continues
+    it) or ``no epoch`` (nothing committed yet). Whether it is running now only its trainer knows."""
+    if not state:
+        return "no epoch"
+    if state.get("final") is not None:
+        return "finished"
+    return "cancelled" if state.get("cancelled") else "incomplete"
+
+
 def committed_weights(run_dir: Path, state: dict[str, Any]) -> Path:
     """The best weights of a run: the epoch file that state.json (the run's commit point) names,
     while it is there, else model.safetensors, its published copy (a --slim run keeps only that)."""

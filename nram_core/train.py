@@ -376,7 +376,8 @@ class Trainer:
                       "seconds": time.perf_counter() - epoch_start, "eval_seconds": eval_seconds, "steps": len(losses)}
             result.history.append(record)
             result.epochs_done = epoch
-            state.pop("final", None)  # a resumed run that trains on is not done yet
+            state.pop("final", None)  # a resumed run that trains on is not done yet, nor cancelled
+            state.pop("cancelled", None)
             state.update(epochs_done=epoch, global_step=result.global_step, history=result.history,
                          stale_epochs=stale)
             state = self._commit(state, improved)
@@ -388,5 +389,7 @@ class Trainer:
         if result.epochs_done and not result.cancelled and "final" not in state:
             state = self._commit_final({**state, "final": {"best_epoch": result.best_epoch,
                                                            **(result.metrics or {})}})
+        elif result.cancelled and state["epochs_done"]:  # the run folder says so (run_info.run_status)
+            state = self._commit_final({**state, "cancelled": True})
         self._emit("on_train_end", result)
         return result

@@ -308,7 +308,18 @@ def test_attention_charts_and_contributions_sum_to_score():
     assert abs(float(exp.scores[0]) - score) < 1e-5
     assert abs(float(c.rec.score(c.history, np.array([candidate]))[0]) - score) < 1e-4
     html = "".join(m.value for m in at.markdown)
-    assert "low attention" in html and "background:" in html  # legend and shaded words
+    assert "uniform (1/n) or less" in html and "background:" in html  # legend and shaded words
+    # Shading is relative to uniform attention: a word at its fair share 1/n stays white, and how
+    # peaked each view is is also said in words (normalised entropy).
+    from studio.charts import attention_colour, shaded_title_html
+
+    even = shaded_title_html(["the", "a", "dividend"], np.full(3, 1 / 3))
+    assert even.count(f"background:{attention_colour(0.0)}") == 3
+    peaked = shaded_title_html(["the", "dividend"], np.array([0.1, 0.9]))
+    assert f"background:{attention_colour(0.0)}" in peaked and f"background:{attention_colour(0.8)}" in peaked
+    captions = [c.value for c in at.caption]
+    assert any("word attention" in t and "normalised entropy" in t for t in captions)
+    assert any("Attention over the clicks" in t and "normalised entropy" in t for t in captions)
     # another candidate, a clicked title's heatmap, one head: still consistent
     options = at.selectbox(key="att_candidate").options
     at.selectbox(key="att_candidate").select_index(len(options) - 1).run()
@@ -452,6 +463,20 @@ def test_real_mind_sample_from_data_dirs(monkeypatch, mind_sample):
     assert any("dropped" in i.value for i in at.info)
     assert "unresolved history ids" in " ".join(frame(at, "reports")["dropped"])
     assert any("<unk>" in w.value for w in at.warning)  # synthetic vocabulary vs real titles
+    # The first view and Random user land on users whose impression can be scored, and who have
+    # clicks where the split has such users (on this sample most users are cold, and many
+    # impressions have one candidate; its dev split has no user with both).
+    for split in ("dev", "train"):
+        at.radio(key="split").set_value(split).run()
+        c = ctx(at)
+        row = c.users.set_index("user").loc[c.user]
+        assert row["scorable"] and c.users["scorable"].mean() < 0.5, split
+        if split == "train":
+            assert row["history"] > 0
+        for _ in range(3):
+            at.button(key="random_user").click().run()
+            drawn = ctx(at).users.set_index("user").loc[ctx(at).user]
+            assert drawn["scorable"] and (split == "dev" or drawn["history"] > 0), split
     for page in ("recommendations", "attention", "whatif"):
         goto(at, page)
         assert not at.error, [e.value for e in at.error]
@@ -553,7 +578,7 @@ def test_training_run_finishes_and_appears_in_model_picker(studio_home):
     assert (run_dir / "model.safetensors").is_file() and (run_dir / "state.json").is_file()
     assert at.get("plotly_chart"), "loss curve"
     table = frame(at, "runs")
-    assert run_dir.name in set(table["run"])
+    assert table.loc[table["run"] == run_dir.name, "status"].tolist() == ["finished"]
     # use it: the explorer pages run on the new model
     at.button(key="train_use").click().run()
     assert ctx(at).model.path == run_dir.resolve()
@@ -610,6 +635,15 @@ def test_training_cancel_and_one_run_at_a_time(studio_home):
     assert not at.exception
     assert not any(p.name.startswith("to-cancel-") for p in (studio_home / "runs").iterdir()), \
         "a run cancelled before its first epoch leaves nothing behind"
+
+
+def test_train_form_starts_small_and_says_so():
+    """The form's starting values finish in about a minute on two cores, and the page says so."""
+    at = goto(new_app(), "train")
+    assert at.number_input(key="tf_epochs_demo").value == 2
+    assert at.number_input(key="tf_maximp_demo").value == 4000
+    assert at.number_input(key="tf_maxdev_demo").value == 1000
+    assert any("about a minute" in c.value and "set the caps to 0" in c.value for c in at.caption)
 
 
 def test_train_form_refuses_invalid_values():

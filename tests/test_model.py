@@ -111,6 +111,18 @@ def test_explain_contributions_sum_to_score_and_match_forward():
     assert np.all(empty.scores == 0) and empty.contributions.shape == (4, 0)
 
 
+def test_explain_works_without_self_attention():
+    """The ablation without self-attention has no self-attention weights to show, and says so with
+    empty arrays (the CLI's explain and the Attention page crashed on it before)."""
+    torch.manual_seed(4)
+    model = NRAM(small_config(self_attention=False)).eval()
+    titles = random_titles(7, 12, seed=4)
+    exp = model.explain(titles[:4], titles[4:])
+    assert np.allclose(exp.contributions.sum(1), exp.scores, atol=1e-5)
+    assert exp.click_self_attention.size == 0 and exp.candidate_self_attention.size == 0
+    assert np.isclose(exp.click_weights.sum(), 1.0)
+
+
 def test_module_follows_input_device_and_presets():
     paper, _ = preset("paper")
     assert (paper.num_heads, paper.head_dim, paper.word_dim, paper.query_dim) == (15, 20, 300, 200)

@@ -97,7 +97,8 @@ def read_truth(path: str) -> dict:
 # ---- tables ---------------------------------------------------------------------------------
 @st.cache_data(max_entries=8, show_spinner=False)
 def user_table(_split: Split, key: tuple) -> pd.DataFrame:
-    """One row per user: impressions, and history length as of the latest impression."""
+    """One row per user: impressions, clicks, history length as of the latest impression, and
+    whether that impression can be scored (at least one click and one non-click)."""
     b = _split.behaviors
     users = _split.users.astype(np.int64)
     n_users = len(_split.user_ids)
@@ -106,13 +107,18 @@ def user_table(_split: Split, key: tuple) -> pd.DataFrame:
     last = np.full(n_users, -1, dtype=np.int64)
     last[users[order]] = order  # the last write per user wins: the latest impression
     counts = np.bincount(users, minlength=n_users)
-    clicks = np.add.reduceat(b.labels.astype(np.int64), b.candidate_offsets[:-1]) if len(b.labels) else np.zeros(0)
+    starts = b.candidate_offsets[:-1]
+    clicks = np.add.reduceat((b.labels == 1).astype(np.int64), starts) if len(b.labels) else np.zeros(0, np.int64)
+    skips = np.add.reduceat((b.labels == 0).astype(np.int64), starts) if len(b.labels) else np.zeros(0, np.int64)
     user_clicks = np.bincount(users, weights=clicks, minlength=n_users).astype(np.int64) if len(clicks) else counts * 0
+    latest = np.maximum(last, 0)
+    scorable = (last >= 0) & (clicks[latest] > 0) & (skips[latest] > 0) if len(clicks) else last < -1
     return pd.DataFrame({
         "user": _split.user_ids,
         "impressions": counts,
         "history": np.where(last >= 0, hist_len[np.maximum(last, 0)], 0),
         "clicks": user_clicks,
+        "scorable": scorable,  # the latest impression has a click and a non-click
     })
 
 

@@ -16,9 +16,37 @@ UP, DOWN = "#1a7f37", "#cf222e"  # contributions: pushed the score up / pulled i
 PLOT_CONFIG = {"displayModeBar": False}
 
 ATTENTION_LEGEND_TEXT = (
-    "Attention colour: each weight is shown relative to the largest weight in the same view "
-    "(a title's words, a heatmap, the clicks), so the darkest cell is what the model attended to most."
+    "Attention colour is relative to uniform attention: a word (or click) that gets its fair share "
+    "1/n of n, or less, stays white; the colour darkens as the weight rises from 1/n to 1 (all "
+    "attention on it). A title that is all white is attended evenly."
 )
+
+
+def above_uniform(weights: np.ndarray) -> np.ndarray:
+    """Weights on the legend's scale: 0 at or below uniform (1/n for n positions), 1 for all of the
+    attention on one position.
+
+    >>> above_uniform(np.array([0.25, 0.25, 0.25, 0.25])).tolist(), above_uniform(np.array([1.0, 0.0])).tolist()
+    ([0.0, 0.0, 0.0, 0.0], [1.0, 0.0])
+    """
+    weights = np.asarray(weights, dtype=float)
+    n = len(weights)
+    if n < 2:
+        return np.zeros(n)
+    return np.clip((weights * n - 1.0) / (n - 1.0), 0.0, 1.0)
+
+
+def peakedness_text(weights: np.ndarray, what: str) -> str:
+    """One sentence on how peaked a view's attention is, from its normalised entropy."""
+    from nram_core.metrics import normalized_entropy
+
+    weights = np.asarray(weights, dtype=float)
+    if len(weights) < 2:
+        return f"{what}: a single position, nothing to compare."
+    entropy = float(normalized_entropy(weights[None, :], np.ones((1, len(weights)), dtype=bool))[0])
+    verdict = ("spread almost evenly" if entropy > 0.95 else "mildly focused" if entropy > 0.8
+               else "focused on a few" if entropy > 0.5 else "concentrated on one or two")
+    return f"{what}: {verdict} (normalised entropy {entropy:.2f}; 1 = uniform, 0 = one position)."
 
 
 _LUT_SIZE = 256
@@ -38,10 +66,10 @@ def attention_legend_html() -> str:
     colours = ", ".join(sample_colorscale(ATTENTION_SCALE, ATTENTION_STOPS))
     return (
         "<div style='display:flex;align-items:center;gap:.6rem;font-size:.85rem;margin:.2rem 0 .6rem 0'>"
-        "<span>low attention</span>"
+        "<span>uniform (1/n) or less</span>"
         f"<span style='display:inline-block;width:180px;height:14px;border-radius:3px;"
         f"background:linear-gradient(to right, {colours});border:1px solid #ddd'></span>"
-        "<span>high attention</span>"
+        "<span>all attention on it</span>"
         f"<span style='color:#57606a'>· {html.escape(ATTENTION_LEGEND_TEXT)}</span></div>"
     )
 
@@ -54,12 +82,11 @@ def topical_legend_html() -> str:
 
 def shaded_title_html(words: list[str], weights: np.ndarray, *, topical: set[str] | None = None,
                       prefix: str = "") -> str:
-    """A title with every word's background shaded by its (row-normalised) attention weight."""
+    """A title with every word's background shaded by how far its weight rises above uniform."""
     weights = np.asarray(weights, dtype=float)
-    top = float(weights.max()) if len(weights) and weights.max() > 0 else 1.0
+    values = above_uniform(weights)
     spans = []
-    for word, weight in zip(words, weights):
-        value = weight / top
+    for word, weight, value in zip(words, weights, values):
         style = (f"background:{attention_colour(value)};color:{_text_colour(value)};padding:1px 4px;"
                  "border-radius:3px;margin:1px;display:inline-block")
         if topical and word.lower() in topical:
@@ -121,11 +148,12 @@ def histogram(values: np.ndarray, *, title: str | None = None, xlabel: str = "",
 def self_attention_heatmap(matrix: np.ndarray, words: list[str], *, title: str) -> go.Figure:
     """Word-by-word attention: row = the word attending (query), column = the word attended to (key)."""
     labels = [f"{i + 1}·{w}" for i, w in enumerate(words)]  # positions keep repeated words apart
-    top = float(matrix.max()) if matrix.size and matrix.max() > 0 else 1.0
+    matrix = np.asarray(matrix, dtype=float)
+    shade = np.stack([above_uniform(row) for row in matrix]) if len(matrix) else matrix  # each row: one query
     fig = go.Figure(go.Heatmap(
-        z=matrix, x=labels, y=labels, colorscale=ATTENTION_SCALE, zmin=0.0, zmax=top,
-        colorbar=dict(title="attention"),
-        hovertemplate="%{y} → %{x}: %{z:.3f}<extra></extra>",
+        z=shade, customdata=matrix, x=labels, y=labels, colorscale=ATTENTION_SCALE, zmin=0.0, zmax=1.0,
+        colorbar=dict(title="above<br>uniform"),
+        hovertemplate="%{y} → %{x}: weight %{customdata:.3f}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", title="query word (attends…)")
     fig.update_xaxes(title="key word (…to)", tickangle=-45)
@@ -135,11 +163,10 @@ def self_attention_heatmap(matrix: np.ndarray, words: list[str], *, title: str) 
 
 def click_attention_bar(labels: list[str], weights: np.ndarray, *, title: str) -> go.Figure:
     weights = np.asarray(weights, dtype=float)
-    top = float(weights.max()) if len(weights) and weights.max() > 0 else 1.0
     fig = go.Figure(go.Bar(
         x=weights, y=labels, orientation="h",
-        marker=dict(color=weights, colorscale=ATTENTION_SCALE, cmin=0.0, cmax=top,
-                    colorbar=dict(title="attention")),
+        marker=dict(color=above_uniform(weights), colorscale=ATTENTION_SCALE, cmin=0.0, cmax=1.0,
+                    colorbar=dict(title="above<br>uniform")),
         hovertemplate="%{y}<br>weight %{x:.3f}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed")

@@ -177,6 +177,9 @@ def cold_user_note(c: Ctx) -> None:
 
 
 # ---- the sidebar -----------------------------------------------------------------------------
+PENDING_MODEL = "_pending_model"  # a run folder the sidebar should switch to on its next draw
+
+
 def _sanitize(key: str, options: list, default) -> None:
     if st.session_state.get(key) not in options:
         st.session_state[key] = default
@@ -187,11 +190,23 @@ def _pick_random_user(candidates: list[str]) -> None:
         st.session_state["user"] = random.choice(candidates)
 
 
+def showcase_users(table: pd.DataFrame) -> pd.DataFrame:
+    """Users worth showing: clicks in their history and a latest impression with both a click and a
+    non-click, so every metric and chart has something to say; where a split has none (a thin
+    sample), those whose impression can at least be scored, then those with clicks, then anyone."""
+    for chosen in (table[(table["history"] > 0) & table["scorable"]], table[table["scorable"]],
+                   table[table["history"] > 0]):
+        if not chosen.empty:
+            return chosen
+    return table
+
+
 def _default_user(table: pd.DataFrame) -> str | None:
     if table.empty:
         return None
-    good = table[(table["history"] >= 10) & (table["clicks"] > 0)]
-    return str((good if not good.empty else table).iloc[0]["user"])
+    showcase = showcase_users(table)
+    rich = showcase[showcase["history"] >= 10]
+    return str((rich if not rich.empty else showcase).iloc[0]["user"])
 
 
 def build_sidebar() -> Ctx:
@@ -218,6 +233,9 @@ def build_sidebar() -> Ctx:
 
     model_keys = [m.key for m in models]
     by_model = {m.key: m for m in models}
+    pending = st.session_state.pop(PENDING_MODEL, None)
+    if pending in by_model:  # "Use this model" on the Train page
+        st.session_state["model"] = pending
     if model_keys:
         _sanitize("model", model_keys, model_keys[0])
         sb.selectbox("Model", model_keys, key="model", format_func=lambda k: by_model[k].label,
@@ -290,8 +308,12 @@ def _user_widgets(c: Ctx, sb) -> None:
                  placeholder="type a user id",
                  help=f"Type to search the {len(ids):,} users that match the filter (the list shows "
                       f"{min(len(ids), USER_OPTIONS_CAP):,}); any id can be entered.")
-    sb.button("Random user", icon=":material/casino:", on_click=_pick_random_user, args=(ids,), key="random_user",
-              disabled=not ids, width="stretch")
+    any_user = sb.toggle("Random: any user", key="random_any",
+                         help="Off: Random user draws users with clicks whose latest impression has both a click "
+                              "and a non-click. On: any user, cold ones included.")
+    pool = ids if any_user else showcase_users(filtered)["user"].tolist()
+    sb.button("Random user", icon=":material/casino:", on_click=_pick_random_user, args=(pool,), key="random_user",
+              disabled=not pool, width="stretch")
     if not ids:
         sb.warning("No user has a history length in this range.")
     user = st.session_state.get("user")

@@ -94,5 +94,6 @@ def start_training(job: BackgroundJob, *, layout: Layout, model_config: ModelCon
 
     return job.start(work, label=label, state={
         "run_dir": str(run_dir), "epoch": 0, "step": 0, "global_step": 0, "steps_in_epoch": 0, "total_steps": 0,
-        "epochs": train_config.epochs, "samples": 0, "phase": "loading the data", "samples_per_s": 0.0,
+        "epochs": train_config.epochs, "batch_size": train_config.batch_size, "samples": 0,
+        "phase": "loading the data", "samples_per_s": 0.0,
         "losses": [], "loss_steps": [], "epochs_log": [], "kept": False})

@@ -91,6 +91,7 @@ cand_words = title_words(candidate)
 st.markdown(f"**Candidate** · {news.at[candidate, 'category']} / {news.at[candidate, 'subcategory']}")
 st.markdown(charts.shaded_title_html(cand_words, exp.candidate_word_weights[0][:len(cand_words)],
                                      topical=topical_set(candidate)), unsafe_allow_html=True)
+st.caption(charts.peakedness_text(exp.candidate_word_weights[0][:len(cand_words)], "The candidate's word attention"))
 st.markdown("**Clicked news**, newest first, with the user encoder's weight α and the click's contribution:")
 lines = []
 for k, (i, row) in enumerate(zip(idx, order)):
@@ -110,6 +111,7 @@ st.header("User encoder: attention over the clicks")
 st.plotly_chart(charts.click_attention_bar(click_labels, exp.click_weights[idx],
                                            title="additive attention α_i (newest click first)"),
                 config=charts.PLOT_CONFIG, key="att_clicks")
+st.caption(charts.peakedness_text(exp.click_weights, "Attention over the clicks"))
 
 # ---- self-attention heatmap --------------------------------------------------------------------
 st.header("Self-attention inside a title")

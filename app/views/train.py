@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from nram_core.run_info import read_config, read_state
+from nram_core.run_info import read_config, read_state, run_status
 from nram_core.config import PRESETS, preset as get_preset
 from nram_core.fileio import DataError
 
 from studio import charts, cache, registry
-from studio.context import ctx
+from studio.context import PENDING_MODEL, ctx
 from studio.jobs import ACTIVE
 from studio.training import run_folder_name, start_training
 
+
+STUDIO_BUDGET = {"epochs": 2, "max_impressions": 4000, "max_dev_impressions": 1000}
 
 c = ctx()
 job = cache.training_job()
@@ -30,9 +33,17 @@ if st.session_state.get("train_preset") not in names:
 preset_name = st.selectbox("Preset", names, key="train_preset",
                            help="demo: small and quick on a CPU; paper: the NRMS paper's sizes (slow on a CPU).")
 mc, tc = get_preset(preset_name)
+# The studio's starting values: a run that finishes in about a minute on two CPU cores with the
+# demo preset on the demo corpus. The presets' own budgets (the CLI's) are a caption away.
+tc = dataclasses.replace(tc, **STUDIO_BUDGET)
 dataset_ok = c.dataset is not None and c.dataset.ok and c.dataset.layout.train is not None
 st.caption(f"Trains on the dataset chosen in the sidebar: **{c.dataset.label if c.dataset else '–'}** "
            f"(train split, evaluated on dev after every epoch). Runs are saved under `{registry.runs_dir()}`.")
+full_epochs = get_preset(preset_name)[1].epochs
+st.caption(f"The starting values are sized to finish in about a minute on two CPU cores: "
+           f"{STUDIO_BUDGET['epochs']} epochs over the first {STUDIO_BUDGET['max_impressions']:,} train "
+           f"impressions, scored on {STUDIO_BUDGET['max_dev_impressions']:,} dev impressions after each. The "
+           f"`{preset_name}` preset's own budget is {full_epochs} epochs over all impressions: set the caps to 0.")
 
 with st.form("train_form"):
     p = preset_name  # widget keys per preset, so picking a preset refreshes every default
@@ -100,11 +111,24 @@ if submitted:
                 st.rerun()  # redraw the form disabled and start polling the progress
 
 
-def _use_model(path: str) -> None:
-    st.session_state["model"] = path
+def _use_model_button(path: str) -> None:
+    """Switch the sidebar to ``path``. The button lives in a fragment, whose reruns neither redraw
+    the sidebar nor keep the state of its widgets, so the choice goes through a plain session key
+    (read by the sidebar, ``context.PENDING_MODEL``) and a rerun of the whole app."""
+    if st.button("Use this model", key="train_use"):
+        st.session_state[PENDING_MODEL] = str(Path(path).resolve())
+        st.rerun(scope="app")
 
 
 # ---- live progress ------------------------------------------------------------------------------
+def _time_left(s: dict, total: int) -> str:
+    """About how long the remaining steps take at the measured throughput (dev evaluation not included)."""
+    done = s["global_step"]
+    if not done or not s["samples_per_s"] or done >= total:
+        return ""
+    seconds = (total - done) * s.get("batch_size", 1) / s["samples_per_s"]
+    return f" · about {seconds:.0f}s of training left"
+
 def _progress(polling: bool) -> None:
     s = job.snapshot()
     status = s["status"]
@@ -122,7 +146,7 @@ def _progress(polling: bool) -> None:
         fraction = min(1.0, s["global_step"] / total)
         text = (f"{s.get('phase') or 'loading the data'}…" if status == "loading" else
                 f"epoch {s['epoch']}/{s['epochs']} · step {s['global_step']}/{total} · "
-                f"{s['samples_per_s']:.0f} samples/s · {elapsed:.0f}s")
+                f"{s['samples_per_s']:.0f} samples/s · {elapsed:.0f}s{_time_left(s, total)}")
         if status == "stopping":
             text += " · stopping…"
         st.progress(fraction, text=text)
@@ -134,12 +158,12 @@ def _progress(polling: bool) -> None:
         auc = f", dev AUC {metrics['auc']:.4f}" if "auc" in metrics else ""
         st.success(f"Finished in {elapsed:.0f}s: {res.get('epochs_done', 0)} epoch(s){auc}. "
                    "The run is now in the model picker.")
-        st.button("Use this model", key="train_use", on_click=_use_model, args=(s["run_dir"],))
+        _use_model_button(s["run_dir"])
     elif status == "cancelled":
         if s.get("kept"):
             st.warning(f"Cancelled after {elapsed:.0f}s. The last finished epoch's checkpoint was kept and is in "
                        "the model picker.")
-            st.button("Use this model", key="train_use", on_click=_use_model, args=(s["run_dir"],))
+            _use_model_button(s["run_dir"])
         else:
             st.warning("Cancelled before the first epoch finished: there is no checkpoint to keep.")
     elif status == "failed":
@@ -177,7 +201,7 @@ def runs_table(stamp: tuple) -> pd.DataFrame:
         rows.append({
             "run": folder.name if folder != registry.demo_model_dir() else "demo model (shipped)",
             "preset": (config.get("data") or {}).get("preset", ""),
-            "status": "finished" if (folder / "model.safetensors").is_file() else "in progress",
+            "status": run_status(state),
             "epochs": state.get("epochs_done", 0),
             "heads × dim": f"{model.get('num_heads')}×{model.get('head_dim')}",
             "title/history": f"{model.get('title_len')}/{model.get('history_len')}",
@@ -194,6 +218,14 @@ def runs_table(stamp: tuple) -> pd.DataFrame:
 stamp = tuple((str(p), (p / "state.json").stat().st_mtime_ns if (p / "state.json").exists() else 0)
               for p in registry.list_run_folders())
 table = runs_table(stamp)
+if not table.empty:  # what this app's own job knows: the run it trains now, or the run that failed
+    snap = job.snapshot()
+    if snap.get("run_dir"):
+        here = table["folder"] == str(Path(snap["run_dir"]))
+        if snap["status"] in ACTIVE:
+            table.loc[here, "status"] = "running"
+        elif snap["status"] == "failed":
+            table.loc[here, "status"] = "failed"
 if table.empty:
     st.caption("No runs yet.")
 else:
