@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import io
+import re
 import sys
 import threading
 import time
@@ -170,6 +171,7 @@ def test_first_start_uses_demo_corpus_and_shipped_model(studio_home):
 
 
 OVERVIEW_WITHOUT_TORCH = """
+import re
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
@@ -655,3 +657,63 @@ def test_train_form_refuses_invalid_values():
     # switching the preset refreshes every field
     at.selectbox(key="train_preset").set_value("paper").run()
     assert at.number_input(key="tf_heads_paper").value == 15
+
+
+# ---- public mode ---------------------------------------------------------------------------------------------
+PAGES = ("overview", "recommendations", "attention", "whatif", "train", "experiments", "data")
+WORK_BUTTONS = ("Start training", "Run suite", "Register", "Download and register", "Remove from the list")
+
+
+def _rendered_text(at: AppTest) -> str:
+    parts = [all_text(at)]
+    parts += [df.value.astype(str).to_csv() for df in at.dataframe]
+    parts += [str(e.value) for kind in ("metric", "code") for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+def _absolute_paths(text: str, roots: list[Path]) -> list[str]:
+    found = [str(r) for r in roots if str(r) in text]
+    found += re.findall(r"(?<![\w.])/(?:tmp|work|root|home|usr|etc|var|srv|data)/[\w./-]+", text)
+    return found
+
+
+def test_public_mode_offers_no_work_and_shows_no_server_path(monkeypatch, studio_home):
+    monkeypatch.setenv("NRAM_PUBLIC", "1")
+    at = new_app()
+    for page in PAGES:
+        goto(at, page)
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        labels = {str(b.label) for b in at.button}
+        assert not labels & set(WORK_BUTTONS), (page, labels & set(WORK_BUTTONS))
+        leaked = _absolute_paths(_rendered_text(at), [studio_home, REPO])
+        assert not leaked, (page, leaked[:3])
+    goto(at, "train")
+    assert any("off on this public demo server" in i.value for i in at.info)
+
+
+def test_private_mode_keeps_every_control(monkeypatch):
+    monkeypatch.delenv("NRAM_PUBLIC", raising=False)
+    at = new_app()
+    for page, button in (("train", "Start training"), ("experiments", "Run suite"), ("data", "Register")):
+        goto(at, page)
+        assert button in {str(b.label) for b in at.button}, page
+
+
+def test_one_job_at_a_time_per_server(studio_home):
+    """A suite cannot start while a training run works, and the refusal says why."""
+    from studio.cache import suite_job, training_job
+    from studio.suites import start_suite
+
+    at = goto(new_app(), "train")
+    _fill_train_form(at, name="holds the server", epochs=5, maxsteps=0, maximp=3000, maxdev=40, batch=8)
+    job = training_job()
+    try:
+        assert job.busy
+        message = start_suite(suite_job(), label="second", suite="paper", layout=ctx(at).dataset.layout,
+                              out=studio_home / "experiments" / "second")
+        assert message and "one job runs at a time" in message
+        assert not suite_job().busy
+    finally:
+        job.cancel()
+        job.join(60)

@@ -11,6 +11,7 @@ Never runs ``playwright install``: it uses /usr/bin/chromium and Playwright's bu
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -78,16 +79,17 @@ def _fallback_model(home: Path, out: Path) -> None:
     Trainer(**prepare_run(resolve_layout(corpus_dir), model_cfg, train_cfg).trainer_args(), run_dir=out).fit()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def _streamlit(tmp_path_factory, **extra_env):
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package to run the browser test")
     pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
     home = tmp_path_factory.mktemp("e2e_home")
     port = _free_port()
     env = {**os.environ, "NRAM_HOME": str(home)}
-    for name in ("NRAM_DATA_DIRS", "NRAM_MIND_BASE_URL", "NRAM_DEMO_MODEL"):
+    for name in ("NRAM_DATA_DIRS", "NRAM_MIND_BASE_URL", "NRAM_DEMO_MODEL", "NRAM_PUBLIC"):
         env.pop(name, None)
+    env.update(extra_env)
     if not (REPO / "assets" / "demo_model" / "model.safetensors").is_file():
         model = tmp_path_factory.mktemp("model") / "demo_model"
         with pytest.MonkeyPatch.context() as mp:
@@ -112,6 +114,19 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with _streamlit(tmp_path_factory) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def public_server(tmp_path_factory):
+    """The studio as the Procfile hosts it: NRAM_PUBLIC=1."""
+    with _streamlit(tmp_path_factory, NRAM_PUBLIC="1") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -299,3 +314,29 @@ def test_walk_every_page(server, browser, tmp_path):
     (tmp_path / "timings.json").write_text(json.dumps(timings, indent=2))
     print("e2e timings:", json.dumps(timings))
     assert "Traceback" not in server["log"].read_text()
+
+
+def test_public_mode_in_a_browser(public_server, browser):
+    """Every page of a public server: no control that downloads, registers, trains or runs a suite,
+    no absolute server path, no request off the host, no console error."""
+    page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith((public_server["url"], "data:", "blob:", "about:"))
+            else outside.append(r.url))
+    page.goto(public_server["url"], timeout=120_000)
+    page.get_by_role("heading", name="Overview", exact=True).wait_for(timeout=120_000)
+    page.get_by_text("Model card").wait_for(timeout=120_000)
+    for title, until in (("Overview", "Model card"), ("Recommendations", "true clicks at rank"),
+                         ("Attention", "Self-attention inside a title"), ("What-if", "candidates changed rank"),
+                         ("Train", "All runs"), ("Experiments", "public demo server"),
+                         ("Data", "public demo server")):
+        go(page, title, until)
+        body = page.inner_text("body")
+        for button in ("Start training", "Run suite", "Download and register"):
+            assert page.get_by_role("button", name=button).count() == 0, (title, button)
+        assert page.get_by_role("button", name="Register", exact=True).count() == 0, title
+        leaked = re.findall(r"(?<![\w.])/(?:tmp|work|root|home)/[\w./-]+", body) + \
+            ([str(REPO)] if str(REPO) in body else [])
+        assert not leaked, (title, leaked[:3])
+    page.close()
+    assert not outside, outside[:5]

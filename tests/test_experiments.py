@@ -13,7 +13,17 @@ from nram_core.experiments import list_suites, read_records, suite_specs
 from nram_core.config import preset
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = ROOT / "app" / "views" / "experiments.py"
+APP = ROOT / "app" / "main.py"
+
+
+def experiments_page():
+    """The Experiments page inside the whole app (it reads the sidebar's datasets)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.switch_page("views/experiments.py").run()
+    return at
 TINY_BUDGET = ["--epochs", "1", "--seeds", "1", "--max-impressions", "40", "--max-dev-impressions", "60",
                "--batch-size", "32"]
 
@@ -105,13 +115,10 @@ def install_suite(suite: Path, home: Path) -> Path:
 
 
 def test_experiments_page_renders_a_finished_suite(paper_suite, tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
     monkeypatch.setenv("NRAM_HOME", str(tmp_path))
     install_suite(paper_suite, tmp_path)
     assert [p.name for p in list_suites()] == ["paper-demo-test"]
-    at = AppTest.from_file(str(PAGE), default_timeout=60)
-    at.run()
+    at = experiments_page()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert at.title[0].value == "Experiments"
@@ -122,20 +129,17 @@ def test_experiments_page_renders_a_finished_suite(paper_suite, tmp_path, monkey
     assert set(shown["model"]) == {"NRAM", "DKN", "Wide&Deep", "Popularity", "Random"}
 
 
-def test_experiments_page_without_data_shows_an_error_not_a_traceback(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
+def test_experiments_page_with_a_broken_suite_shows_an_error_not_a_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("NRAM_HOME", str(tmp_path))
     (tmp_path / "experiments" / "broken").mkdir(parents=True)
     (tmp_path / "experiments" / "broken" / "suite.json").write_text("{not json")
-    at = AppTest.from_file(str(PAGE), default_timeout=60)
-    at.run()
+    at = experiments_page()
     assert not at.exception
     assert any("not an experiment suite" in e.value for e in at.error)
-    submit = next(b for b in at.button if "Run suite" in str(b.label))
-    submit.click().run()
-    assert not at.exception
-    assert any("No dataset" in e.value for e in at.error)
+    # the form offers the sidebar's datasets and starts with a budget worth comparing
+    assert "Demo corpus (synthetic, built-in)" in at.selectbox[1].options
+    assert [n.value for n in at.number_input][:3] == [2, 1, 4000]
+    assert any("starting budget" in c.value for c in at.caption)
 
 
 @pytest.mark.slow

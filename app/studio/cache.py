@@ -252,19 +252,23 @@ def search_titles(split: Split, key: tuple, query: str, limit: int = 25) -> list
 
 
 @st.cache_resource
+def _jobs() -> dict:
+    """The app's two background jobs, shared by every session and by each other: one job at a time
+    on this server."""
+    from .jobs import BackgroundJob, JobSlot
+
+    slot = JobSlot()
+    return {"train": BackgroundJob("training run", slot), "suite": BackgroundJob("suite", slot)}
+
+
 def training_job():
-    """The one training job of this app process, shared by every session."""
-    from .jobs import BackgroundJob
-
-    return BackgroundJob("training run")
+    """The one training job of this app process."""
+    return _jobs()["train"]
 
 
-@st.cache_resource
 def suite_job():
-    """The one experiment-suite job of this app process, shared by every session."""
-    from .jobs import BackgroundJob
-
-    return BackgroundJob("suite")
+    """The one experiment-suite job of this app process."""
+    return _jobs()["suite"]
 
 
 # ---- cached scoring: a rerun that only changes the view (a head, a chart) recomputes nothing ----------

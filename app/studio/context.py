@@ -99,7 +99,7 @@ def ctx() -> Ctx:
 def need_split() -> Ctx:
     c = ctx()
     if c.dataset_error or c.split is None:
-        st.error(c.dataset_error or "No dataset selected.")
+        st.error(registry.shown_text(c.dataset_error or "No dataset selected."))
         st.stop()
     return c
 
@@ -152,7 +152,7 @@ def need_model() -> Ctx:
     with st.spinner("Loading the model and encoding every news once…"):  # shown only if it takes > 0.5 s
         load_recommender(c)
     if c.model_error or c.rec is None:
-        st.error(c.model_error or "The model could not be loaded.")
+        st.error(registry.shown_text(c.model_error or "The model could not be loaded."))
         st.stop()
     if c.fit is not None and c.fit.level == "warn":
         st.warning(c.fit.message)
@@ -162,7 +162,7 @@ def need_model() -> Ctx:
 def need_user() -> Ctx:
     c = need_model()
     if c.user_error:
-        st.error(c.user_error)
+        st.error(registry.shown_text(c.user_error))
         st.stop()
     if c.user is None:
         st.info("Pick a user in the sidebar.")

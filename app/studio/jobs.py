@@ -53,10 +53,21 @@ class JobContext:
 Work = Callable[[JobContext], "dict[str, Any] | None"]
 
 
+class JobSlot:
+    """The jobs of one server that share its CPU: while one of them works, none of the others starts."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.jobs: list[BackgroundJob] = []
+
+
 class BackgroundJob:
-    def __init__(self, noun: str) -> None:
-        """``noun`` names the work in messages ("training run", "suite")."""
+    def __init__(self, noun: str, slot: JobSlot | None = None) -> None:
+        """``noun`` names the work in messages ("training run", "suite"); ``slot``: the server's
+        other jobs, which must be idle for this one to start."""
         self.noun = noun
+        self.slot = slot or JobSlot()
+        self.slot.jobs.append(self)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,6 +86,15 @@ class BackgroundJob:
     def start(self, work: Work, *, label: str, state: dict[str, Any] | None = None) -> str | None:
         """Run ``work(context)`` in the background, with ``state`` as its first fields; returns None,
         or a message saying why it cannot start. ``work`` returns the ``result`` field."""
+        with self.slot.lock:
+            for other in self.slot.jobs:
+                if other is not self and other.busy:
+                    running = other.snapshot().get("label")
+                    return (f"A {other.noun} is running on this server ({running}); one job runs at a time, so "
+                            f"this {self.noun} cannot start until it ends.")
+            return self._start(work, label=label, state=state)
+
+    def _start(self, work: Work, *, label: str, state: dict[str, Any] | None) -> str | None:
         with self._lock:
             if self._state["status"] in ACTIVE:
                 return (f"A {self.noun} is already in progress ({self._state.get('label')}). Only one "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -160,6 +161,59 @@ def env_data_dirs() -> list[str]:
     return [p for p in os.environ.get("NRAM_DATA_DIRS", "").split(os.pathsep) if p.strip()]
 
 
+# ---- public mode ---------------------------------------------------------------------------------
+def public_mode() -> bool:
+    """``NRAM_PUBLIC=1`` (set by the Procfile): a hosted demo for visitors. Datasets come only from
+    NRAM_DATA_DIRS, ``--data`` and the demo corpus; nothing downloads, registers, trains or runs a
+    suite; no absolute server path is shown. Read at call time, never at import."""
+    return os.environ.get("NRAM_PUBLIC", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _path_roots() -> list[tuple[Path, str]]:
+    """Known folders and how a public page names them, most specific first."""
+    roots = [(demo_model_dir(), "demo model"), (demo_corpus_dir(), "demo corpus"), (runs_dir(), "runs"),
+             (nram_home(), "$NRAM_HOME"), (REPO_ROOT, "app")]
+    roots += [(Path(p).expanduser(), f"data{i + 1}") for i, p in enumerate(env_data_dirs())]
+    roots += [(Path(p).expanduser(), f"--data {i + 1}") for i, p in enumerate(argv_data_dirs())]
+    out = []
+    for path, name in roots:
+        try:
+            out.append((path.resolve(), name))
+        except OSError:
+            continue
+    return sorted(out, key=lambda item: -len(str(item[0])))
+
+
+def shown_path(path: str | Path | None) -> str:
+    """A path as a page shows it: as is in private mode; in public mode relative to a known root
+    (``runs/demo-2026…``), or only its last part, never the server's absolute path."""
+    if path is None or str(path) == "":
+        return ""
+    if not public_mode():
+        return str(path)
+    target = Path(path).expanduser()
+    try:
+        target = target.resolve()
+    except OSError:
+        pass
+    for root, name in _path_roots():
+        if target == root:
+            return name
+        if root in target.parents:
+            return f"{name}/{target.relative_to(root).as_posix()}"
+    return target.name or "(folder)"
+
+
+def shown_text(text: str) -> str:
+    """A message (an error naming files) with every known absolute folder replaced as ``shown_path``
+    names it, in public mode; unchanged in private mode."""
+    if not public_mode():
+        return text
+    for root, name in _path_roots():
+        text = text.replace(str(root), name)
+    return re.sub(r"(?<![\w.$-])/(?:[\w.@+-]+/)+([\w.@+-]+)", r"…/\1", text)  # any other absolute path
+
+
 def registry_path() -> Path:
     return nram_home() / "datasets.json"
 
@@ -214,7 +268,7 @@ def discover_datasets(argv: list[str] | None = None) -> list[DatasetEntry]:
         entries.extend(_entries_under_root(Path(root).expanduser(), "env"))
     for folder in argv_data_dirs(argv):
         entries.append(_entry(Path(folder), source="argv"))
-    for item in read_registered():
+    for item in ([] if public_mode() else read_registered()):  # public: only the host's own datasets
         entries.append(_entry(Path(item["path"]), source="registered", label=item.get("name") or None))
     seen: set[tuple] = set()
     unique = []

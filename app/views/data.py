@@ -20,11 +20,17 @@ st.title("Data")
 
 # ---- what the picker offers ---------------------------------------------------------------------
 st.subheader("Datasets in the picker")
+public = registry.public_mode()
 rows = [{"dataset": d.label, "source": registry.source_label(d.source),
-         "train": str(d.layout.train) if d.layout and d.layout.train else "",
-         "dev": str(d.layout.dev) if d.layout and d.layout.dev else "",
-         "status": "ok" if d.ok else f"⚠ {d.error}"} for d in c.datasets]
+         "train": registry.shown_path(d.layout.train) if d.layout and d.layout.train else "",
+         "dev": registry.shown_path(d.layout.dev) if d.layout and d.layout.dev else "",
+         "status": "ok" if d.ok else f"⚠ {registry.shown_text(d.error or '')}"} for d in c.datasets]
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="data_table")
+if public:
+    st.info("This is a public demo server: it offers the datasets its host set up (the built-in demo corpus, "
+            "`NRAM_DATA_DIRS` and `--data`). Downloading MIND and registering folders are off here; run "
+            "`streamlit run app/main.py` on your own machine to use your copy of MIND.")
+    st.stop()
 st.caption("Sources: the built-in demo corpus, the roots in `NRAM_DATA_DIRS` (separated by `"
            + os.pathsep + "`), `streamlit run app/main.py -- --data DIR`, "
            f"and folders registered here (kept in `{registry.registry_path()}`).")

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from studio import charts, cache
+from studio import cache, charts, registry
 from studio.context import need_split
 
 c = need_split()
 st.title("Overview")
-st.caption(f"{c.dataset.label} · {c.split_name} split · `{c.dataset.folder(c.split_name)}`")
+st.caption(f"{c.dataset.label} · {c.split_name} split · `{registry.shown_path(c.dataset.folder(c.split_name))}`")
 stats = cache.split_stats(c.split, c.key)
 
 cols = st.columns(6)
@@ -45,6 +45,8 @@ with right:
 
 st.subheader("Rows skipped while reading")
 reports = stats["reports"]
+if "file" in reports.columns:
+    reports = reports.assign(file=reports["file"].map(registry.shown_path))
 skipped = int(reports["skipped"].sum()) if not reports.empty else 0
 dropped = bool(reports["dropped"].astype(bool).any()) if not reports.empty else False
 if skipped:
@@ -64,7 +66,7 @@ if c.model is None:
     st.info("No model yet: train one on the Train page.")
     st.stop()
 if c.model_error:
-    st.error(c.model_error)
+    st.error(registry.shown_text(c.model_error))
     st.stop()
 run = c.info
 params = run.num_parameters
@@ -91,7 +93,8 @@ with card_left:
                  hide_index=True, width="stretch", height=300)
     data = run.data or {}
     if data:
-        st.caption("Trained on: " + ", ".join(f"{k} = `{v}`" for k, v in data.items() if v is not None))
+        st.caption("Trained on: " + ", ".join(f"{k} = `{registry.shown_text(str(v))}`" for k, v in data.items()
+                                              if v is not None))
 with card_right:
     st.markdown("**Dev metrics per epoch** (from state.json)")
     history = state.get("history") or []

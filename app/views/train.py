@@ -26,6 +26,71 @@ st.title("Train")
 if st.session_state.pop("_train_started", None):
     st.toast("Training started: progress below")
 
+
+# ---- runs table ----------------------------------------------------------------------------------
+@st.cache_data(ttl=5, show_spinner=False)
+def runs_table(stamp: tuple) -> pd.DataFrame:
+    rows = []
+    for folder in registry.list_run_folders():
+        try:
+            config = read_config(folder)
+            state = read_state(folder)
+        except DataError:
+            continue
+        model, train = config.get("model", {}), config.get("train", {})
+        history = state.get("history") or []
+        best = history[state["best_epoch"] - 1]["metrics"] if state.get("best_epoch") and history else {}
+        best = best or {}
+        rows.append({
+            "run": folder.name if folder != registry.demo_model_dir() else "demo model (shipped)",
+            "preset": (config.get("data") or {}).get("preset", ""),
+            "status": run_status(state),
+            "epochs": state.get("epochs_done", 0),
+            "heads × dim": f"{model.get('num_heads')}×{model.get('head_dim')}",
+            "title/history": f"{model.get('title_len')}/{model.get('history_len')}",
+            "batch": train.get("batch_size"), "K": train.get("negatives"), "lr": train.get("lr"),
+            "train imps cap": train.get("max_impressions"),
+            "auc": best.get("auc"), "mrr": best.get("mrr"), "ndcg@5": best.get("ndcg@5"),
+            "ndcg@10": best.get("ndcg@10"),
+            "minutes": sum(h.get("seconds", 0) for h in history) / 60,
+            "folder": str(folder),
+        })
+    return pd.DataFrame(rows)
+
+
+def show_runs_table() -> None:
+    st.header("All runs")
+    stamp = tuple((str(p), (p / "state.json").stat().st_mtime_ns if (p / "state.json").exists() else 0)
+                  for p in registry.list_run_folders())
+    table = runs_table(stamp)
+    if not table.empty:  # what this app's own job knows: the run it trains now, or the run that failed
+        snap = job.snapshot()
+        if snap.get("run_dir"):
+            here = table["folder"] == str(Path(snap["run_dir"]))
+            if snap["status"] in ACTIVE:
+                table.loc[here, "status"] = "running"
+            elif snap["status"] == "failed":
+                table.loc[here, "status"] = "failed"
+    if table.empty:
+        st.caption("No runs yet.")
+    else:
+        table["folder"] = table["folder"].map(registry.shown_path)
+        st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
+                     column_config={"auc": st.column_config.NumberColumn(format="%.4f"),
+                                    "mrr": st.column_config.NumberColumn(format="%.4f"),
+                                    "ndcg@5": st.column_config.NumberColumn(format="%.4f"),
+                                    "ndcg@10": st.column_config.NumberColumn(format="%.4f"),
+                                    "minutes": st.column_config.NumberColumn(format="%.1f"),
+                                    "lr": st.column_config.NumberColumn(format="%.0e")})
+
+
+if registry.public_mode():
+    st.info("Training is off on this public demo server. To train, run the studio on your own machine "
+            "(`streamlit run app/main.py`) or use the command line: "
+            "`python -m nram_core train --data DIR --preset demo`. The runs this server has are below.")
+    show_runs_table()
+    st.stop()
+
 # ---- the form ---------------------------------------------------------------------------------
 names = sorted(PRESETS)
 if st.session_state.get("train_preset") not in names:
@@ -181,58 +246,5 @@ def _progress(polling: bool) -> None:
 running = job.busy
 st.fragment(_progress, run_every=1.0 if running else None)(running)
 
-# ---- runs table ----------------------------------------------------------------------------------
-st.header("All runs")
 
-
-@st.cache_data(ttl=5, show_spinner=False)
-def runs_table(stamp: tuple) -> pd.DataFrame:
-    rows = []
-    for folder in registry.list_run_folders():
-        try:
-            config = read_config(folder)
-            state = read_state(folder)
-        except DataError:
-            continue
-        model, train = config.get("model", {}), config.get("train", {})
-        history = state.get("history") or []
-        best = history[state["best_epoch"] - 1]["metrics"] if state.get("best_epoch") and history else {}
-        best = best or {}
-        rows.append({
-            "run": folder.name if folder != registry.demo_model_dir() else "demo model (shipped)",
-            "preset": (config.get("data") or {}).get("preset", ""),
-            "status": run_status(state),
-            "epochs": state.get("epochs_done", 0),
-            "heads × dim": f"{model.get('num_heads')}×{model.get('head_dim')}",
-            "title/history": f"{model.get('title_len')}/{model.get('history_len')}",
-            "batch": train.get("batch_size"), "K": train.get("negatives"), "lr": train.get("lr"),
-            "train imps cap": train.get("max_impressions"),
-            "auc": best.get("auc"), "mrr": best.get("mrr"), "ndcg@5": best.get("ndcg@5"),
-            "ndcg@10": best.get("ndcg@10"),
-            "minutes": sum(h.get("seconds", 0) for h in history) / 60,
-            "folder": str(folder),
-        })
-    return pd.DataFrame(rows)
-
-
-stamp = tuple((str(p), (p / "state.json").stat().st_mtime_ns if (p / "state.json").exists() else 0)
-              for p in registry.list_run_folders())
-table = runs_table(stamp)
-if not table.empty:  # what this app's own job knows: the run it trains now, or the run that failed
-    snap = job.snapshot()
-    if snap.get("run_dir"):
-        here = table["folder"] == str(Path(snap["run_dir"]))
-        if snap["status"] in ACTIVE:
-            table.loc[here, "status"] = "running"
-        elif snap["status"] == "failed":
-            table.loc[here, "status"] = "failed"
-if table.empty:
-    st.caption("No runs yet.")
-else:
-    st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
-                 column_config={"auc": st.column_config.NumberColumn(format="%.4f"),
-                                "mrr": st.column_config.NumberColumn(format="%.4f"),
-                                "ndcg@5": st.column_config.NumberColumn(format="%.4f"),
-                                "ndcg@10": st.column_config.NumberColumn(format="%.4f"),
-                                "minutes": st.column_config.NumberColumn(format="%.1f"),
-                                "lr": st.column_config.NumberColumn(format="%.0e")})
+show_runs_table()
