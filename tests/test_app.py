@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import io
+import json
 import re
 import sys
 import threading
@@ -171,6 +172,7 @@ def test_first_start_uses_demo_corpus_and_shipped_model(studio_home):
 
 
 OVERVIEW_WITHOUT_TORCH = """
+import json
 import re
 import sys
 from pathlib import Path
@@ -717,3 +719,26 @@ def test_one_job_at_a_time_per_server(studio_home):
     finally:
         job.cancel()
         job.join(60)
+
+
+def test_an_unfit_vocabulary_is_said_once_with_a_button_to_train(monkeypatch, tmp_path):
+    words = json.loads((SHIPPED / "vocab.json").read_text())["words"][2:40]
+    titles = [f"{words[i % len(words)]} {words[(i + 7) % len(words)]} zq{i}x zq{i}y" for i in range(12)]
+    root = tmp_path / "half known"
+    write_mind_split(root / "train", titles)
+    write_mind_split(root / "dev", titles)
+    monkeypatch.setenv("NRAM_DATA_DIRS", str(root))
+    at = new_app()
+    key = next(d.key for d in ctx(at).datasets if d.root == root.resolve())
+    at.selectbox(key="dataset").set_value(key).run()
+    assert [w.value for w in at.warning if "<unk>" in w.value], "the overview says it first"
+    assert sum("<unk>" in w.value for w in at.warning) == 1
+    for page in ("recommendations", "attention", "whatif", "overview"):
+        goto(at, page)
+        assert not any("<unk>" in w.value for w in at.warning), page
+    # its fix: a button to the Train page, the run name prefilled with the dataset
+    at = new_app()
+    at.selectbox(key="dataset").set_value(key).run()
+    at.button(key="fit_train").click().run()
+    assert any(t.value == "Train" for t in at.title)
+    assert "half known" in at.text_input(key="tf_name_demo").value

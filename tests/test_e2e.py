@@ -248,6 +248,12 @@ def test_walk_every_page(server, browser, tmp_path):
     page.get_by_text("1 click(s) removed").wait_for(timeout=30_000)
     wait_idle(page)
     no_exception(page)
+    # kept clicks are the highlighted pills: drawn in the theme's blue, not in a red that reads "removed"
+    borders = page.eval_on_selector_all("[data-testid='stButtonGroup'] button",
+                                        "els => els.map(e => getComputedStyle(e).borderColor)")
+    rgb = [tuple(int(v) for v in re.findall(r"\d+", colour)[:3]) for colour in borders]
+    assert any(b > r + 50 for r, g, b in rgb), borders[:4]  # kept: the theme's blue
+    assert not any(r > b + 50 for r, g, b in rgb), borders[:4]  # nothing red, which would read "removed"
     shoot(page, "whatif", tmp_path)
 
     # ---- Train: a tiny run, watched live, then in the model picker ------------------------------------------

@@ -154,9 +154,33 @@ def need_model() -> Ctx:
     if c.model_error or c.rec is None:
         st.error(registry.shown_text(c.model_error or "The model could not be loaded."))
         st.stop()
-    if c.fit is not None and c.fit.level == "warn":
-        st.warning(c.fit.message)
+    fit_warning(c)
     return c
+
+
+TRAIN_PREFILL = "_train_prefill"  # a run name the Train page's form starts with
+
+
+def _train_here(label: str) -> None:
+    st.session_state[TRAIN_PREFILL] = label
+    st.session_state["_goto_train"] = True  # the button is gone on the rerun (shown once): switch from here
+
+
+def fit_warning(c: Ctx) -> None:
+    """The model-vs-data warning (many title words unknown to the model), once per dataset and
+    model in a session, with its fix: a button to the Train page, its run name prefilled."""
+    if st.session_state.pop("_goto_train", False):
+        st.switch_page("views/train.py")
+    if c.fit is None or c.fit.level != "warn" or c.model is None or c.dataset is None:
+        return
+    shown = st.session_state.setdefault("_fit_warned", set())
+    key = (c.dataset.key, c.model.key)
+    if key in shown:
+        return
+    shown.add(key)
+    st.warning(c.fit.message)
+    st.button("Train a model on this dataset", key="fit_train", icon=":material/model_training:",
+              on_click=_train_here, args=(c.dataset.label,))
 
 
 def need_user() -> Ctx:

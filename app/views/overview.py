@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from studio import cache, charts, registry
-from studio.context import need_split
+from studio.context import fit_warning, need_split
 
 c = need_split()
 st.title("Overview")
@@ -78,11 +78,10 @@ m3.metric("Epochs trained", state.get("epochs_done", "–"))
 best = state.get("best_auc")
 m4.metric("Best dev AUC", f"{best:.4f}" if isinstance(best, (int, float)) else "–",
           help=f"epoch {state.get('best_epoch', '–')}")
-if c.fit is not None and c.fit.level == "warn":
-    st.warning(c.fit.message)
+fit_warning(c)
 if c.fit is not None:
     st.caption(f"On this data: {c.fit.unk_rate:.1%} of title words map to <unk>, {c.fit.truncated:.1%} of titles "
-               f"are longer than the model's title length ({run.model_config.title_len}) · {c.fit.message}")
+               f"are longer than the model's title length ({run.model_config.title_len}).")
 
 card_left, card_right = st.columns(2)
 with card_left:

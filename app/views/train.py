@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from nram_core.config import PRESETS, preset as get_preset
 from nram_core.fileio import DataError
 
 from studio import charts, cache, registry
-from studio.context import PENDING_MODEL, ctx
+from studio.context import PENDING_MODEL, TRAIN_PREFILL, ctx
 from studio.jobs import ACTIVE
 from studio.training import run_folder_name, start_training
 
@@ -110,6 +111,9 @@ st.caption(f"The starting values are sized to finish in about a minute on two CP
            f"impressions, scored on {STUDIO_BUDGET['max_dev_impressions']:,} dev impressions after each. The "
            f"`{preset_name}` preset's own budget is {full_epochs} epochs over all impressions: set the caps to 0.")
 
+prefill = st.session_state.pop(TRAIN_PREFILL, None)
+if prefill:  # "Train a model on this dataset" from a page that found the model unfit for it
+    st.session_state[f"tf_name_{preset_name}"] = re.sub(r"[^A-Za-z0-9 ._-]+", " ", prefill).strip()[:60]
 with st.form("train_form"):
     p = preset_name  # widget keys per preset, so picking a preset refreshes every default
     name = st.text_input("Run name", value="", placeholder=preset_name, key=f"tf_name_{p}")

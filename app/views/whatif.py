@@ -43,7 +43,8 @@ st.caption(f"User **{c.user}** · edit the history below; the model re-encodes t
 
 if not options:
     st.info("This user has no clicks yet (a cold user): add news below to build a history.")
-st.pills("Clicks in the edited history (oldest first): click one to remove it, click it again to put it back",
+st.pills("Clicks in the edited history (oldest first): highlighted = kept, grey = removed; click one to remove it, "
+         "click it again to put it back",
          options, selection_mode="multi", key="whatif_clicks", on_change=_sync_selection, wrap=True,
          width="stretch",
          format_func=lambda r: _short(news.at[r, "title"]) + (" (added)" if r not in original else ""))
