@@ -71,6 +71,8 @@ pages = [
             url_path="recommendations"),
     st.Page("views/attention.py", title="Attention", icon=":material/visibility:", url_path="attention"),
     st.Page("views/whatif.py", title="What-if", icon=":material/science:", url_path="what-if"),
+    st.Page("views/map.py", title="News map", icon=":material/scatter_plot:", url_path="map"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page("views/train.py", title="Train", icon=":material/model_training:", url_path="train"),
     st.Page("views/experiments.py", title="Experiments", icon=":material/leaderboard:", url_path="experiments"),
     st.Page("views/data.py", title="Data", icon=":material/folder_open:", url_path="data"),

@@ -144,7 +144,7 @@ def metric(at: AppTest, label: str) -> str:
 # ---- every page -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("page,title", [("overview", "Overview"), ("recommendations", "Recommendations"),
                                         ("attention", "Attention"), ("whatif", "What-if"), ("train", "Train"),
-                                        ("data", "Data")])
+                                        ("data", "Data"), ("map", "News map"), ("compare", "Compare")])
 def test_every_page_renders_without_error(page, title):
     at = goto(new_app(), page)
     assert_clean(at)
@@ -662,7 +662,7 @@ def test_train_form_refuses_invalid_values():
 
 
 # ---- public mode ---------------------------------------------------------------------------------------------
-PAGES = ("overview", "recommendations", "attention", "whatif", "train", "experiments", "data")
+PAGES = ("overview", "recommendations", "attention", "whatif", "map", "compare", "train", "experiments", "data")
 WORK_BUTTONS = ("Start training", "Run suite", "Register", "Download and register", "Remove from the list")
 
 
@@ -742,3 +742,58 @@ def test_an_unfit_vocabulary_is_said_once_with_a_button_to_train(monkeypatch, tm
     at.button(key="fit_train").click().run()
     assert any(t.value == "Train" for t in at.title)
     assert "half known" in at.text_input(key="tf_name_demo").value
+
+
+def test_export_of_a_users_view_is_one_self_contained_html_file():
+    from studio import cache
+    from studio.export import view_report
+
+    at = new_app()
+    user = users_where(at, lambda t: (t["history"] >= 5) & t["scorable"])[0]
+    pick_user(at, user)
+    goto(at, "recommendations")
+    assert_clean(at)
+    assert at.get("download_button"), "the export button"
+    c = ctx(at)
+    imp = int(at.selectbox(key="impression_choice").value)
+    started = time.perf_counter()
+    html = view_report(c, imp, cache.rank_impression(c.rec, c.key, imp))
+    assert time.perf_counter() - started < 2.0
+    assert html.startswith("<!DOCTYPE html>") and user in html and "<script" not in html.lower()
+    assert "http://" not in html and "https://" not in html and "src=" not in html  # nothing to fetch
+    assert "✓" in html and "background:" in html and "sum of the contributions" in html
+
+
+def test_news_map_marks_the_users_clicks_and_recommendations():
+    at = new_app()
+    user = users_where(at, lambda t: t["history"] >= 5)[0]
+    pick_user(at, user)
+    goto(at, "map")
+    assert_clean(at)
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = [trace.get("name") for trace in figure["data"]]
+    assert "clicked by the user" in names and "top 10 recommended" in names
+    c = ctx(at)
+    categories = set(c.news()["category"].iloc[1:])
+    assert categories <= set(names)
+    clicked = next(t for t in figure["data"] if t.get("name") == "clicked by the user")
+    assert len(clicked["text"]) == len(set(c.history.tolist()))  # every click placed, sampled or not
+
+
+@pytest.mark.slow
+def test_compare_two_models_on_one_user(studio_home):
+    """A second model (trained here from the Train page) ranks the same impression beside the first."""
+    at = goto(new_app(), "compare")
+    if len(ctx(at).models) < 2:
+        _fill_train_form(at := goto(at, "train"), name="second model", epochs=1, maxsteps=3, maximp=40, maxdev=40,
+                         batch=16)
+        _wait_for(at, lambda a: any("Finished" in s.value for s in a.success))
+        at = new_app()
+    user = users_where(at, lambda t: (t["history"] >= 5) & t["scorable"])[0]
+    pick_user(at, user)
+    goto(at, "compare")
+    assert_clean(at)
+    table = next(df.value for df in at.dataframe if "rank B" in df.value.columns)
+    assert sorted(table["rank A"]) == sorted(table["rank B"]) == list(range(1, len(table) + 1))
+    assert set(table["B vs A"]) <= {"="} | {f"{s}{n}" for s in "↑↓" for n in range(1, len(table))}
+    assert any(m.label.startswith("AUC: A → B") for m in at.metric)

@@ -81,8 +81,8 @@ def test_bench_app(demo_corpus, capsys):
     """The studio's interaction times through AppTest: a first load, then one visitor's clicks."""
     r = run_in_process(capsys, "app", "--data", demo_corpus, "--users", 1)
     assert r["bench"] == "app" and r["users_visited"] == 1 and r["impressions"] > 0
-    assert_positive(r, ["first_load_s", "max_ms", "target_ms"])
+    assert_positive(r, ["first_load_s", "max_ms", "target_ms", "export_max_ms", "export_target_ms"])
     steps = {"pick_user", "switch_impression", "catalog_mode", "catalog_category", "attention_page",
-             "attention_head", "whatif_page", "whatif_remove_clicks", "overview_page"}
+             "attention_head", "whatif_page", "whatif_remove_clicks", "news_map_page", "overview_page"}
     assert set(r["interaction_p50_ms"]) == set(r["interaction_max_ms"]) == steps
     assert r["max_ms"] == max(r["interaction_max_ms"].values())

@@ -220,6 +220,30 @@ def test_walk_every_page(server, browser, tmp_path):
     assert "History:" in body and "nDCG@10" in body and "AUC" in body
     assert page.locator("[data-testid='stDataFrame']").count() >= 2
     shoot(page, "recommendations", tmp_path)
+
+    # ---- Export: one HTML file that renders in Chromium with every request refused ------------------------
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Export this view (HTML)").click()
+    exported = tmp_path / download.value.suggested_filename
+    download.value.save_as(exported)
+    offline = browser.new_page(viewport={"width": WIDTH, "height": 900})
+    fetched: list[str] = []
+
+    def refuse(route):
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            fetched.append(route.request.url)
+            route.abort()
+
+    offline.route("**/*", refuse)
+    offline.goto(exported.as_uri())
+    offline.get_by_text("sum of the contributions").wait_for(timeout=10_000)
+    text = offline.inner_text("body")
+    assert "Recommendations for user" in text and "✓" in text and "attention" in text
+    assert not fetched, fetched
+    shoot(offline, "export", tmp_path)
+    offline.close()
     page.get_by_role("radio", name="Catalog").click()
     page.get_by_text("Score distribution over the whole catalog").wait_for(timeout=30_000)
     wait_idle(page)
@@ -256,6 +280,11 @@ def test_walk_every_page(server, browser, tmp_path):
     assert not any(r > b + 50 for r, g, b in rgb), borders[:4]  # nothing red, which would read "removed"
     shoot(page, "whatif", tmp_path)
 
+    # ---- News map: the projection with the user's clicks and recommendations -------------------------------
+    go(page, "News map", "a recommendation close to the clicks")
+    assert page.locator("[data-testid='stPlotlyChart']").count() >= 1
+    shoot(page, "map", tmp_path)
+
     # ---- Train: a tiny run, watched live, then in the model picker ------------------------------------------
     go(page, "Train", "All runs")
     page.get_by_label("Run name").fill("e2e tiny")
@@ -283,6 +312,15 @@ def test_walk_every_page(server, browser, tmp_path):
     go(page, "Overview", "Model card")
     assert "e2e-tiny" in page.get_by_role("combobox", name="Model").input_value()
 
+    # ---- Compare: the shipped model against the run just trained, on one impression ------------------------
+    go(page, "Compare", "sit at another rank in B")
+    page.get_by_role("combobox", name="Compare the sidebar's model with").click()
+    page.get_by_role("option", name=re.compile("Demo model")).first.click()
+    wait_idle(page)
+    no_exception(page)
+    assert "AUC: A → B" in page.inner_text("body")
+    shoot(page, "compare", tmp_path)
+
     # ---- Data: a bad folder is refused with a clear message -----------------------------------------------
     go(page, "Data", "Register a folder")
     page.get_by_label("Folder path (absolute)").fill(str(tmp_path / "not-a-mind-folder"))
@@ -304,7 +342,8 @@ def test_walk_every_page(server, browser, tmp_path):
 
     # ---- every page opens by its own URL, and the root lands on the Overview's ----------------------------
     for path, title in (("overview", "Overview"), ("recommendations", "Recommendations"), ("attention", "Attention"),
-                        ("what-if", "What-if"), ("train", "Train"), ("experiments", "Experiments"), ("data", "Data")):
+                        ("what-if", "What-if"), ("map", "News map"), ("compare", "Compare"),
+                        ("train", "Train"), ("experiments", "Experiments"), ("data", "Data")):
         page.goto(f"{server['url']}/{path}", timeout=60_000)
         page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=60_000)
         wait_idle(page)

@@ -314,3 +314,53 @@ def _explain(_rec: Recommender, key: tuple, history: tuple[int, ...], candidates
 
 def explain(rec: Recommender, key: tuple, history, candidates):
     return _explain(rec, key, _rows(history), _rows(candidates))
+
+
+MAP_POINTS = 20_000  # news drawn on the map at most; more is a sample (said on the page)
+
+
+@dataclass(frozen=True)
+class NewsMap:
+    rows: np.ndarray  # [n] news rows drawn (1-based)
+    xy: np.ndarray  # [n,2]
+    share: np.ndarray  # [2] the components' share of the variance
+    mean: np.ndarray  # [D]
+    components: np.ndarray  # [2,D]
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """[m,D] -> [m,2] with the same projection (news outside the drawn sample)."""
+        return (np.asarray(vectors, dtype=np.float64) - self.mean) @ self.components.T
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _news_map(_rec: Recommender, key: tuple, seed: int) -> NewsMap:
+    return news_map(_rec.news_vectors[1:].float().cpu().numpy(), max_points=MAP_POINTS, seed=seed)
+
+
+def news_map_points(rec: Recommender, key: tuple, seed: int = 0) -> NewsMap:
+    """The news map of a split and model (``news_map``), cached."""
+    return _news_map(rec, key, seed)
+
+
+def news_map(vectors: np.ndarray, *, max_points: int, seed: int = 0) -> NewsMap:
+    """PCA of news vectors [N,D] to 2-D, fitted and drawn on a seeded sample of at most
+    ``max_points`` news.
+
+    >>> m = news_map(np.eye(4)[[0, 0, 1, 2]] * 5.0, max_points=10)
+    >>> m.rows.tolist(), m.xy.shape, bool(m.share.sum() <= 1.0), m.project(np.zeros((1, 4))).shape
+    ([1, 2, 3, 4], (4, 2), True, (1, 2))
+    """
+    n, dim = vectors.shape
+    rows = np.arange(n)
+    if n > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+    sample = vectors[rows].astype(np.float64)
+    mean = sample.mean(axis=0)  # [D]
+    _, singular, basis = np.linalg.svd(sample - mean, full_matrices=False)  # basis [min(n,D),D]
+    components = np.zeros((2, dim))
+    components[: min(2, len(basis))] = basis[:2]
+    total = float((singular ** 2).sum()) or 1.0
+    share = np.zeros(2)
+    share[: min(2, len(singular))] = (singular[:2] ** 2) / total
+    return NewsMap(rows=rows + 1, xy=(sample - mean) @ components.T, share=share, mean=mean,
+                   components=components)  # xy: [n,D] -> [n,2]

@@ -31,7 +31,7 @@ CTX_KEY = "_nram_ctx"
 USER_OPTIONS_CAP = 2000  # users listed in the picker; any other id can still be typed
 # Widget values that must survive a page switch (Streamlit drops the state of widgets
 # that a run does not draw); main.py re-assigns them on every run.
-PERSISTENT_KEYS = ("rec_mode", "impression_choice", "catalog_top", "catalog_category", "att_candidate",
+PERSISTENT_KEYS = ("rec_mode", "impression_choice", "catalog_top", "catalog_category", "att_candidate", "compare_model",
                    "att_title", "att_head", "att_topical", "whatif_mode", "whatif_top", "train_preset",
                    "download_size")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from studio import charts, cache, views_common as vc
+from studio.export import view_report
 from studio.context import cold_user_note, need_user
 
 c = need_user()
@@ -42,6 +43,12 @@ if mode == "Impression":
     clicked = table.loc[table["clicked"] == "✓", "rank"].tolist()
     st.caption(f"{len(table)} candidates · true clicks at rank {', '.join(map(str, clicked)) or '–'} "
                "(✓ marks the news the user really clicked)")
+    st.download_button("Export this view (HTML)", data=view_report(c, imp, ranked),
+                       file_name=f"nram-{c.user}-impression-{int(c.split.behaviors.impression_ids[imp])}.html",
+                       mime="text/html", icon=":material/download:", key="rec_export",
+                       help="One self-contained HTML file (no script, nothing fetched) that opens offline in any "
+                            "browser: the ranking with the true clicks, the history with its word attention, and "
+                            "why the top news ranks first.")
 else:
     left, right = st.columns([1, 2])
     if not isinstance(st.session_state.get("catalog_top"), int):
