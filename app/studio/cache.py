@@ -213,11 +213,12 @@ def split_stats(_split: Split, key: tuple) -> dict:
     users = user_table(_split, key)
     reports = []
     for r in _split.reports:
-        reports.append({"file": r.file, "rows": r.rows, "kept": r.kept, "skipped": r.total_skipped,
+        # "dropped" before the long "why": on a narrow window the last column is the one cut off
+        reports.append({"file": Path(r.file).name, "rows": r.rows, "kept": r.kept, "skipped": r.total_skipped,
+                        "dropped": "; ".join(f"{count} {what}" for what, count in sorted(r.dropped.items())),
                         "why": "; ".join(f"{reason}: {count} (first at line "
                                          f"{', '.join(map(str, r.first_lines.get(reason, [])))})"
-                                         for reason, count in sorted(r.skipped.items())),
-                        "dropped": "; ".join(f"{count} {what}" for what, count in sorted(r.dropped.items()))})
+                                         for reason, count in sorted(r.skipped.items()))})
     return {
         "news": len(news) - 1,
         "users": len(_split.user_ids),

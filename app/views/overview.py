@@ -45,8 +45,6 @@ with right:
 
 st.subheader("Rows skipped while reading")
 reports = stats["reports"]
-if "file" in reports.columns:
-    reports = reports.assign(file=reports["file"].map(registry.shown_path))
 skipped = int(reports["skipped"].sum()) if not reports.empty else 0
 dropped = bool(reports["dropped"].astype(bool).any()) if not reports.empty else False
 if skipped:

@@ -16,8 +16,9 @@ cold_user_note(c)
 news = c.news()
 with st.expander(f"History: {len(c.history)} clicked news, newest first", expanded=True):
     if len(c.history):
-        st.dataframe(vc.history_table(news, c.history), hide_index=True, width="stretch", height=260,
-                     key="rec_history")
+        rows_shown = min(len(c.history), 7)  # a short history gets a short table, not blank rows
+        st.dataframe(vc.history_table(news, c.history), hide_index=True, width="stretch",
+                     height=36 * (rows_shown + 1) + 3, key="rec_history")
     else:
         st.caption("No clicks.")
 
