@@ -265,6 +265,8 @@ def build_sidebar() -> Ctx:
         sb.selectbox("Model", model_keys, key="model", format_func=lambda k: by_model[k].label,
                      help="The shipped demo model and every run under NRAM_HOME/runs.")
         c.model = by_model[st.session_state["model"]]
+        if len(c.model.label) > 26:  # the picker cuts long run names: say it in full below it
+            sb.caption(c.model.label)
     else:
         sb.caption("No model yet: train one on the Train page.")
 

@@ -76,6 +76,8 @@ def show_runs_table() -> None:
         st.caption("No runs yet.")
     else:
         table["folder"] = table["folder"].map(registry.shown_path)
+        first = ["run", "status", "epochs", "auc", "mrr", "ndcg@5", "ndcg@10", "minutes"]  # what a reader scans for
+        table = table[first + [col for col in table.columns if col not in first]]
         st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
                      column_config={"auc": st.column_config.NumberColumn(format="%.4f"),
                                     "mrr": st.column_config.NumberColumn(format="%.4f"),
