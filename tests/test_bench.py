@@ -86,3 +86,20 @@ def test_bench_app(demo_corpus, capsys):
              "attention_head", "whatif_page", "whatif_remove_clicks", "news_map_page", "overview_page"}
     assert set(r["interaction_p50_ms"]) == set(r["interaction_max_ms"]) == steps
     assert r["max_ms"] == max(r["interaction_max_ms"].values())
+
+
+def test_bench_profile(demo_corpus, capsys):
+    """Where a step's and an evaluation's CPU time goes: two JSON lines with each phase's top operators."""
+    module = importlib.import_module("bench.profile")
+    threads = torch.get_num_threads()
+    try:
+        assert module.main(["--data", str(demo_corpus), "--preset", "demo", "--steps", "1", "--impressions", "40",
+                            "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines() if line.startswith("{")]
+    assert [r["phase"] for r in lines] == ["train_step", "evaluate_split"]
+    for r in lines:
+        shares = [op["self_cpu_share"] for op in r["top"]]
+        assert r["top"] and 0 < sum(shares) <= 1.001 and shares == sorted(shares, reverse=True)
+    assert any("mm" in op["op"] for op in lines[0]["top"])  # matrix products lead a training step
