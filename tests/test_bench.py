@@ -103,3 +103,17 @@ def test_bench_profile(demo_corpus, capsys):
         shares = [op["self_cpu_share"] for op in r["top"]]
         assert r["top"] and 0 < sum(shares) <= 1.001 and shares == sorted(shares, reverse=True)
     assert any("mm" in op["op"] for op in lines[0]["top"])  # matrix products lead a training step
+
+
+def test_bench_candidates(tmp_path, demo_corpus, capsys):
+    from nram_core.cli import main as cli
+
+    run = tmp_path / "run"
+    assert cli(["train", "--data", str(demo_corpus), "--out", str(run), "--word-dim", "16", "--num-heads", "2",
+                "--head-dim", "8", "--epochs", "1", "--max-steps", "3", "--max-dev-impressions", "50",
+                "--word-vectors", "none", "--no-progress"]) == 0
+    capsys.readouterr()
+    r = run_in_process(capsys, "candidates", "--run", run, "--data", demo_corpus, "--rounds", 1)
+    assert r["bench"] == "candidates" and r["fp32_s"] > 0
+    for name in ("int8_dynamic", "bf16_autocast"):
+        assert r[name]["speedup_vs_fp32"] > 0 and abs(r[name]["mean_auc_diff"]) < 0.05
