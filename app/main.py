@@ -54,7 +54,8 @@ if _demo_thread is not None:
     with st.spinner("First start: generating the demo corpus (a few seconds)…"):
         _demo_thread.join()
     if _demo_errors:  # the app still runs on other datasets
-        st.error(f"The demo corpus could not be generated in {registry.demo_corpus_dir()}: {_demo_errors[0]}")
+        st.error(registry.shown_text(f"The demo corpus could not be generated in {registry.demo_corpus_dir()}: "
+                                     f"{_demo_errors[0]}"))
 
 overview = st.Page("views/overview.py", title="Overview", icon=":material/insights:", url_path="overview")
 
@@ -87,14 +88,14 @@ try:
     st.session_state[context.CTX_KEY] = context.build_sidebar()
 except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
     traceback.print_exc()
-    st.error(f"Could not prepare the dataset or model: {type(exc).__name__}: {exc}")
+    st.error(registry.shown_text(f"Could not prepare the dataset or model: {type(exc).__name__}: {exc}"))
     st.stop()
 
 try:
     page.run()
 except Exception as exc:  # noqa: BLE001 - st.stop/st.rerun are BaseException and pass through
     traceback.print_exc()
-    st.error(f"Something went wrong on this page: {type(exc).__name__}: {exc}")
+    st.error(registry.shown_text(f"Something went wrong on this page: {type(exc).__name__}: {exc}"))
 
 st.sidebar.caption(f"Server time for this view: {(time.perf_counter() - _started) * 1000:.0f} ms")
 context.warm_up(st.session_state[context.CTX_KEY])

@@ -91,7 +91,7 @@ def publish(run_dir: Path, state: dict[str, Any]) -> None:
     files = state.get("files") or {}
     best = files.get("best")
     if best:
-        source, target = run_dir / best["name"], run_dir / WEIGHTS
+        source, target = _named(run_dir, best.get("name")), run_dir / WEIGHTS
         if source.is_file() and (not target.is_file() or file_sha256(target) != best["sha256"]):
             atomic_write_with(target, lambda tmp: shutil.copyfile(source, tmp))
     write_metrics(run_dir, state)
@@ -118,7 +118,7 @@ def committed_file(run_dir: Path, role: str) -> Path:
     entry = (read_state(run_dir).get("files") or {}).get(role)
     if not entry:
         raise DataError(f"{run_dir}: state.json commits no {role} checkpoint")
-    return Path(run_dir) / entry["name"]
+    return _named(Path(run_dir), entry.get("name"))
 
 
 def slim(run_dir: Path) -> None:
@@ -142,7 +142,7 @@ def restore(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opt
     if files:
         for role in ("last", "optimizer"):
             entry = files.get(role) or {}
-            path = run_dir / str(entry.get("name", ""))
+            path = _named(run_dir, entry.get("name"))
             if not path.is_file() or file_sha256(path) != entry.get("sha256"):
                 raise DataError(f"{path}: missing or damaged ({role} checkpoint that state.json committed); "
                                 "this run cannot be resumed")
@@ -152,9 +152,24 @@ def restore(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opt
     load_weights(model, last)
     model.to(device)
     load_optimizer(optimizer, opt, device)
-    if main and files:
-        publish(run_dir, state)
+    if files:
+        if main:
+            publish(run_dir, state)
+    elif state.get("best_epoch") and (run_dir / WEIGHTS).is_file():
+        # The old format's best weights are model.safetensors: name them as an epoch file, so that the
+        # next commit keeps them as the best instead of taking the new epoch's.
+        best = f"weights-e{int(state['best_epoch']):04d}.safetensors"
+        if main:
+            atomic_write_with(run_dir / best, lambda tmp: shutil.copyfile(run_dir / WEIGHTS, tmp))
+        state = {**state, "files": {"best": {"name": best, "sha256": file_sha256(run_dir / WEIGHTS)}}}
     return state
+
+
+def _named(run_dir: Path, name: object) -> Path:
+    """A file that state.json names: a plain file name inside the run folder, never a path elsewhere."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise DataError(f"{run_dir / 'state.json'}: names a checkpoint file {name!r} outside the run folder")
+    return run_dir / name
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

@@ -208,8 +208,9 @@ def evaluate_split(model, split: Split, *, max_impressions: int = 0, batch_size:
     ``metrics.HISTORY_SEGMENTS``), also per user segment of history length.
 
     Equal scores are ordered by ``metrics.impression_ranks``'s tie rule, the one ``predict`` writes,
-    so these figures are the official scorer's on ``predict``'s file. Unlabelled (test) impressions
-    are not scorable and count as skipped."""
+    so where every candidate has a news row (as in MIND itself) these figures are the official
+    scorer's on ``predict``'s file. (A candidate without a news row is dropped here, whereas
+    ``predict`` ranks it as an empty title.) Unlabelled (test) impressions count as skipped."""
     scores, labels, offsets = score_impressions(model, split, max_impressions=max_impressions,
                                                 batch_size=batch_size, amp=amp)
     per = per_impression_metrics(labels, -impression_ranks(scores, offsets), offsets)  # [I,4]

@@ -797,3 +797,21 @@ def test_compare_two_models_on_one_user(studio_home):
     assert sorted(table["rank A"]) == sorted(table["rank B"]) == list(range(1, len(table) + 1))
     assert set(table["B vs A"]) <= {"="} | {f"{s}{n}" for s in "↑↓" for n in range(1, len(table))}
     assert any(m.label.startswith("AUC: A → B") for m in at.metric)
+
+
+def test_an_unlabelled_test_split_shows_no_negative_clicks(monkeypatch, tmp_path):
+    """MIND's test split has no labels (stored as -1): the Overview counts no click, never a negative one."""
+    words = json.loads((SHIPPED / "vocab.json").read_text())["words"][2:40]
+    titles = [f"{words[i % len(words)]} {words[(i + 5) % len(words)]}" for i in range(12)]
+    root = tmp_path / "MINDdemo_test"
+    write_mind_split(root, titles)
+    rows = (root / "behaviors.tsv").read_text().splitlines()[:-1]  # drop the deliberately bad last row
+    (root / "behaviors.tsv").write_text("".join(
+        "\t".join(r.split("\t")[:4] + [" ".join(i.rpartition("-")[0] for i in r.split("\t")[4].split())]) + "\n"
+        for r in rows))
+    monkeypatch.setenv("NRAM_DATA_DIRS", str(root))
+    at = new_app()
+    key = next(d.key for d in ctx(at).datasets if d.root == root.resolve())
+    at.selectbox(key="dataset").set_value(key).run()
+    assert not at.exception
+    assert metric(at, "Clicks") == "0" and metric(at, "Click-through rate") == "0.0%"

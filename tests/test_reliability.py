@@ -158,6 +158,42 @@ def test_early_stopping_patience_survives_resume(demo_corpus, tmp_path):
     assert run_summary(resumed) == summary  # a counter restarted by --resume would train one epoch more
 
 
+def test_a_run_folder_from_before_the_commit_point_resumes_without_losing_its_best(reference, demo_corpus,
+                                                                                    tmp_path):
+    """Old format: last.safetensors + optimizer.pt, state.json without "files", model.safetensors the best."""
+    ref_dir, _ = reference
+    run_dir = tmp_path / "old"
+    shutil.copytree(ref_dir, run_dir)
+    state = json.loads((run_dir / "state.json").read_text())
+    shutil.move(checkpoint.committed_file(run_dir, "last"), run_dir / "last.safetensors")
+    shutil.move(checkpoint.committed_file(run_dir, "optimizer"), run_dir / "optimizer.pt")
+    for path in run_dir.glob("weights-e*.safetensors"):
+        path.unlink()
+    state.pop("files")
+    state.pop("final", None)
+    state["best_auc"] = 0.99  # no new epoch beats it: the resumed run must keep the old best as its model
+    (run_dir / "state.json").write_text(json.dumps(state))
+    old_best = (run_dir / "model.safetensors").read_bytes()
+    train(demo_corpus, run_dir, epochs=4)
+    resumed = json.loads((run_dir / "state.json").read_text())
+    assert resumed["epochs_done"] == 4 and len(resumed["history"]) == 4
+    assert resumed["best_epoch"] == state["best_epoch"]
+    assert (run_dir / "model.safetensors").read_bytes() == old_best
+    assert checkpoint.file_sha256(run_dir / "model.safetensors") == resumed["files"]["best"]["sha256"]
+    assert not (run_dir / "last.safetensors").exists() and not (run_dir / "optimizer.pt").exists()
+
+
+def test_a_state_json_naming_a_file_outside_the_run_folder_is_refused(reference, demo_corpus, tmp_path):
+    ref_dir, _ = reference
+    run_dir = tmp_path / "run"
+    shutil.copytree(ref_dir, run_dir)
+    state = json.loads((run_dir / "state.json").read_text())
+    state["files"]["last"]["name"] = "../../etc/passwd"
+    (run_dir / "state.json").write_text(json.dumps(state))
+    with pytest.raises(fileio.DataError, match="outside the run folder"):
+        train(demo_corpus, run_dir, epochs=4)
+
+
 # ---- disks that fight back -------------------------------------------------------------------------
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 def test_a_full_or_read_only_disk_keeps_the_last_commit(code, reference, demo_corpus, tmp_path, monkeypatch):

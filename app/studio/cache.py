@@ -197,11 +197,11 @@ def split_stats(_split: Split, key: tuple) -> dict:
     """Dataset figures and the tables behind the Overview charts."""
     news, b = _split.news, _split.behaviors
     n_cands = np.diff(b.candidate_offsets)
-    clicks = int(b.labels.sum())
+    clicks = int((b.labels == 1).sum())  # a test split's unlabelled candidates are -1
     cat_names = np.asarray(news.categories, dtype=object)
     by_cat = pd.Series(cat_names[news.category[1:]]).value_counts().rename_axis("category").reset_index(name="news")
     cand_cat = cat_names[news.category[b.candidates]] if len(b.candidates) else np.zeros(0, dtype=object)
-    ctr = (pd.DataFrame({"category": cand_cat, "clicked": b.labels.astype(np.int64)})
+    ctr = (pd.DataFrame({"category": cand_cat, "clicked": (b.labels == 1).astype(np.int64)})
            .groupby("category")["clicked"].agg(["mean", "sum", "count"])
            .rename(columns={"mean": "ctr", "sum": "clicks", "count": "shown"}).reset_index()
            .sort_values("ctr", ascending=False))

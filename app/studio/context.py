@@ -178,7 +178,9 @@ def fit_warning(c: Ctx) -> None:
     if key in shown:
         return
     shown.add(key)
-    st.warning(c.fit.message)
+    st.warning(registry.shown_text(c.fit.message))
+    if registry.public_mode():  # training is off on a public server: no button that leads nowhere
+        return
     st.button("Train a model on this dataset", key="fit_train", icon=":material/model_training:",
               on_click=_train_here, args=(c.dataset.label,))
 

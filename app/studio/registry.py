@@ -210,8 +210,12 @@ def shown_text(text: str) -> str:
     if not public_mode():
         return text
     for root, name in _path_roots():
-        text = text.replace(str(root), name)
-    return re.sub(r"(?<![\w.$-])/(?:[\w.@+-]+/)+([\w.@+-]+)", r"…/\1", text)  # any other absolute path
+        if str(root) == root.anchor:  # "/" itself would eat every slash
+            continue
+        # the whole folder only: /srv/mind must not turn /srv/mind2 into <name>2
+        text = re.sub(re.escape(str(root)) + r"(?=/|$|[^\w.@+-])", lambda _: name, text)
+    # any other absolute path, not a URL's (http://host/...): keep its last part only
+    return re.sub(r"(?<![\w.$:/-])/(?:[\w.@+ -]+/)*([\w.@+-]+)", r"…/\1", text)
 
 
 def registry_path() -> Path:

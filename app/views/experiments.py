@@ -109,7 +109,7 @@ def show_results(folder: Path) -> None:
         st.dataframe(rows, hide_index=True, width="stretch")
     if report:
         with st.expander("results.md"):
-            st.markdown(report)
+            st.markdown(registry.shown_text(report))
     st.caption(f"Folder: `{registry.shown_path(folder)}`")
 
 
@@ -209,13 +209,13 @@ def page() -> None:
     try:
         show_results(suites[names.index(chosen)])
     except DataError as exc:
-        st.error(str(exc))
+        st.error(registry.shown_text(str(exc)))
 
 
 try:
     page()
 except DataError as exc:
-    st.error(str(exc))
+    st.error(registry.shown_text(str(exc)))
 except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback (st.stop/rerun pass through)
     traceback.print_exc()
-    st.error(f"Something went wrong on the Experiments page: {type(exc).__name__}: {exc}")
+    st.error(registry.shown_text(f"Something went wrong on the Experiments page: {type(exc).__name__}: {exc}"))
