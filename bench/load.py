@@ -19,31 +19,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 from .common import emit
+from .server import streamlit_server
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SETTLED = ("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
            " && !document.querySelector('[data-testid=\"stSkeleton\"]')")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _proc_stat(pid: int) -> tuple[float, float]:
@@ -126,43 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     if not CHROMIUM.is_file():
         print(f"error: {CHROMIUM} is missing (install Debian's chromium package)", file=sys.stderr)
         return 2
-    port = _free_port()
     with tempfile.TemporaryDirectory(prefix="nram-load-") as home:
         env = {**os.environ, "NRAM_HOME": home, **({"NRAM_PUBLIC": "1"} if args.public else {})}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                        break
-                except OSError:
-                    if time.time() > deadline or server.poll() is not None:
-                        print("error: streamlit did not start", file=sys.stderr)
-                        return 2
-                    time.sleep(0.2)
-            warm = asyncio.run(_load(f"http://127.0.0.1:{port}", 1, args.timeout))[0]  # the host's first visitor
-            if not warm["ok"]:
-                print(f"error: the first visit failed: {warm.get('error')}", file=sys.stderr)
-                return 2
-            cpu_before, rss_before = _proc_stat(server.pid)
-            watch = _RssWatch(server.pid)
-            watch.start()
-            started = time.perf_counter()
-            records = asyncio.run(_load(f"http://127.0.0.1:{port}", args.sessions, args.timeout))
-            wall = time.perf_counter() - started
-            watch.stop.set()
-            watch.join()
-            cpu_after, rss_after = _proc_stat(server.pid)
-        finally:
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            with streamlit_server(env, timeout=120) as (url, server):
+                warm = asyncio.run(_load(url, 1, args.timeout))[0]  # the host's first visitor
+                if not warm["ok"]:
+                    print(f"error: the first visit failed: {warm.get('error')}", file=sys.stderr)
+                    return 2
+                cpu_before, rss_before = _proc_stat(server.pid)
+                watch = _RssWatch(server.pid)
+                watch.start()
+                started = time.perf_counter()
+                records = asyncio.run(_load(url, args.sessions, args.timeout))
+                wall = time.perf_counter() - started
+                watch.stop.set()
+                watch.join()
+                cpu_after, rss_after = _proc_stat(server.pid)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"error: streamlit did not start ({exc})", file=sys.stderr)
+            return 2
     ok = [r for r in records if r["ok"]]
     first = [r["first_page_s"] for r in records if "first_page_s" in r]
     visits = [r["visit_s"] for r in ok]

@@ -91,25 +91,23 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _positive_int(value: str) -> int:
+def _whole_number(value: str, *, lowest: int, meaning: str = "") -> int:
     try:
         number = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    if number < lowest:
+        raise argparse.ArgumentTypeError(f"must be >= {lowest}{meaning}, got {number}")
     return number
+
+
+def _positive_int(value: str) -> int:
+    return _whole_number(value, lowest=1)
 
 
 def _count(value: str) -> int:
     """A cap where 0 means no cap."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0: no cap), got {number}")
-    return number
+    return _whole_number(value, lowest=0, meaning=" (0: no cap)")
 
 
 def _device(value: str) -> str:

@@ -16,14 +16,12 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from bench.server import streamlit_server
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -42,26 +40,6 @@ def _cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError("streamlit did not become healthy")
 
 
 def _fallback_model(home: Path, out: Path) -> None:
@@ -85,7 +63,6 @@ def _streamlit(tmp_path_factory, **extra_env):
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package to run the browser test")
     pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
     home = tmp_path_factory.mktemp("e2e_home")
-    port = _free_port()
     env = {**os.environ, "NRAM_HOME": str(home)}
     for name in ("NRAM_DATA_DIRS", "NRAM_MIND_BASE_URL", "NRAM_DEMO_MODEL", "NRAM_PUBLIC"):
         env.pop(name, None)
@@ -96,24 +73,9 @@ def _streamlit(tmp_path_factory, **extra_env):
             mp.setenv("NRAM_HOME", str(home))
             _fallback_model(home, model)
         env["NRAM_DEMO_MODEL"] = str(model)
-    log = (home / "streamlit.log").open("w")
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_healthy(port, proc)
-        yield {"url": f"http://127.0.0.1:{port}", "home": home, "started": started, "log": home / "streamlit.log",
-               "pid": proc.pid}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with (home / "streamlit.log").open("w") as log, streamlit_server(env, log) as (url, proc):
+        yield {"url": url, "home": home, "started": started, "log": home / "streamlit.log", "pid": proc.pid}
 
 
 @pytest.fixture(scope="module")
