@@ -28,22 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from .common import emit
-from .server import streamlit_server
+from .server import proc_stat, streamlit_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SETTLED = ("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
            " && !document.querySelector('[data-testid=\"stSkeleton\"]')")
-
-
-def _proc_stat(pid: int) -> tuple[float, float]:
-    """CPU-seconds (user + system) and RSS in MB of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    rss_pages = int(fields[21])
-    return cpu, rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class _RssWatch(threading.Thread):
@@ -56,7 +47,7 @@ class _RssWatch(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                self.peak = max(self.peak, _proc_stat(self.pid)[1])
+                self.peak = max(self.peak, proc_stat(self.pid)[1])
             except (OSError, IndexError, ValueError):
                 return
             self.stop.wait(0.05)
@@ -125,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not warm["ok"]:
                     print(f"error: the first visit failed: {warm.get('error')}", file=sys.stderr)
                     return 2
-                cpu_before, rss_before = _proc_stat(server.pid)
+                cpu_before, rss_before = proc_stat(server.pid)
                 watch = _RssWatch(server.pid)
                 watch.start()
                 started = time.perf_counter()
@@ -133,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 wall = time.perf_counter() - started
                 watch.stop.set()
                 watch.join()
-                cpu_after, rss_after = _proc_stat(server.pid)
+                cpu_after, rss_after = proc_stat(server.pid)
         except (RuntimeError, TimeoutError) as exc:
             print(f"error: streamlit did not start ({exc})", file=sys.stderr)
             return 2

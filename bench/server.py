@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -11,6 +12,13 @@ from pathlib import Path
 from typing import IO, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def proc_stat(pid: int) -> tuple[float, float]:
+    """CPU-seconds (user + system) and RSS in MB of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu, int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def free_port() -> int:

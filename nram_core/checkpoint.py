@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from .config import ModelConfig, TrainConfig, to_dict
 from .fileio import DataError, atomic_write_json, atomic_write_text, atomic_write_with, json_text
 from .model import NRAM
-from .run_info import (FORMAT_VERSION, WEIGHTS, RunInfo, read_config, read_run_info, read_state,
+from .run_info import (FORMAT_VERSION, WEIGHTS, RunInfo, named_file, read_config, read_run_info, read_state,
                        safetensors_shapes)
 
 __all__ = ["FORMAT_VERSION", "Run", "RunInfo", "commit_epoch", "load_optimizer", "load_run", "read_config",
@@ -166,10 +166,11 @@ def restore(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opt
 
 
 def _named(run_dir: Path, name: object) -> Path:
-    """A file that state.json names: a plain file name inside the run folder, never a path elsewhere."""
-    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+    """A file that state.json names (``run_info.named_file``); any other name is an error."""
+    path = named_file(run_dir, name)
+    if path is None:
         raise DataError(f"{run_dir / 'state.json'}: names a checkpoint file {name!r} outside the run folder")
-    return run_dir / name
+    return path
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

@@ -237,9 +237,10 @@ def _scored_split(args: argparse.Namespace, layout) -> tuple[str, Path]:
     return name, folder
 
 
-def _load_run_and_split(args: argparse.Namespace, split_name: str = "dev"):
+def _load_run_and_split(args: argparse.Namespace, split_name: str = "dev", *, complete: bool = False):
     """The run of --run, and the split it scores: the one ``_scored_split`` picks for evaluate and
-    predict, else the ``split_name`` split (dev, falling back to train for the explorer commands)."""
+    predict, else the ``split_name`` split (dev, falling back to train for the explorer commands).
+    ``complete``: every behaviors row and candidate (``mind.read_behaviors``), as predict needs."""
     from .checkpoint import load_run
     from .train import pick_device
 
@@ -251,7 +252,7 @@ def _load_run_and_split(args: argparse.Namespace, split_name: str = "dev"):
         folder = layout.dev if split_name == "dev" and layout.dev is not None else layout.train
     if folder is None:
         raise DataError("no split to use: pass --data or --dev")
-    split = run.load_split(split_name, folder, strict=args.strict, cache=not args.no_cache)
+    split = run.load_split(split_name, folder, strict=args.strict, cache=not args.no_cache, complete=complete)
     if any(r.total_skipped or r.dropped for r in split.reports):
         print(split.summary(), file=sys.stderr)
     return run, split
@@ -298,17 +299,13 @@ def prediction_lines(split, scores: np.ndarray, offsets: np.ndarray) -> list[str
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .checkpoint import load_run
     from .scoring import score_impressions
-    from .train import pick_device
 
-    run = load_run(args.run, device=pick_device(args.device))
-    _, folder = _scored_split(args, _layout(args))
     # Every row gets a line: unknown news are empty titles, a bad row is an error, not a skip.
-    split = run.load_split("dev", folder, strict=args.strict, cache=not args.no_cache, complete=True)
+    run, split = _load_run_and_split(args, complete=True)
     unknown = split.behaviors.report.dropped.get("unknown candidate news (scored as empty titles)", 0)
     if split.num_impressions == 0:
-        raise DataError(f"{folder / 'behaviors.tsv'}: no impressions to rank")
+        raise DataError(f"{split.folder / 'behaviors.tsv'}: no impressions to rank")
     scores, _labels, offsets = score_impressions(run.model, split)
     out = Path(args.out) if args.out else Path(args.run)
     text = "\n".join(prediction_lines(split, scores, offsets)) + "\n"

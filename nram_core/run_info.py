@@ -84,14 +84,20 @@ def run_status(state: dict[str, Any]) -> str:
     return "cancelled" if state.get("cancelled") else "incomplete"
 
 
+def named_file(run_dir: Path, name: object) -> Path | None:
+    """The file ``name`` (as state.json names a checkpoint file) inside the run folder, or None when
+    it is not a plain file name: a name never reaches a path elsewhere."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        return None
+    return Path(run_dir) / name
+
+
 def committed_weights(run_dir: Path, state: dict[str, Any]) -> Path:
     """The best weights of a run: the epoch file that state.json (the run's commit point) names,
     while it is there, else model.safetensors, its published copy (a --slim run keeps only that)."""
     best = (state.get("files") or {}).get("best") if isinstance(state.get("files"), dict) else None
-    name = best.get("name") if isinstance(best, dict) else None
-    if isinstance(name, str) and "/" not in name and (Path(run_dir) / name).is_file():
-        return Path(run_dir) / name
-    return Path(run_dir) / WEIGHTS
+    path = named_file(run_dir, best.get("name") if isinstance(best, dict) else None)
+    return path if path is not None and path.is_file() else Path(run_dir) / WEIGHTS
 
 
 def safetensors_shapes(path: Path) -> dict[str, list[int]]:

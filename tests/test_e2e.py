@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.server import streamlit_server
+from bench.server import proc_stat, streamlit_server
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,8 +36,7 @@ pytestmark = pytest.mark.e2e
 def _cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process (Linux), to tell the app's own cost from a busy machine's."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_stat(pid)[0]
     except (OSError, ValueError, IndexError):
         return None
 

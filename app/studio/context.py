@@ -86,6 +86,11 @@ class Ctx:
         assert self.info is not None
         return self.info.vocab.words
 
+    def title_words(self, row: int) -> list[str]:
+        """The words of news ``row``'s title as the model reads them (its vocabulary, its title length)."""
+        words = self.words
+        return [words[t] for t in self.split.news.tokens[int(row)] if t]
+
     def news(self) -> pd.DataFrame:
         assert self.split is not None
         return cache.news_frame(self.split, self.key)

@@ -99,7 +99,6 @@ def view_report(c, impression: int, ranked: Ranked) -> str:
     recent = np.asarray(c.history, dtype=np.int64)[-c.info.model_config.history_len:]
     top = int(ranked.rows[0])
     exp = cache.explain(c.rec, c.key, recent, np.array([top]))
-    words = c.words
     best = (c.info.state or {}).get("best_auc")
     model_line = (f"model {c.model.label} · {c.info.num_parameters:,} parameters"
                   + (f" · best dev AUC {best:.4f}" if isinstance(best, (int, float)) else ""))
@@ -107,5 +106,5 @@ def view_report(c, impression: int, ranked: Ranked) -> str:
         user=c.user, dataset=c.dataset.label, split=c.split_name, model_line=model_line,
         impression_label=impression_label(c, impression), news_titles=list(news["title"]),
         news_categories=list(news["category"]), history=recent,
-        history_words=[[words[t] for t in c.split.news.tokens[int(r)] if t] for r in recent],
+        history_words=[c.title_words(r) for r in recent],
         ranked=ranked, top_title=str(news.at[top, "title"]), explanation=exp)

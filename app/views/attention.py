@@ -44,11 +44,9 @@ candidate = int(st.selectbox("Candidate news", options, key="att_candidate", for
 exp = cache.explain(c.rec, c.key, recent, np.array([candidate]))
 score = float(exp.scores[0])
 total = float(exp.contributions[0].sum())
-words = c.words
 
 
-def title_words(row: int) -> list[str]:
-    return [words[t] for t in c.split.news.tokens[row] if t]
+title_words = c.title_words
 
 
 def topical_set(row: int) -> set[str] | None:
