@@ -465,7 +465,10 @@ def test_real_mind_sample_from_data_dirs(monkeypatch, mind_sample):
     at.selectbox(key="dataset").set_value(key).run()
     assert not at.exception and not at.error  # the user picker moved on to a user of this dataset
     assert any("dropped" in i.value for i in at.info)
-    assert "unresolved history ids" in " ".join(frame(at, "reports")["dropped"])
+    reports = frame(at, "reports")
+    assert "unresolved history ids" in " ".join(reports["dropped"])
+    # "dropped" before the long per-reason text: on a narrow window only the last column is cut off
+    assert list(reports.columns)[-2:] == ["dropped", "why"]
     assert any("<unk>" in w.value for w in at.warning)  # synthetic vocabulary vs real titles
     # The first view and Random user land on users whose impression can be scored, and who have
     # clicks where the split has such users (on this sample most users are cold, and many
@@ -815,3 +818,41 @@ def test_an_unlabelled_test_split_shows_no_negative_clicks(monkeypatch, tmp_path
     at.selectbox(key="dataset").set_value(key).run()
     assert not at.exception
     assert metric(at, "Clicks") == "0" and metric(at, "Click-through rate") == "0.0%"
+
+
+def test_runs_table_says_what_each_runs_state_says_and_long_names_are_shown_in_full(studio_home):
+    """A run is "finished" only when its state.json says so, not when model.safetensors exists:
+    a run cancelled after an epoch and an interrupted one keep their weights but say what they are.
+    The columns a reader scans come first, and a long run name, cut by the picker, is captioned in full."""
+    import shutil
+
+    from studio.registry import demo_model_dir
+
+    runs = studio_home / "runs"
+    made = {}
+    for status, name in (("cancelled", "cancelled-after-one-epoch-of-four-20261201"),
+                         ("incomplete", "interrupted-run-20261201")):
+        folder = runs / name
+        shutil.copytree(demo_model_dir(), folder)
+        state = json.loads((folder / "state.json").read_text())
+        state["final"] = None
+        state["cancelled"] = status == "cancelled"
+        (folder / "state.json").write_text(json.dumps(state))
+        made[status] = folder
+    try:
+        at = goto(new_app(), "train")
+        table = frame(at, "runs")
+        assert list(table.columns[:4]) == ["run", "status", "epochs", "auc"]
+        status = dict(zip(table["run"], table["status"]))
+        assert status[made["cancelled"].name] == "cancelled"
+        assert status[made["incomplete"].name] == "incomplete"
+        assert status["demo model (shipped)"] == "finished"
+        key = str(made["cancelled"].resolve())
+        at.selectbox(key="model").set_value(key).run()
+        label = ctx(at).model.label
+        assert len(label) > 26 and label.startswith(made["cancelled"].name)
+        assert any(c.value == label for c in at.sidebar.caption), "the full name under the picker"
+    finally:
+        for folder in made.values():
+            shutil.rmtree(folder)
+

@@ -127,6 +127,15 @@ def shoot(page, name: str, tmp_dir: Path) -> None:
     page.set_viewport_size({"width": WIDTH, "height": 900})
 
 
+def _short_history_user(behaviors: Path) -> tuple[str, int]:
+    """A user of the split whose every impression comes with the same 1 to 3 clicks of history."""
+    lengths: dict[str, set[int]] = {}
+    for line in behaviors.read_text(encoding="utf-8").splitlines():
+        _, user, _, history, _ = line.split("\t")
+        lengths.setdefault(user, set()).add(len(history.split()))
+    return next((user, n.pop()) for user, n in sorted(lengths.items()) if len(n) == 1 and 1 <= min(n) <= 3)
+
+
 def go(page, title: str, until: str) -> None:
     """Open a page from the sidebar and wait for ``until``, a text near the end of that page."""
     page.get_by_role("link", name=title).first.click()
@@ -300,6 +309,18 @@ def test_walk_every_page(server, browser, tmp_path):
     page.keyboard.press("Enter")
     page.get_by_text("Unknown user id 'U-nobody'").first.wait_for(timeout=30_000)
     no_exception(page)
+
+    # ---- a short history gets a short table, not a column of blank rows -----------------------------------
+    short_user, clicks = _short_history_user(server["home"] / "demo" / "seed-0" / "dev" / "behaviors.tsv")
+    user_box = page.get_by_role("combobox", name="User id")
+    user_box.click()
+    user_box.fill(short_user)
+    page.keyboard.press("Enter")
+    page.get_by_text(f"History: {clicks} clicked news").wait_for(timeout=30_000)
+    wait_idle(page)
+    table = page.locator("[data-testid='stExpander'] [data-testid='stDataFrame']").first.bounding_box()
+    row = 36  # the grid's header and row height (px), as app/views/recommendations.py sizes it
+    assert table["height"] <= row * (clicks + 1) + 8, (short_user, clicks, table)
 
     # ---- every page opens by its own URL, and the root lands on the Overview's ----------------------------
     for path, title in (("overview", "Overview"), ("recommendations", "Recommendations"), ("attention", "Attention"),
