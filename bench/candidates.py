@@ -1,66 +1,153 @@
-"""``python -m bench.candidates --run RUN --data DIR``: faster CPU scoring paths, measured, not adopted.
+"""``python -m bench.candidates``: each CPU speed candidate, timed against the plain fp32 path in one run.
 
-Scores the dev split of ``--data`` with the trained model of ``--run`` three ways, in this one
-process: fp32 eager (today's path), dynamic int8 quantisation of the Linear layers
-(``torch.ao.quantization.quantize_dynamic``) and bf16 autocast on CPU. For each it prints the best
-of three timings, the speed-up over fp32 measured in the same run, and how far the metrics move:
-the mean dev AUC difference and the largest per-impression AUC difference (ties ranked by the
-shared tie rule, ``metrics.impression_ranks``).
+``score --run RUN --data DIR`` scores the dev split of ``--data`` with the trained model of
+``--run``: the plain fp32 path (``precompute=False``), the default path (projection tables and
+length-sorted histories), the default path with bf16 Linear GEMMs (``model.kernels``), dynamic
+int8 Linear layers (``torch.ao.quantization.quantize_dynamic``) and bf16 autocast. For each:
+the best of ``--rounds`` timings (the paths take turns in each round), the speed-up over the plain path, the mean dev AUC
+difference and the largest per-impression AUC difference (ties by ``metrics.impression_ranks``).
+
+``train [--data DIR] [--preset P]`` times Trainer steps (best of ``--rounds`` rounds, each
+path in turn on one shared model): the plain fp32 path (``amp=False, title_chunk=0,
+fused_adam=False``), each
+change alone on top of it, the default, and the default with foreach instead of fused Adam. The
+dropout row swaps ``model.Dropout`` back to ``nn.Dropout`` (bernoulli masks) for its rounds.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import copy
+import dataclasses
 import time
 
 import numpy as np
 
-from .common import emit, machine
+from . import common
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="a trained run folder")
-    p.add_argument("--data", required=True, help="the MIND-format corpus it was trained on (dev split scored)")
-    p.add_argument("--rounds", type=int, default=3)
-    args = p.parse_args(argv)
-
+def score_main(args: argparse.Namespace) -> dict:
     import torch
 
     from nram_core.checkpoint import load_run
     from nram_core.data import load_corpus, resolve_layout
     from nram_core.metrics import impression_ranks, per_impression_metrics
+    from nram_core.model import Linear, kernels
     from nram_core.scoring import score_impressions
 
     run = load_run(args.run)
     split = load_corpus(resolve_layout(args.data), title_len=run.model_config.title_len, vocab=run.vocab,
                         splits=("dev",)).dev
 
-    def measure(model, context) -> tuple[float, np.ndarray]:
+    def measure(model, context, precompute: bool) -> tuple[float, np.ndarray]:
         with context():
-            score_impressions(model, split, max_impressions=64)  # warm-up
-            best = float("inf")
-            for _ in range(args.rounds):
-                started = time.perf_counter()
-                scores, labels, offsets = score_impressions(model, split)
-                best = min(best, time.perf_counter() - started)
-        return best, per_impression_metrics(labels, -impression_ranks(scores, offsets), offsets)[:, 0]
+            started = time.perf_counter()
+            scores, labels, offsets = score_impressions(model, split, precompute=precompute)
+            seconds = time.perf_counter() - started
+        return seconds, per_impression_metrics(labels, -impression_ranks(scores, offsets), offsets)[:, 0]
 
-    base_s, base_auc = measure(run.model, contextlib.nullcontext)
+    plain_copy = copy.deepcopy(run.model)
+    for module in list(plain_copy.modules()):  # the quantiser converts exact nn.Linear modules only
+        for name, child in list(module.named_children()):
+            if isinstance(child, Linear):
+                layer = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                layer.load_state_dict(child.state_dict())
+                setattr(module, name, layer)
+    int8 = torch.ao.quantization.quantize_dynamic(plain_copy, {torch.nn.Linear}, dtype=torch.qint8)
     variants = {
-        "int8_dynamic": (torch.ao.quantization.quantize_dynamic(copy.deepcopy(run.model), {torch.nn.Linear},
-                                                                dtype=torch.qint8), contextlib.nullcontext),
-        "bf16_autocast": (run.model, lambda: torch.autocast("cpu", dtype=torch.bfloat16)),
+        "fp32_plain": (run.model, contextlib.nullcontext, False),
+        "default_precompute": (run.model, contextlib.nullcontext, True),
+        "precompute_bf16_matmuls": (run.model, lambda: kernels(run.model, matmul_dtype=torch.bfloat16), True),
+        "int8_dynamic": (int8, contextlib.nullcontext, False),
+        "bf16_autocast": (run.model, lambda: torch.autocast("cpu", dtype=torch.bfloat16), False),
     }
-    record = {"bench": "candidates", "impressions": split.num_impressions, "fp32_s": round(base_s, 3),
-              "fp32_mean_auc": round(float(np.nanmean(base_auc)), 6)}
-    for name, (model, context) in variants.items():
-        seconds, auc = measure(model, context)
+    for model, context, precompute in variants.values():  # warm-up
+        with context():
+            score_impressions(model, split, max_impressions=64, precompute=precompute)
+    timed: dict[str, tuple[float, np.ndarray]] = {}
+    for _ in range(args.rounds):  # round by round, so that every path sees the same machine load
+        for name, variant in variants.items():
+            seconds, auc = measure(*variant)
+            timed[name] = (min(seconds, timed[name][0]) if name in timed else seconds, auc)
+    base_s, base_auc = timed["fp32_plain"]
+    record = {"bench": "candidates-score", "impressions": split.num_impressions}
+    for name, (seconds, auc) in timed.items():
         record[name] = {"s": round(seconds, 3), "speedup_vs_fp32": round(base_s / seconds, 2),
                         "mean_auc_diff": round(float(np.nanmean(auc) - np.nanmean(base_auc)), 6),
                         "max_impression_auc_diff": round(float(np.nanmax(np.abs(auc - base_auc))), 4)}
-    emit({**record, "machine": machine()})
+    return record
+
+
+def train_main(args: argparse.Namespace) -> dict:
+    import torch
+    from torch import nn
+
+    from nram_core import model as model_module
+    from nram_core.data.layout import resolve_layout
+    from nram_core.data.split import Corpus, load_corpus
+    from nram_core.model import NRAM
+    from nram_core.train import Trainer, seed_everything
+
+    from .train import ours_round
+
+    with common.corpus_dir(args.data) as folder:
+        corpus = load_corpus(resolve_layout(folder), title_len=common.preset(args.preset)[0].title_len,
+                             splits=("train",))
+    model_cfg, default = common.configs(args.preset, len(corpus.vocab), epochs=10_000, seed=args.seed)
+    plain = dataclasses.replace(default, amp=False, title_chunk=0, fused_adam=False)
+    seed_everything(args.seed)
+    model = NRAM(model_cfg)
+    train_only = Corpus(corpus.vocab, corpus.train, None)
+    paths = {  # name -> (config, Adam options, bernoulli dropout)
+        "fp32_plain": (plain, {}, False),
+        "bernoulli_dropout": (plain, {}, True),
+        "title_chunk": (dataclasses.replace(plain, title_chunk=default.title_chunk or 256), {}, False),
+        "bf16_matmuls": (dataclasses.replace(plain, amp=True), {}, False),
+        "fused_adam": (dataclasses.replace(plain, fused_adam=True), {}, False),
+        "default": (default, {}, False),
+        "default_adam_foreach": (dataclasses.replace(default, fused_adam=False), {"foreach": True}, False),
+    }
+    trainers = {}
+    for name, (config, adam, _) in paths.items():
+        trainer = Trainer(model_config=model_cfg, train_config=config, corpus=train_only, device="cpu", model=model)
+        if adam:
+            trainer.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                                 **adam)
+        trainers[name] = trainer
+    timed: dict[str, list[float]] = {name: [] for name in paths}
+    fast_dropout = model_module.Dropout.forward
+    for _ in range(args.rounds):
+        for name, trainer in trainers.items():
+            model_module.Dropout.forward = nn.Dropout.forward if paths[name][2] else fast_dropout
+            try:
+                timed[name].append(ours_round(trainer, args.warmup, args.steps)[0])
+            finally:
+                model_module.Dropout.forward = fast_dropout
+    base = max(timed["fp32_plain"])
+    record = {"bench": "candidates-train", "preset": args.preset, "batch_size": default.batch_size,
+              "precision": trainers["default"].precision, "steps": args.steps, "rounds": args.rounds}
+    for name, rates in timed.items():
+        record[name] = {"samples_per_s": round(max(rates), 1), "speedup_vs_fp32_plain": round(max(rates) / base, 2)}
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("score", help="scoring paths of a trained run")
+    s.add_argument("--run", required=True, help="a trained run folder")
+    s.add_argument("--data", required=True, help="the MIND-format corpus it was trained on (dev split scored)")
+    s.add_argument("--rounds", type=int, default=3)
+    t = sub.add_parser("train", help="training paths")
+    t.add_argument("--data", help="MIND-format corpus (default: the demo corpus, seed 0, generated)")
+    t.add_argument("--preset", default="paper")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int, default=6)
+    t.add_argument("--warmup", type=int, default=2)
+    t.add_argument("--rounds", type=int, default=2)
+    args = p.parse_args(argv)
+    record = score_main(args) if args.what == "score" else train_main(args)
+    common.emit({**record, "machine": common.machine()})
     return 0
 
 

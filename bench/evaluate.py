@@ -1,11 +1,18 @@
 """``python -m bench.evaluate``: dev impressions/s of full evaluation, ours vs re-encoding per impression.
 
 Ours is ``nram_core.scoring.evaluate_split`` (every news encoded once, length-bucketed; one
-user vector per distinct history; row-wise dot products; the official metrics). The
+user vector per distinct history, length-bucketed; self-attention projections of every word
+and every news vector computed once; row-wise dot products; the official metrics). The
 reference re-encodes each impression's history and candidate titles
 (``bench.baseline.naive_score_impressions``) and computes the same metrics. Both run on the
 same model and the same first ``--impressions`` dev impressions; ``max_score_diff`` checks
 that they agree. Our phases are timed again one by one for the breakdown.
+
+The same ``evaluate_split`` without the projection tables, length-sorted histories and
+batched dot products (``precompute=False``, fp32 on every device: the path before them) is
+timed in the same rounds:
+``speedup_vs_fp32``; ``per_impression_auc_max_diff`` compares the two paths impression by
+impression.
 """
 from __future__ import annotations
 
@@ -14,9 +21,10 @@ import time
 import numpy as np
 import torch
 
-from nram_core.metrics import evaluate_flat
+from nram_core.metrics import evaluate_flat, impression_ranks, per_impression_metrics
 from nram_core.data.batching import gather_histories
-from nram_core.scoring import dot_scores, encode_all_news, encode_impression_users, evaluate_split
+from nram_core.scoring import (dot_scores, encode_all_news, encode_impression_users, evaluate_split,
+                                score_impressions)
 
 from . import common
 from .baseline import naive_score_impressions
@@ -39,6 +47,20 @@ def _auc_of_first(scores: np.ndarray, split, n: int) -> float:
     return evaluate_flat(split.behaviors.labels[: offsets[-1]], scores[: offsets[-1]], offsets).auc
 
 
+def _per_impression_auc_diff(model, split, n: int, batch_size: int, amp: bool) -> dict:
+    """The per-impression AUCs of the default path against ``precompute=False``'s."""
+    per = []
+    for precompute in (True, False):
+        scores, labels, offsets = score_impressions(model, split, max_impressions=n, batch_size=batch_size,
+                                                    amp=amp and precompute, precompute=precompute)
+        per.append(per_impression_metrics(labels, -impression_ranks(scores, offsets), offsets)[:, 0])  # [I] AUC
+    diff = np.abs(per[0] - per[1])  # [I]
+    diff = diff[~np.isnan(diff)]  # [I'] impressions with a click and a non-click
+    return {"per_impression_auc_max_diff": float(diff.max()) if len(diff) else 0.0,
+            "mean_auc_diff": float(abs(np.nanmean(per[0]) - np.nanmean(per[1]))),
+            "impressions_auc_changed": int((diff > 0).sum())}
+
+
 def main(argv=None) -> int:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--impressions", type=int, default=0, help="first N dev impressions for both paths (0: all)")
@@ -53,16 +75,23 @@ def main(argv=None) -> int:
     n_base = n if not args.baseline_impressions else min(args.baseline_impressions, n)
     amp = device.type == "cuda"
 
-    evaluate_split(model, split, max_impressions=min(n, 64), batch_size=args.batch_size, amp=amp)  # warm-up
-    ours_s = min(_timed(lambda: evaluate_split(model, split, max_impressions=n, batch_size=args.batch_size,
-                                               amp=amp))[1] for _ in range(args.rounds))
+    def run(precompute: bool, limit: int = n):  # the plain path is fp32 on every device
+        return evaluate_split(model, split, max_impressions=limit, batch_size=args.batch_size,
+                              amp=amp and precompute, precompute=precompute)
+
+    run(True, min(n, 64)), run(False, min(n, 64))  # warm-up, both paths
+    ours_s, fp32_s = [], []
+    for _ in range(args.rounds):  # alternating, so that both see the same machine load
+        ours_s.append(_timed(lambda: run(True))[1])
+        fp32_s.append(_timed(lambda: run(False))[1])
+    ours_s, fp32_s = min(ours_s), min(fp32_s)
+    agreement = _per_impression_auc_diff(model, split, n, args.batch_size, amp)
     news_vectors, news_s = _timed(lambda: encode_all_news(model, split, batch_size=args.batch_size, amp=amp))
     users, users_s = _timed(lambda: encode_impression_users(model, split, news_vectors, np.arange(n),
                                                             batch_size=args.batch_size, amp=amp))
     b = split.behaviors
     offsets = b.candidate_offsets[: n + 1]
-    owner = np.repeat(np.arange(n), np.diff(offsets))  # [M] impression of each candidate
-    scores, score_s = _timed(lambda: dot_scores(users, news_vectors, owner, b.candidates[: offsets[-1]]))
+    scores, score_s = _timed(lambda: dot_scores(users, news_vectors, offsets, b.candidates[: offsets[-1]]))
     labels = b.labels[: offsets[-1]]
     result, metrics_s = _timed(lambda: evaluate_flat(labels, scores, offsets))
 
@@ -81,6 +110,8 @@ def main(argv=None) -> int:
         "impressions_per_s": round(ours_rate, 1), "seconds": round(ours_s, 3),
         "baseline_impressions_per_s": round(base_rate, 2), "baseline_seconds": round(base_s, 3),
         "speedup": round(ours_rate / base_rate, 1),
+        "fp32_impressions_per_s": round(n / fp32_s, 1), "speedup_vs_fp32": round(fp32_s / ours_s, 2),
+        **agreement,
         "news_encode_s": round(news_s, 3), "news_encoded": len(split.news),
         "user_encode_s": round(users_s, 3), "users_encoded": _distinct_histories(split, n, model.config.history_len),
         "score_s": round(score_s, 3), "metrics_s": round(metrics_s, 3),

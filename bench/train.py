@@ -4,8 +4,13 @@ Both paths train the same model object with the same preset, batch size, negativ
 optimiser on the same corpus, alternating in ``--rounds`` rounds of ``--warmup`` + ``--steps``
 steps each, and the best round of each is reported (the machine is shared and noisy).
 Ours is ``nram_core.train.Trainer.fit`` itself (unique-news batches, trimmed padding,
-pre-tokenised arrays, workers/AMP/compile per the flags); the reference is
-``bench.baseline.NaiveTrainSamples`` through a DataLoader and ``naive_logits``.
+pre-tokenised arrays, length-chunked titles, bf16 matmuls where the CPU has them, fused
+Adam, workers/compile per the flags); the reference is ``bench.baseline.NaiveTrainSamples``
+through a DataLoader and ``naive_logits``. The same Trainer on its plain fp32 path
+(``amp=False, title_chunk=0, fused_adam=False``: every GEMM in fp32, titles cut to the
+batch's longest, Adam's per-tensor loop) is timed in the same rounds: ``speedup_vs_fp32_eager``.
+Both share ``model.Dropout`` (masks from ``rand_like`` on CPU), so the ratio leaves out what
+that saved over ``bernoulli_`` masks (``bench.candidates train`` times it).
 ``peak_rss_mb`` is the process peak after our rounds and before any reference step.
 """
 from __future__ import annotations
@@ -98,7 +103,8 @@ def _parser():
     p.add_argument("--batch-size", type=int, help="override the preset's batch size")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers, for both paths")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
-                   help="bf16 autocast + TF32 on CUDA (both paths)")
+                   help="bf16 matmuls: autocast + TF32 on CUDA (both paths), the Linear GEMMs on a CPU with bf16")
+    p.add_argument("--title-chunk", type=int, help="TrainConfig.title_chunk for our path (default: the preset's)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile our step (and time the eager step in the same rounds)")
     p.add_argument("--compare-workers", type=int,
@@ -131,6 +137,8 @@ def main(argv=None) -> int:
     model_cfg, train_cfg = common.configs(args.preset, len(corpus.vocab), batch_size=args.batch_size,
                                           num_workers=args.workers, amp=args.amp, compile=args.compile,
                                           epochs=10_000, seed=args.seed)
+    if args.title_chunk is not None:
+        train_cfg = dataclasses.replace(train_cfg, title_chunk=args.title_chunk)
     seed_everything(args.seed)
     model = NRAM(model_cfg)
     train_only = Corpus(corpus.vocab, corpus.train, None)  # no dev split: no evaluation inside the timing
@@ -140,13 +148,16 @@ def main(argv=None) -> int:
                        model=model)
 
     trainers = {"ours": trainer(train_cfg)}  # the variants share the model: same weights, same work
+    trainers["fp32_eager"] = trainer(dataclasses.replace(train_cfg, amp=False, title_chunk=0, fused_adam=False,
+                                                         compile=False))
     if args.compile:
         trainers["eager"] = trainer(dataclasses.replace(train_cfg, compile=False))
     if args.compare_workers is not None:
         trainers["workers"] = trainer(dataclasses.replace(train_cfg, num_workers=args.compare_workers))
     epoch_samples = trainers["ours"].batches.num_samples
     record = {"bench": "train", "preset": args.preset, "device": str(device), "batch_size": train_cfg.batch_size,
-              "workers": args.workers, "amp": args.amp and device.type == "cuda", "compile": args.compile,
+              "workers": args.workers, "amp": args.amp, "precision": trainers["ours"].precision,
+              "title_chunk": train_cfg.title_chunk, "compile": args.compile,
               "steps": args.steps, "rounds": args.rounds, "corpus_load_s": round(load_s, 3),
               "epoch_samples": epoch_samples, "machine": common.machine(device)}
     if device.type == "cuda":
@@ -172,6 +183,8 @@ def main(argv=None) -> int:
     record.update(samples_per_s=round(ours, 2), ms_per_step=round(best["ours"][1] * 1e3, 2),
                   rounds_samples_per_s=[round(r[0], 2) for r in timed["ours"]],
                   projected_epoch_s=round(epoch_samples / ours, 1))
+    record.update(fp32_eager_samples_per_s=round(best["fp32_eager"][0], 2),
+                  speedup_vs_fp32_eager=round(ours / best["fp32_eager"][0], 2))
     if "eager" in best:
         record.update(eager_samples_per_s=round(best["eager"][0], 2), compile_speedup=round(ours / best["eager"][0], 2))
     if "workers" in best:

@@ -24,7 +24,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .data.split import Split
-from .model import NewsEncoder, masked_softmax
+from .model import Dropout, Linear, NewsEncoder, masked_softmax
 
 
 
@@ -68,8 +68,8 @@ def mlp(widths: tuple[int, ...], dropout: float) -> nn.Sequential:
     """Linear-ReLU-Dropout layers through ``widths`` and a final linear layer to one logit."""
     layers: list[nn.Module] = []
     for a, b in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
-    layers.append(nn.Linear(widths[-1], 1))
+        layers += [Linear(a, b), nn.ReLU(), Dropout(dropout)]
+    layers.append(Linear(widths[-1], 1))
     return nn.Sequential(*layers)
 
 
@@ -85,7 +85,7 @@ class PooledTitleEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.embedding = word_embedding(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         words = self.dropout(self.embedding(tokens))  # [N,L] -> [N,L,E]
@@ -176,10 +176,10 @@ class KCNN(nn.Module):
             nn.init.normal_(self.entity_embedding.weight, std=0.1)
             with torch.no_grad():
                 self.entity_embedding.weight[0].zero_()
-        self.entity_transform = nn.Linear(entity_dim, config.word_dim)  # g(e) = tanh(M e + b)
+        self.entity_transform = Linear(entity_dim, config.word_dim)  # g(e) = tanh(M e + b)
         self.kernel_sizes = tuple(baseline.kernel_sizes)
         self.convs = nn.ModuleList(nn.Conv2d(2, baseline.filters, (k, config.word_dim)) for k in self.kernel_sizes)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.output_dim = baseline.filters * len(self.kernel_sizes)
 
     def forward(self, tokens: torch.Tensor, entities: torch.Tensor) -> torch.Tensor:
@@ -211,7 +211,7 @@ class CandidateAttention(nn.Module):
 
     def __init__(self, *, dim: int, hidden: int):
         super().__init__()
-        self.score = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.score = nn.Sequential(Linear(2 * dim, hidden), nn.ReLU(), Linear(hidden, 1))
 
     def forward(self, clicked: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor,
                 need_weights: bool = False):

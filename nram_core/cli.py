@@ -204,8 +204,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       device=device, resume=args.resume, data_info=data_info)
     if rank0:
         ranks = f", {dist_info.world_size} ranks" if dist_info.enabled else ""
-        print(f"training on {trainer.device}{ranks} -> {out} ({trainer.batches.num_samples} samples/epoch)",
-              file=sys.stderr)
+        print(f"training on {trainer.device}{ranks}, {trainer.precision} -> {out} "
+              f"({trainer.batches.num_samples} samples/epoch)", file=sys.stderr)
     result = trainer.fit()
     distributed.finish()
     if not rank0:
@@ -262,7 +262,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .scoring import evaluate_split
 
     run, split = _load_run_and_split(args)
-    result = evaluate_split(run.model, split, max_impressions=args.max_impressions)
+    result = evaluate_split(run.model, split, max_impressions=args.max_impressions, precompute=args.precompute)
     if result.impressions == 0:
         if split.num_impressions and not split.behaviors.labelled.any():
             raise DataError(f"{split.folder / 'behaviors.tsv'}: has no labels (a test split?): evaluate needs "
@@ -306,7 +306,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     unknown = split.behaviors.report.dropped.get("unknown candidate news (scored as empty titles)", 0)
     if split.num_impressions == 0:
         raise DataError(f"{split.folder / 'behaviors.tsv'}: no impressions to rank")
-    scores, _labels, offsets = score_impressions(run.model, split)
+    scores, _labels, offsets = score_impressions(run.model, split, precompute=args.precompute)
     out = Path(args.out) if args.out else Path(args.run)
     text = "\n".join(prediction_lines(split, scores, offsets)) + "\n"
     atomic_write_text(out / "prediction.txt", text)
@@ -465,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--split", choices=("dev", "train"), default=None,
                            help="which split of --data to score (default: dev; a --data that is itself one "
                                 "split folder is that split)")
+        if name in ("evaluate", "predict"):
+            p.add_argument("--precompute", action=argparse.BooleanOptionalAction, default=True,
+                           help="project every word and news vector once and encode histories by length "
+                                "(exact; --no-precompute is the plain fp32 path, for comparison)")
         if name == "evaluate":
             p.add_argument("--max-impressions", type=_count, default=0)
         if name == "recommend":

@@ -82,7 +82,11 @@ class TrainConfig:
     max_dev_impressions: int = 0  # cap on dev impressions evaluated per epoch; 0 uses all
     num_workers: int = 0  # DataLoader worker processes building batches; 0 builds them in the loop
     eval_batch_size: int = 1024
-    amp: bool = True  # on CUDA: bf16 autocast and TF32 matmuls (no effect on CPU)
+    # bf16 matmuls with fp32 weights: on CUDA, autocast and TF32; on a CPU with native bf16 dot
+    # products (avx512_bf16 or AMX), the Linear layers' GEMMs only (elsewhere fp32, said once).
+    amp: bool = True
+    title_chunk: int = 256  # CPU: encode a batch's titles in length-sorted chunks of this many; 0: all at once
+    fused_adam: bool = True  # Adam's fused kernel on CPU and CUDA (the same update as the per-tensor loop)
     compile: bool = False  # wrap the training step in torch.compile
     # Starting word embeddings: "corpus" (skip-gram word2vec on the run's news text, see
     # data/vectors.py), "none" (random) or the path of a GloVe-format text file.
@@ -96,7 +100,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "patience", "max_impressions", "max_dev_impressions", "num_workers",
-                     "warmup_steps", "grad_clip", "vector_std"):
+                     "warmup_steps", "grad_clip", "vector_std", "title_chunk"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:

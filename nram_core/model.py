@@ -9,12 +9,20 @@ for, in which case the explicit (non-fused) path runs so that they can be return
 Masks are boolean, True where a position is real, and padding never receives attention.
 
 Shapes: B batch, L title length, H history length, C candidates, N news, E word dim,
-h heads, d head dim, D = h*d news/user dim, Q additive query dim.
+h heads, d head dim, D = h*d news/user dim, Q additive query dim, V vocabulary.
+
+How the encoders compute (never what) is set per call site with ``kernels(model, ...)``:
+bf16 matmuls in the Linear layers, and titles encoded in length-sorted chunks. For inference,
+``NRAM.word_table`` and ``NRAM.news_table`` project every vocabulary word and every news
+vector once (``Projected``), which is exact in eval mode, where a row's projection does not
+depend on its context.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -37,12 +45,103 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
     return weights.masked_fill(~has_any, 0.0)
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` that can multiply in a lower precision while its weights, input and output stay
+    fp32: with ``matmul_dtype=torch.bfloat16`` (set by ``kernels``) the GEMM, forward and backward,
+    runs in bf16, which CPUs with native bf16 dot products do 3-4x faster than fp32. Unlike
+    ``torch.autocast`` nothing else changes dtype (attention, softmax and pooling stay fp32)."""
+
+    matmul_dtype: torch.dtype | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = self.matmul_dtype
+        if low is None or x.dtype == low:
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias.to(low)
+        return F.linear(x.to(low), self.weight.to(low), bias).to(x.dtype)  # [...,in] -> [...,out]
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` drawn from ``torch.rand_like`` on CPU: the same distribution, but cheaper
+    than the element-wise ``bernoulli_`` that ``F.dropout`` uses there (15% of a ``paper`` step).
+    Other devices keep ``F.dropout``'s fused kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if not x.is_cpu:
+            return super().forward(x)
+        keep = torch.rand_like(x) >= self.p  # [...] bool
+        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+
+
+_KEEP: Any = object()  # a ``kernels`` setting left as it is
+
+
+@contextlib.contextmanager
+def kernels(model: nn.Module, *, matmul_dtype: torch.dtype | None = _KEEP,
+            title_chunk: int = _KEEP) -> Iterator[None]:
+    """Within the block, every ``Linear`` of ``model`` multiplies in ``matmul_dtype`` (None: its
+    input's dtype) and NRAM models encode titles in length-sorted chunks of ``title_chunk``
+    (0: all at once, cut to the longest title). A setting not passed stays as it is; the
+    previous settings come back after the block."""
+    linears = [m for m in model.modules() if isinstance(m, Linear)] if matmul_dtype is not _KEEP else []
+    chunked = [m for m in model.modules() if isinstance(m, NRAM)] if title_chunk is not _KEEP else []
+    before = [m.matmul_dtype for m in linears], [m.title_chunk for m in chunked]
+    try:
+        for m in linears:
+            m.matmul_dtype = matmul_dtype
+        for m in chunked:
+            m.title_chunk = title_chunk
+        yield
+    finally:
+        for m, dtype in zip(linears, before[0]):
+            m.matmul_dtype = dtype
+        for m, chunk in zip(chunked, before[1]):
+            m.title_chunk = chunk
+
+
+def lengths_of(mask: torch.Tensor) -> torch.Tensor:
+    """Per row of a [N,L] mask, one past its last True (0 for an empty row): [N] int64.
+
+    >>> lengths_of(torch.tensor([[True, True, False], [True, False, True], [False, False, False]])).tolist()
+    [2, 3, 0]
+    """
+    if mask.shape[-1] == 0:
+        return torch.zeros(mask.shape[:-1], dtype=torch.long, device=mask.device)  # [N]
+    positions = torch.arange(1, mask.shape[-1] + 1, device=mask.device)  # [L]
+    return (mask.long() * positions).amax(dim=-1)  # [N,L] -> [N]
+
+
+def by_length(lengths: torch.Tensor, chunk: int, encode: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+    """``encode(rows, width)`` -> [b,D] over chunks of ``chunk`` rows sorted by ``lengths`` [R],
+    each chunk cut to its longest (at least 1), put back in row order: [R,D]. Padding columns
+    would cost work and change nothing, since padding is masked out everywhere."""
+    order = torch.argsort(lengths, stable=True)  # [R] short first
+    parts = [encode(rows, max(1, int(lengths[rows].max()))) for rows in order.split(chunk)]  # each [b,D]
+    return torch.cat(parts)[torch.argsort(order)]  # [R,D] in length order -> row order
+
+
+@dataclass(frozen=True)
+class Projected:
+    """Rows and their self-attention projections, for inference: every vocabulary word (the news
+    encoder's table) or every news vector (the user encoder's). Gathering them gives what the
+    encoder would compute for those rows, without its Linear layers."""
+
+    rows: torch.Tensor  # [R,E]
+    qkv: torch.Tensor  # [R,3D] queries, keys and values side by side
+
+    def project(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(q, k, v) of the rows at ``index`` [...]: 3 x [...,D] (views of one gather)."""
+        return self.qkv[index].chunk(3, dim=-1)  # [...] -> [...,3D] -> 3 x [...,D]
+
+
 class AdditiveAttention(nn.Module):
     """Pool a sequence into one vector: a_i = softmax_i(q . tanh(W x_i + b))."""
 
     def __init__(self, *, input_dim: int, query_dim: int):
         super().__init__()
-        self.proj = nn.Linear(input_dim, query_dim)
+        self.proj = Linear(input_dim, query_dim)
         self.query = nn.Parameter(torch.empty(query_dim).uniform_(-0.1, 0.1))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
@@ -58,18 +157,27 @@ class MultiHeadSelfAttention(nn.Module):
     def __init__(self, *, input_dim: int, num_heads: int, head_dim: int):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, head_dim
-        self.q = nn.Linear(input_dim, num_heads * head_dim)
-        self.k = nn.Linear(input_dim, num_heads * head_dim)
-        self.v = nn.Linear(input_dim, num_heads * head_dim)
+        self.q = Linear(input_dim, num_heads * head_dim)
+        self.k = Linear(input_dim, num_heads * head_dim)
+        self.v = Linear(input_dim, num_heads * head_dim)
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq, _ = x.shape
         return x.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)  # [B,S,h*d] -> [B,h,S,d]
 
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of each position: [...,E] -> 3 x [...,D]."""
+        return self.q(x), self.k(x), self.v(x)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
-        q = self._split_heads(self.q(x))  # [B,S,E] -> [B,h,S,d]
-        k = self._split_heads(self.k(x))  # [B,S,E] -> [B,h,S,d]
-        v = self._split_heads(self.v(x))  # [B,S,E] -> [B,h,S,d]
+        return self.attend(*self.project(x), mask, need_weights)  # [B,S,E] -> [B,S,D]
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+               need_weights: bool = False):
+        """Self-attention from projected positions, each [B,S,D]; ``mask`` [B,S]."""
+        q = self._split_heads(q)  # [B,S,D] -> [B,h,S,d]
+        k = self._split_heads(k)  # [B,S,D] -> [B,h,S,d]
+        v = self._split_heads(v)  # [B,S,D] -> [B,h,S,d]
         key_mask = mask[:, None, None, :]  # [B,S] -> [B,1,1,S]
         weights = None
         if need_weights:
@@ -104,7 +212,7 @@ class NewsEncoder(nn.Module):
         nn.init.normal_(self.embedding.weight, std=config.embedding_std)
         with torch.no_grad():
             self.embedding.weight[0].zero_()
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.self_attention = MultiHeadSelfAttention(
             input_dim=config.word_dim, num_heads=config.num_heads, head_dim=config.head_dim
         ) if config.self_attention else None
@@ -117,19 +225,30 @@ class NewsEncoder(nn.Module):
             self.view_pooling = AdditiveAttention(input_dim=config.news_dim, query_dim=config.query_dim)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False,
-                categories: torch.Tensor | None = None, subcategories: torch.Tensor | None = None):
+                categories: torch.Tensor | None = None, subcategories: torch.Tensor | None = None,
+                words: Projected | None = None):
         """``tokens`` [N,L] int; ``mask`` [N,L] bool, by default ``tokens != 0``; ``categories`` and
-        ``subcategories`` [N] ids of the train split's category vocabulary (``use_categories`` only)."""
+        ``subcategories`` [N] ids of the train split's category vocabulary (``use_categories`` only);
+        ``words``: the vocabulary's projections (``NRAM.word_table``, eval mode only)."""
         if mask is None:
             mask = tokens != 0  # [N,L]
-        words = self.dropout(self.embedding(tokens))  # [N,L] -> [N,L,E]
+        if words is not None:  # the table exists only for a model with self-attention
+            if self.training:
+                raise RuntimeError("a word table is for inference: call model.eval() first (dropout)")
+            projected = words.project(tokens)  # [N,L] -> 3 x [N,L,D]
+            embedded = words.rows[tokens] if self.residual else None  # [N,L] -> [N,L,E]
+        else:
+            embedded = self.dropout(self.embedding(tokens))  # [N,L] -> [N,L,E]
         if self.self_attention is not None:
-            context, self_weights = self.self_attention(words, mask, need_weights)  # [N,L,E] -> [N,L,D]
+            if words is not None:
+                context, self_weights = self.self_attention.attend(*projected, mask, need_weights)  # [N,L,D]
+            else:
+                context, self_weights = self.self_attention(embedded, mask, need_weights)  # [N,L,E] -> [N,L,D]
             context = self.dropout(context)
             if self.residual:
-                context = words + context  # [N,L,D], D == E
+                context = embedded + context  # [N,L,D], D == E
         else:
-            context, self_weights = words, None  # D == E
+            context, self_weights = embedded, None  # D == E
         news, word_weights = self.pooling(context, mask, need_weights)  # [N,L,D] -> [N,D]
         view_weights = None
         if self.use_categories:
@@ -151,22 +270,29 @@ class UserEncoder(nn.Module):
         self.self_attention = MultiHeadSelfAttention(
             input_dim=config.news_dim, num_heads=config.num_heads, head_dim=config.head_dim
         ) if config.self_attention else None
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.residual = config.residual
         self.pooling = AdditiveAttention(input_dim=config.news_dim, query_dim=config.query_dim)
 
-    def contextualise(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
+    def contextualise(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False,
+                      projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
         """Self-attention over the clicks: [B,H,D] -> [B,H,D] (the h_i that the pooling weighs).
-        Without self-attention the clicked-news vectors themselves are the h_i (weights None)."""
+        Without self-attention the clicked-news vectors themselves are the h_i (weights None).
+        ``projected``: the clicks' (q, k, v), when gathered from ``NRAM.news_table``; ``clicked``
+        may then be None unless the model has a residual."""
         if self.self_attention is None:
             return clicked, None
-        context, weights = self.self_attention(clicked, mask, need_weights)  # [B,H,D]
+        if projected is not None:
+            context, weights = self.self_attention.attend(*projected, mask, need_weights)  # [B,H,D]
+        else:
+            context, weights = self.self_attention(clicked, mask, need_weights)  # [B,H,D]
         context = self.dropout(context)
         return (clicked + context if self.residual else context), weights
 
-    def forward(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
+    def forward(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False,
+                projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
         """``clicked`` [B,H,D] news vectors, ``mask`` [B,H] bool. An empty history gives a zero vector."""
-        context, self_weights = self.contextualise(clicked, mask, need_weights)  # [B,H,D]
+        context, self_weights = self.contextualise(clicked, mask, need_weights, projected)  # [B,H,D]
         user, click_weights = self.pooling(context, mask, need_weights)  # [B,H,D] -> [B,D]
         return user, (EncoderAttention(self_weights, click_weights) if need_weights else None)
 
@@ -205,6 +331,8 @@ class Explanation:
 
 
 class NRAM(nn.Module):
+    title_chunk: int = 0  # set by ``kernels``: > 0 encodes titles in length-sorted chunks of this many
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.vocab_size < 2:
@@ -217,13 +345,46 @@ class NRAM(nn.Module):
             glorot_init(self)
 
     def encode_news(self, titles: torch.Tensor, categories: torch.Tensor | None = None,
-                    subcategories: torch.Tensor | None = None) -> torch.Tensor:
-        """[N,L] tokens (plus [N] category ids when ``use_categories``) -> [N,D] news vectors."""
-        return self.news_encoder(titles, categories=categories, subcategories=subcategories)[0]
+                    subcategories: torch.Tensor | None = None, *, words: Projected | None = None) -> torch.Tensor:
+        """[N,L] tokens (plus [N] category ids when ``use_categories``) -> [N,D] news vectors.
+        ``words``: ``word_table()``, for inference. With ``title_chunk`` (see ``kernels``) the titles
+        go through the encoder in chunks of similar length, each cut to its longest title: padding
+        columns would cost work and change nothing, since padding is masked out everywhere."""
+        if not self.title_chunk or len(titles) <= self.title_chunk:
+            return self.news_encoder(titles, categories=categories, subcategories=subcategories, words=words)[0]
+
+        def encode(rows: torch.Tensor, width: int) -> torch.Tensor:
+            cats = (categories[rows], subcategories[rows]) if categories is not None else (None, None)  # [n] each
+            return self.news_encoder(titles[rows, :width], categories=cats[0], subcategories=cats[1],
+                                     words=words)[0]  # [n,width] -> [n,D]
+
+        return by_length(lengths_of(titles != 0), self.title_chunk, encode)  # [N,L] -> [N,D]
 
     def encode_users(self, clicked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B,H,D] clicked-news vectors, [B,H] mask -> [B,D] user vectors."""
         return self.user_encoder(clicked, mask)[0]
+
+    def encode_histories(self, history: torch.Tensor, mask: torch.Tensor, news: Projected) -> torch.Tensor:
+        """[B,H] rows of ``news`` (``news_table``), [B,H] mask -> [B,D] user vectors, for inference."""
+        clicked = news.rows[history] if self.user_encoder.residual else None  # [B,H] -> [B,H,D]
+        return self.user_encoder(clicked, mask, projected=news.project(history))[0]  # [B,H] -> 3 x [B,H,D] -> [B,D]
+
+    def _table(self, rows: torch.Tensor, attention: MultiHeadSelfAttention | None) -> Projected | None:
+        if attention is None:
+            return None
+        if self.training:
+            raise RuntimeError("projection tables are for inference: call model.eval() first (dropout)")
+        return Projected(rows, torch.cat(attention.project(rows), dim=-1))  # [R,E] -> [R,3D]
+
+    def word_table(self) -> Projected | None:
+        """Every vocabulary word's embedding and self-attention projections ([V,E], 3 x [V,D]), for
+        ``encode_news(words=...)``; None for a model without self-attention."""
+        return self._table(self.news_encoder.embedding.weight, self.news_encoder.self_attention)
+
+    def news_table(self, news_vectors: torch.Tensor) -> Projected | None:
+        """``news_vectors`` [N,D] and their user-encoder projections, for ``encode_histories``;
+        None for a model without self-attention (``encode_users`` then costs no Linear per click)."""
+        return self._table(news_vectors, self.user_encoder.self_attention)
 
     def forward(
         self,

@@ -15,8 +15,13 @@ Fast paths (each exact up to float rounding, checked by tests/test_fastpath.py):
   to its longest title: padding columns cost attention work but never
   change a vector, because padding is masked out everywhere;
 * impressions that share a history (a MIND user's history is fixed) share one user vector;
-* candidate scores are row-wise dot products of gathered vectors, in bounded chunks, so a
-  70k-impression dev split never materialises gigabytes at once;
+  distinct histories are encoded sorted by length, each batch cut to its longest;
+* in eval mode a Linear projection of a word or a news vector does not depend on its context,
+  so the self-attention projections of every vocabulary word and of every news vector are
+  computed once (``NRAM.word_table``/``news_table``) and gathered, instead of once per
+  position: these GEMMs were 60% of an evaluation;
+* candidate scores are batched matrix-vector products over impressions of similar size, in
+  bounded chunks, so a 70k-impression dev split never materialises gigabytes at once;
 * on CUDA, ``amp=True`` runs the encoders under bf16 autocast; vectors are returned in fp32.
 """
 from __future__ import annotations
@@ -31,7 +36,7 @@ import torch
 from .data.batching import gather_histories, make_batch
 from .data.split import Split
 from .metrics import EvalResult, impression_ranks, mean_metrics, per_impression_metrics, segment_metrics
-from .model import NRAM
+from .model import NRAM, by_length, lengths_of
 
 SCORE_CHUNK = 1 << 16  # candidates scored per step: bounds the [chunk,D] temporaries
 PER_IMPRESSION_SLOTS = 4096  # impression x candidate cells per batch on the per-impression path
@@ -50,9 +55,7 @@ def autocast_for(device: torch.device, enabled: bool) -> Iterator[None]:
 
 def title_lengths(tokens: np.ndarray) -> np.ndarray:
     """Per row, one past the last non-padding position (0 for an empty title): [N,L] -> [N]."""
-    filled = tokens != 0  # [N,L]
-    last = tokens.shape[1] - np.argmax(filled[:, ::-1], axis=1)  # [N]
-    return np.where(filled.any(axis=1), last, 0)
+    return lengths_of(torch.from_numpy(np.ascontiguousarray(tokens) != 0)).numpy()  # [N,L] -> [N]
 
 
 def category_ids(news, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,49 +66,68 @@ def category_ids(news, rows: np.ndarray, device: torch.device) -> tuple[torch.Te
 
 
 @torch.inference_mode()
-def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
-    """Vectors of every news of the split, [N+1,D] fp32; row 0 (padding news) is zero."""
+def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: bool = False,
+                    precompute: bool = True) -> torch.Tensor:
+    """Vectors of every news of the split, [N+1,D] fp32; row 0 (padding news) is zero.
+
+    ``precompute``: when the split has more title tokens than the vocabulary has words, every
+    word's self-attention projections are computed once (``NRAM.word_table``) and gathered."""
     device = model_device(model)
     news = split.news
     lengths = title_lengths(news.tokens)  # [N+1]
-    order = np.argsort(lengths, kind="stable")  # short titles first: each chunk is cut to its longest
     with_categories = getattr(model.config, "use_categories", False)
-    chunks = []
+    words = None
+    if (precompute and not model.training and callable(getattr(model, "word_table", None))
+            and model.config.vocab_size < lengths.sum()):
+        words = model.word_table()
+    table = {"words": words} if words is not None else {}
+
+    def encode(rows: torch.Tensor, width: int) -> torch.Tensor:
+        picked = rows.numpy()
+        chunk = torch.from_numpy(news.tokens[picked, :width]).to(device)  # [b,width]
+        if with_categories:
+            return model.encode_news(chunk, *category_ids(news, picked, device), **table).float()  # [b,width] -> [b,D]
+        return model.encode_news(chunk, **table).float()  # [b,width] -> [b,D]
+
     with autocast_for(device, amp):
-        for i in range(0, len(order), batch_size):
-            rows = order[i: i + batch_size]
-            width = max(1, int(lengths[rows].max()))
-            chunk = torch.from_numpy(news.tokens[rows, :width]).to(device)  # [b,width]
-            if with_categories:
-                chunks.append(model.encode_news(chunk, *category_ids(news, rows, device)).float())  # [b,width] -> [b,D]
-            else:
-                chunks.append(model.encode_news(chunk).float())  # [b,width] -> [b,D]
-    stacked = torch.cat(chunks)  # [N+1,D] in length order (row 0, the padding news, is always there)
-    vectors = torch.empty_like(stacked)  # [N+1,D]
-    vectors[torch.from_numpy(order).to(device)] = stacked  # back to row order
+        vectors = by_length(torch.from_numpy(lengths), batch_size, encode).to(device)  # [N+1,D]
     vectors[0] = 0.0
     return vectors
 
 
 @torch.inference_mode()
 def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarray, mask: np.ndarray, *,
-                     batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
-    """User vectors [B,D] fp32 from history rows [B,H] and mask [B,H]; an empty history gives zeros."""
+                     batch_size: int = 1024, amp: bool = False, precompute: bool = True) -> torch.Tensor:
+    """User vectors [B,D] fp32 from history rows [B,H] and mask [B,H]; an empty history gives zeros.
+
+    ``precompute``: histories go through the encoder sorted by length, each chunk cut to its
+    longest; and when they hold more clicks than there are news, every news vector's
+    user-encoder projections are computed once (``NRAM.news_table``) and gathered."""
     device = news_vectors.device
-    out = []
-    with autocast_for(device, amp):
-        for i in range(0, len(history), batch_size):
-            rows = torch.from_numpy(history[i: i + batch_size]).to(device)
-            hist_mask = torch.from_numpy(mask[i: i + batch_size]).to(device)
-            out.append(model.encode_users(news_vectors[rows], hist_mask).float())  # [b,H] -> [b,H,D] -> [b,D]
-    if not out:
+    if len(history) == 0:
         return torch.zeros(0, news_vectors.shape[1], device=device)
-    return torch.cat(out)
+    table = None
+    if (precompute and not model.training and callable(getattr(model, "news_table", None))
+            and mask.sum() > len(news_vectors)):
+        table = model.news_table(news_vectors)
+    full = torch.full((len(mask),), mask.shape[1], dtype=torch.long)  # [B]
+    lengths = lengths_of(torch.from_numpy(mask)) if precompute else full  # [B]
+
+    def encode(rows: torch.Tensor, width: int) -> torch.Tensor:
+        picked = rows.numpy()
+        clicked = torch.from_numpy(history[picked, :width]).to(device)  # [b,width]
+        hist_mask = torch.from_numpy(mask[picked, :width]).to(device)  # [b,width]
+        if table is not None:
+            return model.encode_histories(clicked, hist_mask, table).float()  # [b,width] -> [b,D]
+        return model.encode_users(news_vectors[clicked], hist_mask).float()  # [b,width] -> [b,width,D] -> [b,D]
+
+    with autocast_for(device, amp):
+        return by_length(lengths, batch_size, encode).to(device)  # [B,D]
 
 
 @torch.inference_mode()
 def encode_impression_users(model: NRAM, split: Split, news_vectors: torch.Tensor, impressions: np.ndarray, *,
-                            batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+                            batch_size: int = 1024, amp: bool = False, precompute: bool = True) -> torch.Tensor:
     """User vector [I,D] of each impression; impressions with the same history are encoded once."""
     history, mask = gather_histories(split, impressions, model.config.history_len)  # [I,H], [I,H]
     if len(history) == 0:
@@ -113,7 +135,7 @@ def encode_impression_users(model: NRAM, split: Split, news_vectors: torch.Tenso
     key = np.concatenate([history, mask.astype(np.int64)], axis=1)  # [I,2H]
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
     users = encode_histories(model, news_vectors, history[first], mask[first], batch_size=batch_size,
-                             amp=amp)  # [I',D]
+                             amp=amp, precompute=precompute)  # [I',D]
     return users[torch.from_numpy(inverse.reshape(-1)).to(users.device)]  # [I',D] -> [I,D]
 
 
@@ -125,13 +147,15 @@ def encodes_apart(model: torch.nn.Module) -> bool:
 @torch.inference_mode()
 def score_impressions(model, split: Split, *, max_impressions: int = 0, batch_size: int = 1024,
                       news_vectors: torch.Tensor | None = None, amp: bool = False,
-                      fast: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      fast: bool | None = None, precompute: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores of every candidate of the first ``max_impressions`` impressions (all when 0).
 
     Returns flat ``scores`` and ``labels`` and the ``offsets`` [I+1] that delimit each impression.
     ``fast``: None picks the path by the model (see the module docstring); False forces the
     per-impression path on a model that could take the fast one (the tests compare both).
     ``news_vectors`` passes the fast path's news vectors when they are already encoded.
+    ``precompute=False``: the fast path without projection tables, length-sorted histories and
+    batched dot products (the plain fp32 path that bench.evaluate times against).
     """
     if callable(getattr(model, "score_split", None)):  # count-based: no torch module
         return model.score_split(split, max_impressions=max_impressions)
@@ -140,7 +164,7 @@ def score_impressions(model, split: Split, *, max_impressions: int = 0, batch_si
     try:
         if (encodes_apart(model) if fast is None else fast):
             scores = _fast_scores(model, split, max_impressions=max_impressions, batch_size=batch_size,
-                                  news_vectors=news_vectors, amp=amp)
+                                  news_vectors=news_vectors, amp=amp, precompute=precompute)
         else:
             scores = _per_impression_scores(model, split, max_impressions=max_impressions)
     finally:
@@ -150,14 +174,15 @@ def score_impressions(model, split: Split, *, max_impressions: int = 0, batch_si
 
 
 def _fast_scores(model: NRAM, split: Split, *, max_impressions: int, batch_size: int,
-                 news_vectors: torch.Tensor | None, amp: bool) -> np.ndarray:
+                 news_vectors: torch.Tensor | None, amp: bool, precompute: bool) -> np.ndarray:
     offsets, end = split.impression_range(max_impressions)
     n = len(offsets) - 1
     if news_vectors is None:
-        news_vectors = encode_all_news(model, split, batch_size=batch_size, amp=amp)
-    users = encode_impression_users(model, split, news_vectors, np.arange(n), batch_size=batch_size, amp=amp)
-    owner = np.repeat(np.arange(n), np.diff(offsets))  # [M] impression of each candidate
-    return dot_scores(users, news_vectors, owner, split.behaviors.candidates[:end])
+        news_vectors = encode_all_news(model, split, batch_size=batch_size, amp=amp, precompute=precompute)
+    users = encode_impression_users(model, split, news_vectors, np.arange(n), batch_size=batch_size, amp=amp,
+                                    precompute=precompute)
+    dot = dot_scores if precompute else rowwise_dot_scores
+    return dot(users, news_vectors, offsets, split.behaviors.candidates[:end])
 
 
 def _per_impression_scores(model, split: Split, *, max_impressions: int) -> np.ndarray:
@@ -188,13 +213,47 @@ def _per_impression_scores(model, split: Split, *, max_impressions: int) -> np.n
 
 
 @torch.inference_mode()
-def dot_scores(users: torch.Tensor, news_vectors: torch.Tensor, owner: np.ndarray,
+def dot_scores(users: torch.Tensor, news_vectors: torch.Tensor, offsets: np.ndarray,
                candidates: np.ndarray) -> np.ndarray:
-    """Score of each candidate: its news vector . its impression's user vector, [M] fp32 NumPy."""
+    """Score of each candidate: its news vector . its impression's user vector, [M] fp32 NumPy.
+
+    Impression ``i`` owns ``candidates[offsets[i]:offsets[i+1]]`` and ``users[i]``. Impressions
+    of similar size go together, each padded to its chunk's largest (padding is news row 0),
+    so that a chunk is one batched matrix-vector product and no user vector is copied per
+    candidate; a chunk holds about ``SCORE_CHUNK`` cells."""
     device = news_vectors.device
-    scores = np.empty(len(candidates), dtype=np.float32)  # [M]
-    for lo in range(0, len(candidates), SCORE_CHUNK):
-        hi = min(lo + SCORE_CHUNK, len(candidates))
+    offsets = np.asarray(offsets, dtype=np.int64)
+    sizes = np.diff(offsets)  # [I]
+    order = np.argsort(sizes, kind="stable")  # [I] smallest first
+    ordered = sizes[order]
+    scores = np.empty(int(offsets[-1] - offsets[0]) if len(offsets) else 0, dtype=np.float32)  # [M]
+    start = 0
+    while start < len(order):
+        cells = np.arange(1, len(order) - start + 1) * np.maximum(ordered[start:], 1)  # rising: sizes are sorted
+        stop = start + max(1, int(np.searchsorted(cells, SCORE_CHUNK, side="right")))
+        rows = order[start:stop]  # [b]
+        width = max(1, int(ordered[stop - 1]))
+        index = offsets[rows][:, None] + np.arange(width)[None, :]  # [b,w]
+        valid = np.arange(width)[None, :] < sizes[rows][:, None]  # [b,w]
+        picked = torch.from_numpy(np.where(valid, candidates[np.where(valid, index - offsets[0], 0)], 0)
+                                  .astype(np.int64)).to(device)  # [b,w]
+        who = torch.from_numpy(rows).to(device)  # [b]
+        chunk = torch.bmm(news_vectors[picked], users[who].unsqueeze(-1)).squeeze(-1)  # [b,w,D]@[b,D,1] -> [b,w]
+        scores[index[valid] - offsets[0]] = chunk.float().cpu().numpy()[valid]  # [b,w] -> [m]
+        start = stop
+    return scores
+
+
+@torch.inference_mode()
+def rowwise_dot_scores(users: torch.Tensor, news_vectors: torch.Tensor, offsets: np.ndarray,
+                       candidates: np.ndarray) -> np.ndarray:
+    """``dot_scores`` as one row-wise product per candidate (both vectors gathered per candidate):
+    the plain path that ``precompute=False`` keeps, for comparison."""
+    device = news_vectors.device
+    owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))  # [M] impression of each candidate
+    scores = np.empty(len(owner), dtype=np.float32)  # [M]
+    for lo in range(0, len(owner), SCORE_CHUNK):
+        hi = min(lo + SCORE_CHUNK, len(owner))
         who = torch.from_numpy(owner[lo:hi]).to(device)  # [m]
         rows = torch.from_numpy(candidates[lo:hi].astype(np.int64)).to(device)  # [m]
         scores[lo:hi] = (users[who] * news_vectors[rows]).sum(-1).float().cpu().numpy()  # [m,D]*[m,D] -> [m]
@@ -202,7 +261,7 @@ def dot_scores(users: torch.Tensor, news_vectors: torch.Tensor, owner: np.ndarra
 
 
 def evaluate_split(model, split: Split, *, max_impressions: int = 0, batch_size: int = 1024, amp: bool = False,
-                   segments: tuple[tuple[str, int, int], ...] = ()) -> EvalResult:
+                   segments: tuple[tuple[str, int, int], ...] = (), precompute: bool = True) -> EvalResult:
     """The official metrics of ``model`` on the first ``max_impressions`` impressions of ``split``
     (all when 0), scored by ``score_impressions``; with ``segments`` (e.g.
     ``metrics.HISTORY_SEGMENTS``), also per user segment of history length.
@@ -212,7 +271,7 @@ def evaluate_split(model, split: Split, *, max_impressions: int = 0, batch_size:
     scorer's on ``predict``'s file. (A candidate without a news row is dropped here, whereas
     ``predict`` ranks it as an empty title.) Unlabelled (test) impressions count as skipped."""
     scores, labels, offsets = score_impressions(model, split, max_impressions=max_impressions,
-                                                batch_size=batch_size, amp=amp)
+                                                batch_size=batch_size, amp=amp, precompute=precompute)
     per = per_impression_metrics(labels, -impression_ranks(scores, offsets), offsets)  # [I,4]
     result = mean_metrics(per)
     if segments:

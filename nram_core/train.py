@@ -2,9 +2,12 @@
 evaluation, atomic checkpoints, resume, early stopping. Progress leaves only through callbacks.
 
 Fast paths: each batch encodes its unique news once (data/batching.py) with its all-padding
-title columns cut off (``Batch.trim``); DataLoader workers build batches when
-``num_workers > 0``; on CUDA, pinned memory with non-blocking copies, and with ``amp`` bf16
-autocast plus TF32 matmuls; ``compile`` wraps the step in ``torch.compile``.
+title columns cut off (``Batch.trim``), in length-sorted chunks of ``title_chunk`` titles
+(``model.kernels``); DataLoader workers build batches when ``num_workers > 0``; with ``amp``,
+bf16 matmuls: on CUDA autocast plus TF32 (and pinned memory with non-blocking copies), on a
+CPU with native bf16 the Linear layers' GEMMs (``matmul_precision``); ``compile`` wraps the
+step in ``torch.compile``. ``fused_adam`` takes Adam's fused kernel. ``amp=False, title_chunk=0, fused_adam=False`` is
+the plain fp32 reference path.
 
 Under torchrun the trainer runs DistributedDataParallel (see ``nram_core.distributed``):
 ``batch_size`` stays the global batch, each rank trains on its share of it, and only rank 0
@@ -36,7 +39,7 @@ from .data.text import Vocab
 from .data.vectors import WordVectors, word_vectors
 from .data.vectors import check_choice as check_vectors_choice
 from .fileio import DataError
-from .model import NRAM
+from .model import NRAM, kernels
 from .run_info import CATEGORIES, VOCAB
 from .scoring import autocast_for, evaluate_split
 
@@ -51,6 +54,27 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (avx512_bf16 or AMX tiles). CPUs that
+    only convert bf16 (plain AVX-512) emulate its GEMMs, several times slower than fp32."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return torch.backends.mkldnn.is_available() and any(bool(probe()) for probe in probes if callable(probe))
+
+
+def matmul_precision(device: torch.device, amp: bool) -> tuple[torch.dtype | None, str]:
+    """(dtype for the Linear layers' GEMMs, or None for their input's; a one-line description).
+
+    On CUDA ``amp`` is autocast (see ``scoring.autocast_for``), so the layers need no dtype. On a
+    CPU, bf16 GEMMs only where the CPU has native bf16: emulated, they are slower than fp32."""
+    if not amp:
+        return None, "fp32"
+    if device.type == "cuda":
+        return None, "bf16 autocast + TF32"
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16, "bf16 matmuls, fp32 weights"
+    return None, f"fp32 (amp asked, but this {device.type} has no native bf16 matmuls)"
 
 
 class _ScoreBatch(torch.nn.Module):
@@ -187,8 +211,13 @@ class Trainer:
                 vectors = vectors * (train_config.vector_std / vectors[1:].std().clamp(min=1e-12))
             with torch.no_grad():
                 embedding.copy_(vectors)
+        self.matmul_dtype, self.precision = matmul_precision(self.device, train_config.amp)
+        # Chunks cost a host sync each on an accelerator and a graph break under torch.compile.
+        self.title_chunk = train_config.title_chunk if self.device.type == "cpu" and not train_config.compile else 0
+        self.data_info["precision"] = self.precision
+        fused = {"fused": True} if train_config.fused_adam and self.device.type in ("cpu", "cuda") else {}
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.lr,
-                                          weight_decay=train_config.weight_decay)
+                                          weight_decay=train_config.weight_decay, **fused)
         if self.dist.enabled:  # same initial weights (DDP broadcasts rank 0's), own dropout masks
             torch.manual_seed(train_config.seed + 1_000_003 * self.dist.rank)
         self._step_module = self._wrap_step()
@@ -239,7 +268,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self._learning_rate(global_step)
         batch = shard.batch.to(self.device, non_blocking=True)
-        with autocast_for(self.device, self.train_config.amp):
+        with autocast_for(self.device, self.train_config.amp), \
+                kernels(self.model, matmul_dtype=self.matmul_dtype, title_chunk=self.title_chunk):
             logits = self._step_module(batch)  # [b,1+K]
         losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")  # [b]
         loss_sum = losses[: shard.rows].sum()  # [b] -> [] (a stand-in sample has rows == 0)
@@ -373,7 +403,8 @@ class Trainer:
             else:
                 stale += 1
             record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "metrics": metrics,
-                      "seconds": time.perf_counter() - epoch_start, "eval_seconds": eval_seconds, "steps": len(losses)}
+                      "seconds": time.perf_counter() - epoch_start, "eval_seconds": eval_seconds, "steps": len(losses),
+                      "precision": self.precision}  # per epoch: a resumed run may continue on another machine
             result.history.append(record)
             result.epochs_done = epoch
             state.pop("final", None)  # a resumed run that trains on is not done yet, nor cancelled

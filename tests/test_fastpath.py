@@ -136,3 +136,103 @@ def test_news_encoding_passes_category_ids_to_a_model_that_fuses_them(corpus):
         plain = model.encode_news(torch.from_numpy(news.tokens), torch.from_numpy(news.category.astype(np.int64)),
                                   torch.from_numpy(news.subcategory.astype(np.int64)))
     assert torch.allclose(vectors[1:], plain[1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [{"residual": False}, {"residual": True}, {"self_attention": False},
+                                     {"use_categories": True}])
+def test_projection_tables_and_sorted_histories_score_like_the_plain_path(corpus, variant):
+    """``precompute`` (every word's and every news vector's projections once, histories by length)
+    gives the plain fp32 path's scores, for each kind of encoder."""
+    news = corpus.dev.news
+    torch.manual_seed(0)
+    extra = ({"num_categories": len(news.categories) + 1, "num_subcategories": len(news.subcategories) + 1}
+             if variant.get("use_categories") else {})
+    model = NRAM(ModelConfig(vocab_size=len(corpus.vocab), word_dim=32, num_heads=4, head_dim=8, query_dim=16,
+                             dropout=0.2, title_len=TITLE_LEN, history_len=HISTORY_LEN, **variant, **extra))
+    if variant.get("self_attention", True):
+        model.eval()
+        assert model.word_table() is not None
+        assert model.config.vocab_size < title_lengths(news.tokens).sum(), "the table path is the one taken"
+        model.train()
+    fast, labels, offsets = score_impressions(model, corpus.dev, max_impressions=400, batch_size=64)
+    plain, _, _ = score_impressions(model, corpus.dev, max_impressions=400, batch_size=64, precompute=False)
+    assert model.training and np.allclose(fast, plain, atol=1e-5)
+    if not variant.get("use_categories"):  # the naive reference reads titles only
+        naive = naive_score_impressions(model, corpus.dev, 60, batch_size=16)
+        assert np.allclose(fast[: len(naive)], naive, atol=1e-5)
+
+
+def test_tables_are_refused_in_training_mode(corpus):
+    model = make_model(corpus, dropout=0.2).train()
+    with pytest.raises(RuntimeError, match="eval"):
+        model.word_table()
+
+
+def test_length_chunked_titles_give_the_same_logits_and_gradients(corpus):
+    """``kernels(title_chunk=...)`` only regroups the titles: same logits and gradients."""
+    from nram_core.model import kernels
+
+    batches = TrainBatches(corpus.train, batch_size=32, negatives=4, history_len=HISTORY_LEN)
+    batches.set_epoch(1)
+    batch = batches[2].trim()
+    model = make_model(corpus).train()  # dropout 0: deterministic
+
+    def run():
+        model.zero_grad()
+        logits = model.score_batch(batch)
+        F.cross_entropy(logits, batch.labels).backward()
+        return logits.detach(), torch.cat([p.grad.ravel() for p in model.parameters()])
+
+    plain, plain_grad = run()
+    with kernels(model, title_chunk=16):
+        assert len(batch.titles) > 16 and model.title_chunk == 16
+        chunked, chunked_grad = run()
+    assert model.title_chunk == 0, "the setting ends with the block"
+    assert torch.allclose(plain, chunked, atol=1e-5)
+    assert torch.allclose(plain_grad, chunked_grad, atol=1e-6, rtol=1e-4)
+
+
+def test_bf16_matmuls_keep_fp32_weights_inputs_and_outputs(corpus):
+    from nram_core.model import Linear, kernels
+
+    batches = TrainBatches(corpus.train, batch_size=16, negatives=4, history_len=HISTORY_LEN)
+    batches.set_epoch(1)
+    batch = batches[0].trim()
+    model = make_model(corpus).train()
+    plain = model.score_batch(batch)
+    with kernels(model, matmul_dtype=torch.bfloat16):
+        low = model.score_batch(batch)
+        low.sum().backward()
+    assert all(m.matmul_dtype is None for m in model.modules() if isinstance(m, Linear))
+    assert low.dtype == torch.float32 and all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+    assert not torch.equal(low, plain) and torch.allclose(low, plain, atol=0.05, rtol=0.05)  # bf16: ~3 digits
+
+
+def test_dropout_keeps_the_expected_value_and_rate():
+    from nram_core.model import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.25).train()
+    out = drop(torch.ones(200_000))
+    assert abs(float((out == 0).float().mean()) - 0.25) < 0.01 and abs(float(out.mean()) - 1.0) < 0.01
+    assert torch.equal(drop.eval()(torch.ones(5)), torch.ones(5))
+
+
+def test_batched_dot_products_equal_row_wise_ones():
+    from nram_core.scoring import dot_scores, rowwise_dot_scores
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(0, 40, size=300)
+    sizes[[3, 50]] = [0, 300]  # an empty impression and a very large one
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    news = torch.from_numpy(rng.normal(size=(500, 12)).astype(np.float32))
+    news[0] = 0
+    users = torch.from_numpy(rng.normal(size=(len(sizes), 12)).astype(np.float32))
+    candidates = rng.integers(1, 500, size=int(offsets[-1])).astype(np.int32)
+    batched = dot_scores(users, news, offsets, candidates)
+    plain = rowwise_dot_scores(users, news, offsets, candidates)
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    expected = (users.numpy()[owner] * news.numpy()[candidates]).sum(-1)
+    assert batched.shape == plain.shape == expected.shape
+    assert np.allclose(batched, expected, atol=1e-5) and np.allclose(plain, expected, atol=1e-5)

@@ -42,7 +42,7 @@ class _Progress(Callback):
         if cfg.max_steps:
             total = min(total, cfg.max_steps)
         self.context.update(status="running", steps_in_epoch=steps, total_steps=total,
-                            samples=trainer.batches.num_samples)
+                            samples=trainer.batches.num_samples, precision=trainer.precision)
         if self.context.stop.is_set():
             trainer.request_stop()
 

@@ -217,7 +217,8 @@ def _progress(polling: bool) -> None:
         fraction = min(1.0, s["global_step"] / total)
         text = (f"{s.get('phase') or 'loading the data'}…" if status == "loading" else
                 f"epoch {s['epoch']}/{s['epochs']} · step {s['global_step']}/{total} · "
-                f"{s['samples_per_s']:.0f} samples/s · {elapsed:.0f}s{_time_left(s, total)}")
+                f"{s['samples_per_s']:.0f} samples/s ({s.get('precision') or 'fp32'}) · {elapsed:.0f}s"
+                f"{_time_left(s, total)}")
         if status == "stopping":
             text += " · stopping…"
         st.progress(fraction, text=text)

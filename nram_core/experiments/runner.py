@@ -209,8 +209,14 @@ def default_out(suite: str, preset: str, epochs: int, layout: Layout) -> Path:
     return nram_home() / "experiments" / f"{'+'.join(suite_groups(suite))}-{preset}-e{epochs}-{slug}"
 
 
+# How a run computes, not what it learns; left out of the key so that suites keyed before these
+# settings existed continue (each run's config.json still records them).
+_NOT_IN_KEY = ("title_chunk", "fused_adam")
+
+
 def suite_run_key(spec: ModelSpec, model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
-    return json.dumps([spec.kind, to_dict(model_cfg), to_dict(train_cfg)], sort_keys=True)
+    train = {k: v for k, v in to_dict(train_cfg).items() if k not in _NOT_IN_KEY}
+    return json.dumps([spec.kind, to_dict(model_cfg), train], sort_keys=True)
 
 
 def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | None = None,
