@@ -39,6 +39,7 @@ from .metrics import EvalResult, impression_ranks, mean_metrics, per_impression_
 from .model import NRAM, by_length, lengths_of
 
 SCORE_CHUNK = 1 << 16  # candidates scored per step: bounds the [chunk,D] temporaries
+SCORE_BLOCK = 1 << 17  # impressions per block of the fast path (a user met in two blocks is encoded twice)
 PER_IMPRESSION_SLOTS = 4096  # impression x candidate cells per batch on the per-impression path
 
 
@@ -179,10 +180,15 @@ def _fast_scores(model: NRAM, split: Split, *, max_impressions: int, batch_size:
     n = len(offsets) - 1
     if news_vectors is None:
         news_vectors = encode_all_news(model, split, batch_size=batch_size, amp=amp, precompute=precompute)
-    users = encode_impression_users(model, split, news_vectors, np.arange(n), batch_size=batch_size, amp=amp,
-                                    precompute=precompute)
     dot = dot_scores if precompute else rowwise_dot_scores
-    return dot(users, news_vectors, offsets, split.behaviors.candidates[:end])
+    scores = np.empty(end, dtype=np.float32)  # [M] (offsets start at 0)
+    for lo in range(0, n, SCORE_BLOCK):  # blocks of impressions: bounded histories, keys and user vectors
+        hi = min(lo + SCORE_BLOCK, n)
+        users = encode_impression_users(model, split, news_vectors, np.arange(lo, hi), batch_size=batch_size,
+                                        amp=amp, precompute=precompute)  # [b,D]
+        block = split.behaviors.candidates[offsets[lo]: offsets[hi]]  # [m]
+        scores[offsets[lo]: offsets[hi]] = dot(users, news_vectors, offsets[lo: hi + 1], block)  # [m]
+    return scores
 
 
 def _per_impression_scores(model, split: Split, *, max_impressions: int) -> np.ndarray:

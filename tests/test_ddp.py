@@ -47,7 +47,9 @@ def torchrun(cmd: list[str], outputs: list[Path]) -> subprocess.CompletedProcess
 
 
 def test_two_ranks_train_like_one_process(demo_corpus, tmp_path, capsys):
-    train = ["train", "--data", str(demo_corpus), *TINY_ARGS]
+    # fp32 GEMMs: bf16 ones round each rank's share of a batch differently from the whole batch,
+    # which is not what this test compares (it checks that two ranks compute what one does).
+    train = ["train", "--data", str(demo_corpus), *TINY_ARGS, "--no-amp"]
     assert main([*train, "--out", str(tmp_path / "one")]) == 0  # one process, the same CLI code path
     one = capsys.readouterr()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -236,3 +236,16 @@ def test_batched_dot_products_equal_row_wise_ones():
     expected = (users.numpy()[owner] * news.numpy()[candidates]).sum(-1)
     assert batched.shape == plain.shape == expected.shape
     assert np.allclose(batched, expected, atol=1e-5) and np.allclose(plain, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("precompute", [True, False])
+def test_scoring_in_blocks_of_impressions_gives_the_same_scores(corpus, monkeypatch, precompute):
+    """Memory stays bounded on a large split: impressions are scored in blocks, with the same result."""
+    import nram_core.scoring as scoring
+
+    model = make_model(corpus)
+    whole, labels, offsets = score_impressions(model, corpus.dev, max_impressions=300, precompute=precompute)
+    monkeypatch.setattr(scoring, "SCORE_BLOCK", 7)
+    blocks, labels_b, offsets_b = score_impressions(model, corpus.dev, max_impressions=300, precompute=precompute)
+    assert np.array_equal(offsets, offsets_b) and np.array_equal(labels, labels_b)
+    assert np.allclose(whole, blocks, atol=1e-5)
