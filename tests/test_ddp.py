@@ -1,6 +1,7 @@
 """torchrun data parallelism: 2 ranks on CPU (gloo) train exactly like 1 process with the same global batch."""
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,47 @@ def test_two_ranks_train_like_one_process(demo_corpus, tmp_path, capsys):
     for key in w1:
         atol = steps * lr if key.endswith("self_attention.k.bias") else 5e-5
         assert torch.allclose(w1[key], w2[key], atol=atol), (key, (w1[key] - w2[key]).abs().max())
+
+
+
+def _agents(cmd: list[str], count: int, outputs: list[Path]) -> list[tuple[int, str, str]]:
+    """``count`` torchrun agents of ``cmd`` at once: (returncode, stdout, stderr) each; the gloo
+    teardown abort (see ``torchrun``) is retried once from clean ``outputs``."""
+    for attempt in range(2):
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(count)]
+        outputs_of = [p.communicate(timeout=240) for p in procs]
+        done = [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs_of)]
+        if attempt or not any(code and TEARDOWN_ABORT in err for code, _, err in done):
+            return done
+        for path in outputs:
+            shutil.rmtree(path, ignore_errors=True)
+    return done
+
+
+@pytest.mark.slow
+def test_two_nodes_meet_at_a_rendezvous_and_train_like_one_process(demo_corpus, tmp_path, capsys):
+    """A 2-node launch, simulated on one machine: two torchrun agents (one process each, as two
+    machines with one device each) meet at a c10d rendezvous on 127.0.0.1, the address node 0
+    would have, and train what one process trains."""
+    train = ["train", "--data", str(demo_corpus), *TINY_ARGS, "--no-amp"]
+    assert main([*train, "--out", str(tmp_path / "one")]) == 0
+    one = json.loads(capsys.readouterr().out)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    agent = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "nram-two-nodes",
+             "-m", "nram_core", *train, "--out", str(tmp_path / "two")]
+    done = _agents(agent, 2, [tmp_path / "two"])
+    assert all(code == 0 for code, _, _ in done), [err[-2000:] for _, _, err in done]
+    printed = [out.strip() for _, out, _ in done if out.strip()]
+    assert len(printed) == 1, "global rank 0 alone prints the result"
+    assert sum(err.count("training on cpu, 2 ranks") for _, _, err in done) == 1
+    two = json.loads(printed[0])
+    assert two["impressions"] == one["impressions"] and two["auc"] == pytest.approx(one["auc"], abs=1e-4)
+    assert [json.loads(line)["event"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()] \
+        == ["epoch", "epoch", "final"]
 
 
 STOP_WORKER = """
