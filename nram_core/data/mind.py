@@ -13,6 +13,7 @@ import calendar
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -166,7 +167,7 @@ class RawBehaviors:
     """Impressions with news already resolved to row numbers of the split's news table (1-based)."""
 
     impression_ids: np.ndarray  # [I] int64
-    user_ids: list[str]  # [I]
+    user_ids: Sequence[str]  # [I] (a list when parsed, a ``CodedIds`` view when loaded from the cache)
     times: np.ndarray  # [I] int64 seconds
     history_offsets: np.ndarray  # [I+1] int64
     history: np.ndarray  # int32 news rows, oldest click first
@@ -180,6 +181,25 @@ class RawBehaviors:
         """[I] bool: whether each impression carries labels (False for a test split's rows)."""
         firsts = self.candidate_offsets[:-1]
         return self.labels[firsts] != UNLABELLED if len(firsts) else np.zeros(0, dtype=bool)
+
+
+class CodedIds(Sequence[str]):
+    """``names[codes[i]]`` as a sequence, without a Python string per row: a split's user id of
+    each impression, from its sorted user ids and the [I] codes, for millions of impressions."""
+
+    def __init__(self, names: Sequence[str], codes: np.ndarray):
+        self.names, self.codes = names, codes
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, index):  # an int gives a name, a slice a list of names
+        if isinstance(index, slice):
+            return [self.names[int(c)] for c in self.codes[index]]
+        return self.names[int(self.codes[index])]
+
+    def __iter__(self) -> Iterator[str]:
+        return (self.names[int(c)] for c in self.codes)
 
 
 def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool = False,

@@ -21,10 +21,10 @@ import numpy as np
 
 from ..fileio import DataError, atomic_write_text, cache_write, nram_home, read_json_lists
 from .layout import Layout
-from .mind import FileReport, RawBehaviors, read_behaviors, read_news
+from .mind import CodedIds, FileReport, RawBehaviors, read_behaviors, read_news
 from .text import Vocab, cached_index
 
-CACHE_VERSION = 2  # 2: unlabelled (test) rows kept, the complete mode, BOM stripped
+CACHE_VERSION = 3  # 2: unlabelled (test) rows kept, the complete mode, BOM stripped; 3: one .npy per array
 
 
 def _file_digest(path: Path) -> str:
@@ -147,15 +147,21 @@ _ARRAYS_BEHAVIORS = ("impression_ids", "times", "history_offsets", "history", "c
                      "candidates", "labels")
 
 
+def _array_names() -> list[str]:
+    return [f"news_{k}" for k in _ARRAYS_NEWS] + [f"beh_{k}" for k in _ARRAYS_BEHAVIORS] + ["users"]
+
+
 def _save_split(split: Split, dest: Path) -> None:
-    """Write the split to ``dest`` as arrays.npz + meta.json, atomically (temp folder, then rename)."""
+    """Write the split to ``dest`` as one NAME.npy per array + meta.json, atomically (temp folder,
+    then rename). Plain .npy files, so that a warm start maps them instead of reading them."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         arrays = {f"news_{k}": getattr(split.news, k) for k in _ARRAYS_NEWS}
         arrays.update({f"beh_{k}": getattr(split.behaviors, k) for k in _ARRAYS_BEHAVIORS})
         arrays["users"] = split.users
-        np.savez(tmp / "arrays.npz", **arrays)
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
         meta = {
             "name": split.name, "folder": str(split.folder), "user_ids": split.user_ids,
             "news": {k: getattr(split.news, k) for k in ("ids", "titles", "abstracts", "title_entities",
@@ -173,15 +179,16 @@ def _save_split(split: Split, dest: Path) -> None:
 
 
 def _load_cached(dest: Path) -> Split | None:
+    """The cached split, its arrays memory-mapped copy-on-write (pages are read as they are used;
+    a write stays private to this process); None when the entry is missing or damaged."""
     try:
         meta = json.loads((dest / "meta.json").read_text(encoding="utf-8"))
-        with np.load(dest / "arrays.npz", allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        arrays = {name: np.load(dest / f"{name}.npy", mmap_mode="c", allow_pickle=False) for name in _array_names()}
     except (OSError, ValueError, KeyError):
         return None
     reports = [FileReport.from_dict(r) for r in meta["reports"]]
     news = News(**meta["news"], **{k: arrays[f"news_{k}"] for k in _ARRAYS_NEWS})
-    behaviors = RawBehaviors(user_ids=[meta["user_ids"][u] for u in arrays["users"]], report=reports[1],
+    behaviors = RawBehaviors(user_ids=CodedIds(meta["user_ids"], arrays["users"]), report=reports[1],
                              **{k: arrays[f"beh_{k}"] for k in _ARRAYS_BEHAVIORS})
     return Split(name=meta["name"], folder=Path(meta["folder"]), news=news, behaviors=behaviors,
                  user_ids=meta["user_ids"], users=arrays["users"], reports=reports)
