@@ -48,8 +48,9 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
 class Linear(nn.Linear):
     """``nn.Linear`` that can multiply in a lower precision while its weights, input and output stay
     fp32: with ``matmul_dtype=torch.bfloat16`` (set by ``kernels``) the GEMM, forward and backward,
-    runs in bf16, which CPUs with native bf16 dot products do 3-4x faster than fp32. Unlike
-    ``torch.autocast`` nothing else changes dtype (attention, softmax and pooling stay fp32)."""
+    runs in bf16, which CPUs with bf16 dot-product instructions do several times faster than
+    fp32. Unlike ``torch.autocast`` nothing else changes dtype (attention, softmax and pooling
+    stay fp32)."""
 
     matmul_dtype: torch.dtype | None = None
 
