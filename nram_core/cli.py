@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-data", help="generate the synthetic MIND-format demo corpus")
     p.add_argument("out_dir")
-    p.add_argument("--scale", choices=("demo", "small"), default="demo")
+    p.add_argument("--scale", choices=("demo", "small", "large"), default="demo")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_data)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nram_core.fileio import atomic_write_json, atomic_write_text
+from nram_core.fileio import atomic_write_json, atomic_write_text, atomic_write_with
 from nram_core.metrics import METRIC_NAMES, evaluate_flat
 
 __all__ = ["Scale", "ClickParams", "SCALES", "PARAMS", "generate", "read_truth"]
@@ -62,6 +62,11 @@ class Scale:
     def n_users(self) -> int:
         return self.n_train_users + self.n_dev_new_users
 
+    def __post_init__(self) -> None:  # every listed user gets at least one impression of its split
+        if self.n_train_users > self.n_train_impressions or self.n_dev_returning_users > self.n_train_users \
+                or self.n_dev_returning_users + self.n_dev_new_users > self.n_dev_impressions:
+            raise ValueError(f"scale {self.name}: more users than impressions to give them")
+
 
 SCALES: dict[str, Scale] = {
     "demo": Scale(
@@ -83,7 +88,19 @@ SCALES: dict[str, Scale] = {
         n_train_impressions=150_000,
         n_dev_impressions=70_000,
     ),
+    # MIND-large: 1M users, ~160k news, ~2.2M train and ~376k dev impressions. The behaviors
+    # files are written in chunks of impressions; the arrays behind them stay in memory.
+    "large": Scale(
+        name="large",
+        n_news=160_000,
+        n_train_users=870_000,
+        n_dev_returning_users=120_000,
+        n_dev_new_users=130_000,
+        n_train_impressions=2_200_000,
+        n_dev_impressions=376_000,
+    ),
 }
+_RENDER_CHUNK = 50_000  # behaviors rows rendered per write
 
 
 @dataclass(frozen=True)
@@ -367,10 +384,6 @@ def generate(out_dir: str | Path, *, scale: str = "demo", seed: int = 0) -> Path
         user_pool=dev_users, n_impressions=cfg.n_dev_impressions, days=np.array([_DEV_DAY]),
     )
     news_lines = _render_news(rng, news=news, params=params)
-    history_text = [
-        " ".join(news.ids[history_news[history_offsets[u]:history_offsets[u + 1]]].tolist())
-        for u in range(users.n)
-    ]
 
     counts: dict[str, int] = {}
     news_used = np.zeros(news.n, dtype=bool)
@@ -385,8 +398,8 @@ def generate(out_dir: str | Path, *, scale: str = "demo", seed: int = 0) -> Path
         users_used[split_users] = True
         news_text = "".join(news_lines[i] for i in np.flatnonzero(in_split).tolist())
         atomic_write_text(out / split / "news.tsv", news_text)
-        behaviors_text = _render_behaviors(imps, news=news, users=users, history_text=history_text)
-        atomic_write_text(out / split / "behaviors.tsv", behaviors_text)
+        atomic_write_with(out / split / "behaviors.tsv", lambda tmp, imps=imps: _write_behaviors(
+            tmp, imps, news=news, users=users, history=(history_offsets, history_news)))
         counts.update({
             f"{split}_impressions": int(imps.n),
             f"{split}_clicks": int(imps.label.sum()),
@@ -786,22 +799,29 @@ def _format_time(seconds: np.ndarray) -> list[str]:
     return out
 
 
-def _render_behaviors(
-    imps: _Impressions, *, news: _News, users: _Users, history_text: list[str]
-) -> str:
-    tokens = np.empty((news.n, 2), dtype=object)
-    tokens[:, 0] = [f"{nid}-0" for nid in news.ids.tolist()]
-    tokens[:, 1] = [f"{nid}-1" for nid in news.ids.tolist()]
-    slot = tokens[imps.news, imps.label.astype(np.int64)].tolist()
-    times = _format_time(imps.time)
-    off = imps.offsets.tolist()
-    user_ids = users.ids[imps.user].tolist()
-    user_idx = imps.user.tolist()
-    return "".join(
-        f"{i + 1}\t{user_ids[i]}\t{times[i]}\t{history_text[user_idx[i]]}\t"
-        f"{' '.join(slot[off[i]:off[i + 1]])}\n"
-        for i in range(imps.n)
-    )
+def _write_behaviors(path: Path, imps: _Impressions, *, news: _News, users: _Users,
+                     history: tuple[np.ndarray, np.ndarray]) -> None:
+    """behaviors.tsv, rendered and written ``_RENDER_CHUNK`` rows at a time (the text of a 2M-row
+    split is never held whole)."""
+    offsets, clicked = history
+    slot_names = [[f"{nid}-0" for nid in news.ids.tolist()], [f"{nid}-1" for nid in news.ids.tolist()]]
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        for lo in range(0, imps.n, _RENDER_CHUNK):
+            hi = min(lo + _RENDER_CHUNK, imps.n)
+            first, last = int(imps.offsets[lo]), int(imps.offsets[hi])
+            slot = [slot_names[label][item] for item, label in
+                    zip(imps.news[first:last].tolist(), imps.label[first:last].astype(np.int64).tolist())]
+            times = _format_time(imps.time[lo:hi])
+            user_idx = imps.user[lo:hi].tolist()
+            history_text = {u: " ".join(news.ids[clicked[offsets[u]:offsets[u + 1]]].tolist())
+                            for u in set(user_idx)}
+            off = (imps.offsets[lo:hi + 1] - first).tolist()
+            user_ids = users.ids[imps.user[lo:hi]].tolist()
+            out.write("".join(
+                f"{lo + i + 1}\t{user_ids[i]}\t{times[i]}\t{history_text[user_idx[i]]}\t"
+                f"{' '.join(slot[off[i]:off[i + 1]])}\n"
+                for i in range(hi - lo)
+            ))
 
 
 # --------------------------------------------------------------------------- truth

@@ -66,6 +66,20 @@ def test_same_seed_gives_byte_identical_files(corpus, tmp_path):
         assert (corpus / name).read_bytes() == (again / name).read_bytes(), name
 
 
+def test_behaviors_written_in_chunks_are_the_same_bytes(corpus, tmp_path, monkeypatch):
+    """The large scale's files are rendered a chunk of rows at a time; the chunks join seamlessly."""
+    monkeypatch.setattr(synth, "_RENDER_CHUNK", 7)
+    chunked = synth.generate(tmp_path / "chunked", scale="demo", seed=0)
+    for name in FILES:
+        assert (corpus / name).read_bytes() == (chunked / name).read_bytes(), name
+
+
+def test_large_scale_has_mind_large_shape():
+    large = synth.SCALES["large"]
+    assert large.n_users == 1_000_000 and large.n_news == 160_000
+    assert (large.n_train_impressions, large.n_dev_impressions) == (2_200_000, 376_000)
+
+
 def test_different_seed_gives_different_files(corpus, tmp_path):
     other = synth.generate(tmp_path / "other", scale="demo", seed=1)
     for name in FILES:
