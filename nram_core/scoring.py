@@ -111,8 +111,10 @@ def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarra
     if (precompute and not model.training and callable(getattr(model, "news_table", None))
             and mask.sum() > len(news_vectors)):
         table = model.news_table(news_vectors)
-    full = torch.full((len(mask),), mask.shape[1], dtype=torch.long)  # [B]
-    lengths = lengths_of(torch.from_numpy(mask)) if precompute else full  # [B]
+    if precompute:
+        lengths = lengths_of(torch.from_numpy(mask))  # [B]
+    else:  # every history at full width, in its own order
+        lengths = torch.full((len(mask),), mask.shape[1], dtype=torch.long)  # [B]
 
     def encode(rows: torch.Tensor, width: int) -> torch.Tensor:
         picked = rows.numpy()

@@ -6,8 +6,8 @@ title columns cut off (``Batch.trim``), in length-sorted chunks of ``title_chunk
 (``model.kernels``); DataLoader workers build batches when ``num_workers > 0``; with ``amp``,
 bf16 matmuls: on CUDA autocast plus TF32 (and pinned memory with non-blocking copies), on a
 CPU with native bf16 the Linear layers' GEMMs (``matmul_precision``); ``compile`` wraps the
-step in ``torch.compile``. ``fused_adam`` takes Adam's fused kernel. ``amp=False, title_chunk=0, fused_adam=False`` is
-the plain fp32 reference path.
+step in ``torch.compile``; ``fused_adam`` takes Adam's fused kernel.
+``amp=False, title_chunk=0, fused_adam=False`` is the plain fp32 reference path.
 
 Under torchrun the trainer runs DistributedDataParallel (see ``nram_core.distributed``):
 ``batch_size`` stays the global batch, each rank trains on its share of it, and only rank 0

@@ -32,18 +32,28 @@ TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def torchrun(cmd: list[str], outputs: list[Path]) -> subprocess.CompletedProcess:
-    """Run ``cmd`` under torchrun. A rank of gloo on CPU now and then aborts while the process exits
-    (after its work, with TEARDOWN_ABORT on stderr; seen before and after ``distributed.finish``);
-    that one crash is retried once from clean ``outputs``, and every assertion then applies to the
-    retry. Any other failure fails at once."""
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0 and TEARDOWN_ABORT in done.stderr:
+    """Run ``cmd`` under torchrun (``torchrun_agents`` with one agent)."""
+    return torchrun_agents(cmd, 1, outputs, timeout=120)[0]
+
+
+def torchrun_agents(cmd: list[str], count: int, outputs: list[Path], *,
+                    timeout: float) -> list[subprocess.CompletedProcess]:
+    """``count`` torchrun agents of ``cmd`` at once. A rank of gloo on CPU now and then aborts while
+    the process exits (after its work, with TEARDOWN_ABORT on stderr; seen before and after
+    ``distributed.finish``); that one crash is retried once from clean ``outputs``, and every
+    assertion then applies to the retry. Any other failure fails at once."""
+    for attempt in range(2):
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(count)]
+        streams = [p.communicate(timeout=timeout) for p in procs]
+        done = [subprocess.CompletedProcess(cmd, p.returncode, out, err) for p, (out, err) in zip(procs, streams)]
+        if attempt or not any(d.returncode and TEARDOWN_ABORT in d.stderr for d in done):
+            return done
         for path in outputs:
             if path.is_dir():
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     return done
 
 
@@ -87,21 +97,6 @@ def test_two_ranks_train_like_one_process(demo_corpus, tmp_path, capsys):
 
 
 
-def _agents(cmd: list[str], count: int, outputs: list[Path]) -> list[tuple[int, str, str]]:
-    """``count`` torchrun agents of ``cmd`` at once: (returncode, stdout, stderr) each; the gloo
-    teardown abort (see ``torchrun``) is retried once from clean ``outputs``."""
-    for attempt in range(2):
-        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(count)]
-        outputs_of = [p.communicate(timeout=240) for p in procs]
-        done = [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs_of)]
-        if attempt or not any(code and TEARDOWN_ABORT in err for code, _, err in done):
-            return done
-        for path in outputs:
-            shutil.rmtree(path, ignore_errors=True)
-    return done
-
-
 @pytest.mark.slow
 def test_two_nodes_meet_at_a_rendezvous_and_train_like_one_process(demo_corpus, tmp_path, capsys):
     """A 2-node launch, simulated on one machine: two torchrun agents (one process each, as two
@@ -116,11 +111,11 @@ def test_two_nodes_meet_at_a_rendezvous_and_train_like_one_process(demo_corpus, 
     agent = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "nram-two-nodes",
              "-m", "nram_core", *train, "--out", str(tmp_path / "two")]
-    done = _agents(agent, 2, [tmp_path / "two"])
-    assert all(code == 0 for code, _, _ in done), [err[-2000:] for _, _, err in done]
-    printed = [out.strip() for _, out, _ in done if out.strip()]
+    done = torchrun_agents(agent, 2, [tmp_path / "two"], timeout=240)
+    assert all(d.returncode == 0 for d in done), [d.stderr[-2000:] for d in done]
+    printed = [d.stdout.strip() for d in done if d.stdout.strip()]
     assert len(printed) == 1, "global rank 0 alone prints the result"
-    assert sum(err.count("training on cpu, 2 ranks") for _, _, err in done) == 1
+    assert sum(d.stderr.count("training on cpu, 2 ranks") for d in done) == 1
     two = json.loads(printed[0])
     assert two["impressions"] == one["impressions"] and two["auc"] == pytest.approx(one["auc"], abs=1e-4)
     assert [json.loads(line)["event"] for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()] \
