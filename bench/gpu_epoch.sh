@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# One training epoch of the `paper` preset (batch 64) on the MIND-small-scale synthetic corpus on
-# one CUDA GPU, then the dev evaluation, plus the side-by-side benchmarks; prints the card's name.
-# Prepared for a GPU machine (none was lent when it was written, so its figures are not in
-# docs/benchmarks.md yet). Run from anywhere:
+# One training epoch of the `paper` preset (batch 64) on a synthetic corpus on one CUDA GPU, then
+# the dev evaluation, plus the side-by-side benchmarks; prints the card's name. Prepared for a GPU
+# machine (none was lent when it was written, so its figures are not in docs/benchmarks.md yet).
+# Run from anywhere:
 #
-#   bash bench/gpu_epoch.sh [CORPUS_DIR] [OUT_DIR]
+#   bash bench/gpu_epoch.sh [CORPUS_DIR] [OUT_DIR]               # MIND-small's shape
+#   SCALE=large bash bench/gpu_epoch.sh /tmp/nram-large [OUT_DIR]  # MIND-large's shape
 #
-# Every step prints one JSON line, also saved under OUT_DIR. About 6-8 minutes on an H100:
-# ~40 s to generate the corpus, ~1 min to prepare it, the epoch, the benchmarks.
+# Every step prints one JSON line, also saved under OUT_DIR. MIND-small scale: about 6-8 minutes on
+# an H100 (~40 s to generate the corpus, ~1 min to prepare it, the epoch, the benchmarks). MIND-large
+# scale (73k steps of 64, 376k dev impressions): generating and preparing take several minutes on
+# their own (docs/benchmarks.md, "Toward MIND-large"); the epoch's train and dev-evaluation seconds
+# come from the run's metrics.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:-/tmp/nram-small}
-OUT=${2:-/tmp/nram-gpu-epoch}
+SCALE=${SCALE:-small}
+DATA=${1:-/tmp/nram-$SCALE}
+OUT=${2:-/tmp/nram-gpu-epoch-$SCALE}
 WORKERS=${WORKERS:-4}
 export NRAM_HOME=${NRAM_HOME:-$OUT/home}
 mkdir -p "$OUT"
@@ -23,7 +28,7 @@ print(json.dumps({"card": torch.cuda.get_device_name(0), "torch": torch.__versio
                   "cpus": os.cpu_count()}))
 PY
 
-[ -f "$DATA/truth.json" ] || python -m nram_core demo-data "$DATA" --scale small >/dev/null
+[ -f "$DATA/truth.json" ] || python -m nram_core demo-data "$DATA" --scale "$SCALE" >/dev/null
 python -m bench.prepare --data "$DATA" --preset paper | tee "$OUT/prepare.json"
 
 # The epoch itself: the CLI, timed with its peak RSS; metrics.jsonl has seconds and eval_seconds.

@@ -140,6 +140,27 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ReadingBars:
+    """A tqdm bar per file while a split is read the first time; a warm start (the prepared arrays
+    mapped) or a file read in under a second draws nothing."""
+
+    def __init__(self, enabled: bool = True):
+        from .data.download import TqdmProgress
+
+        self.bars = TqdmProgress(delay=1.0, file=sys.stderr, leave=False) if enabled else None
+
+    def __call__(self, path: str, done: int, total: int) -> None:
+        if self.bars is not None:
+            self.bars(f"reading {Path(path).parent.name}/{Path(path).name}", done, total)
+
+    def __enter__(self) -> "_ReadingBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bars is not None:
+            self.bars.close()
+
+
 class _ProgressBar(Callback):
     """CLI face of the trainer's callbacks: a tqdm bar per epoch and a line of dev metrics."""
 
@@ -182,9 +203,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     dist_info, device = distributed.init_from_env(args.device)  # under torchrun: join the process group
     rank0 = dist_info.is_main  # only rank 0 prints and writes
     layout = _layout(args)
-    with distributed.main_first():  # rank 0 fills the data and vector caches, the other ranks then read them
+    with distributed.main_first(), _ReadingBars(rank0 and not args.no_progress) as reading:
+        # rank 0 fills the data and vector caches, the other ranks then read them
         prepared = prepare_run(layout, model_cfg, train_cfg, strict=args.strict, cache=not args.no_cache,
-                               on_status=(lambda text: print(text, file=sys.stderr)) if rank0 else None)
+                               on_status=(lambda text: print(text, file=sys.stderr)) if rank0 else None,
+                               on_progress=reading)
     corpus = prepared.corpus
     for split in (corpus.train, corpus.dev):
         if rank0 and split is not None and any(r.total_skipped or r.dropped for r in split.reports):
@@ -252,7 +275,9 @@ def _load_run_and_split(args: argparse.Namespace, split_name: str = "dev", *, co
         folder = layout.dev if split_name == "dev" and layout.dev is not None else layout.train
     if folder is None:
         raise DataError("no split to use: pass --data or --dev")
-    split = run.load_split(split_name, folder, strict=args.strict, cache=not args.no_cache, complete=complete)
+    with _ReadingBars() as reading:
+        split = run.load_split(split_name, folder, strict=args.strict, cache=not args.no_cache, complete=complete,
+                               progress=reading)
     if any(r.total_skipped or r.dropped for r in split.reports):
         print(split.summary(), file=sys.stderr)
     return run, split

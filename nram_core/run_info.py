@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, TrainConfig, from_dict
+from .data.mind import ReadProgress
 from .data.split import CategoryVocab, Split, align_categories, load_split
 from .data.text import Vocab
 from .fileio import DataError, read_regular_text
@@ -39,11 +40,12 @@ class RunInfo:
     weights_path: Path  # the best weights state.json committed (``committed_weights``)
 
     def load_split(self, name: str, folder: Path, *, strict: bool = False, cache: bool = True,
-                   complete: bool = False) -> Split:
+                   complete: bool = False, progress: ReadProgress | None = None) -> Split:
         """A split as this model reads it: its vocabulary, its title length, its category ids
-        (``complete``: every behaviors row and candidate, for a leaderboard submission)."""
+        (``complete``: every behaviors row and candidate, for a leaderboard submission;
+        ``progress``: told how far a first read of each file has got)."""
         split = load_split(name, Path(folder), self.vocab, title_len=self.model_config.title_len, strict=strict,
-                           cache=cache, complete=complete)
+                           cache=cache, complete=complete, progress=progress)
         return align_categories(split, self.categories) if self.categories is not None else split
 
 

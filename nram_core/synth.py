@@ -34,6 +34,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, TextIO
 
 import numpy as np
 
@@ -88,8 +89,8 @@ SCALES: dict[str, Scale] = {
         n_train_impressions=150_000,
         n_dev_impressions=70_000,
     ),
-    # MIND-large: 1M users, ~160k news, ~2.2M train and ~376k dev impressions. The behaviors
-    # files are written in chunks of impressions; the arrays behind them stay in memory.
+    # MIND-large: 1M users, ~160k news, ~2.2M train and ~376k dev impressions. The train split is
+    # drawn and written in chunks of impressions.
     "large": Scale(
         name="large",
         n_news=160_000,
@@ -101,6 +102,7 @@ SCALES: dict[str, Scale] = {
     ),
 }
 _RENDER_CHUNK = 50_000  # behaviors rows rendered per write
+_IMPRESSION_CHUNK = 250_000  # impressions whose candidates are drawn at a time (MIND-small's splits fit in one)
 
 
 @dataclass(frozen=True)
@@ -372,43 +374,56 @@ def generate(out_dir: str | Path, *, scale: str = "demo", seed: int = 0) -> Path
     news = _make_news(rng, cfg=cfg, params=params)
     users = _make_users(rng, cfg=cfg, params=params)
     history_offsets, history_news = _make_histories(rng, news=news, users=users, params=params)
-    train = _make_impressions(
-        rng, news=news, users=users, params=params,
-        user_pool=np.arange(cfg.n_train_users), n_impressions=cfg.n_train_impressions,
-        days=np.arange(_TRAIN_DAYS),
-    )
-    returning = np.sort(rng.choice(cfg.n_train_users, cfg.n_dev_returning_users, replace=False))
-    dev_users = np.concatenate([returning, cfg.n_train_users + np.arange(cfg.n_dev_new_users)])
-    dev = _make_impressions(
-        rng, news=news, users=users, params=params,
-        user_pool=dev_users, n_impressions=cfg.n_dev_impressions, days=np.array([_DEV_DAY]),
-    )
-    news_lines = _render_news(rng, news=news, params=params)
-
+    history = (history_offsets, history_news)
     counts: dict[str, int] = {}
     news_used = np.zeros(news.n, dtype=bool)
     users_used = np.zeros(users.n, dtype=bool)
-    for split, imps in (("train", train), ("dev", dev)):
+    in_split = {name: np.zeros(news.n, dtype=bool) for name in ("train", "dev")}
+
+    # Train: drawn and written one chunk of impressions at a time, so that its candidate arrays
+    # (50M at MIND-large scale) are never all in memory.
+    train_when = _who_and_when(rng, users=users, user_pool=np.arange(cfg.n_train_users),
+                               n_impressions=cfg.n_train_impressions, days=np.arange(_TRAIN_DAYS))
+    train_clicks = [0]
+
+    def write_train(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            for first, chunk in _impression_chunks(rng, news=news, users=users, params=params, when=train_when):
+                _write_behaviors(handle, chunk, first_id=first + 1, news=news, users=users, history=history)
+                in_split["train"][chunk.news] = True
+                train_clicks[0] += int(chunk.label.sum())
+
+    atomic_write_with(out / "train" / "behaviors.tsv", write_train)
+    returning = np.sort(rng.choice(cfg.n_train_users, cfg.n_dev_returning_users, replace=False))
+    dev_users = np.concatenate([returning, cfg.n_train_users + np.arange(cfg.n_dev_new_users)])
+    dev_when = _who_and_when(rng, users=users, user_pool=dev_users, n_impressions=cfg.n_dev_impressions,
+                             days=np.array([_DEV_DAY]))
+    dev = _joined([chunk for _, chunk in _impression_chunks(rng, news=news, users=users, params=params,
+                                                            when=dev_when)])
+    in_split["dev"][dev.news] = True
+    news_lines = _render_news(rng, news=news, params=params)
+
+    for split, split_user, clicks in (("train", train_when[0], train_clicks[0]),
+                                      ("dev", dev.user, int(dev.label.sum()))):
         # A split's news.tsv lists exactly the news its behaviors mention.
-        split_users = np.unique(imps.user)
-        in_split = np.zeros(news.n, dtype=bool)
-        in_split[imps.news] = True
-        in_split[history_news[_runs(history_offsets, split_users)]] = True
-        news_used |= in_split
+        split_users = np.unique(split_user)
+        in_split[split][history_news[_runs(history_offsets, split_users)]] = True
+        news_used |= in_split[split]
         users_used[split_users] = True
-        news_text = "".join(news_lines[i] for i in np.flatnonzero(in_split).tolist())
+        news_text = "".join(news_lines[i] for i in np.flatnonzero(in_split[split]).tolist())
         atomic_write_text(out / split / "news.tsv", news_text)
-        atomic_write_with(out / split / "behaviors.tsv", lambda tmp, imps=imps: _write_behaviors(
-            tmp, imps, news=news, users=users, history=(history_offsets, history_news)))
+        if split == "dev":
+            atomic_write_with(out / split / "behaviors.tsv", lambda tmp: _write_behaviors_file(
+                tmp, dev, news=news, users=users, history=history))
         counts.update({
-            f"{split}_impressions": int(imps.n),
-            f"{split}_clicks": int(imps.label.sum()),
-            f"{split}_news": int(in_split.sum()),
+            f"{split}_impressions": int(len(split_user)),
+            f"{split}_clicks": clicks,
+            f"{split}_news": int(in_split[split].sum()),
             f"{split}_users": int(split_users.size),
         })
     counts["news"] = int(news_used.sum())
     counts["users"] = int(users_used.sum())
-    counts["dev_users_in_train"] = int(np.isin(np.unique(dev.user), np.unique(train.user)).sum())
+    counts["dev_users_in_train"] = int(np.isin(np.unique(dev.user), np.unique(train_when[0])).sum())
     counts["cold_users"] = int((np.diff(history_offsets)[users_used] == 0).sum())
 
     oracle, skipped = _oracle_metrics(dev, dev.p)
@@ -615,19 +630,10 @@ def _make_histories(
     return offsets, item
 
 
-def _make_impressions(
-    rng: np.random.Generator,
-    *,
-    news: _News,
-    users: _Users,
-    params: ClickParams,
-    user_pool: np.ndarray,
-    n_impressions: int,
-    days: np.ndarray,
-) -> _Impressions:
-    """Impressions of one split, sorted by time; every user of ``user_pool`` gets one or more."""
-    s = len(_TOPICS)
-    # Who and when: each pool user once, the rest by activity.
+def _who_and_when(rng: np.random.Generator, *, users: _Users, user_pool: np.ndarray, n_impressions: int,
+                  days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The user, day and time of each impression of one split, sorted by time; every user of
+    ``user_pool`` gets one or more, the rest are drawn by activity."""
     w = users.activity[user_pool]
     extra = rng.choice(user_pool, size=n_impressions - user_pool.size, p=w / w.sum())
     user = np.concatenate([user_pool, extra])
@@ -636,8 +642,46 @@ def _make_impressions(
     hour = rng.choice(24, size=n_impressions, p=hour_p / hour_p.sum())
     time = day * 86_400 + hour * 3_600 + rng.integers(0, 3_600, size=n_impressions)
     order = np.argsort(time, kind="stable")
-    user, day, time = user[order], day[order], time[order]
+    return user[order], day[order], time[order]
 
+
+def _candidate_pool(news: _News, params: ClickParams) -> _Pool:
+    """Per impression day, each subcategory (and "any") among the recent news."""
+    s = len(_TOPICS)
+    groups = []
+    for d in range(_DEV_DAY + 1):
+        # Only news of the impression period: history news (day < 0) never reappears.
+        recent = (news.day <= d) & (news.day > d - params.candidate_window_days) & (news.day >= 0)
+        groups += [np.flatnonzero(recent & (news.subcat == k)) for k in range(s)]
+        groups.append(np.flatnonzero(recent))
+    return _Pool(groups, news.popularity)
+
+
+def _impression_chunks(
+    rng: np.random.Generator,
+    *,
+    news: _News,
+    users: _Users,
+    params: ClickParams,
+    when: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> Iterator[tuple[int, _Impressions]]:
+    """The candidates and clicks of a split's impressions (``when``: ``_who_and_when``), drawn
+    ``_IMPRESSION_CHUNK`` impressions at a time: (the chunk's first impression number, the chunk).
+    A split of one chunk draws exactly what drawing it whole would."""
+    all_users, all_days, all_times = when
+    cdf = _interest_cdf(users)
+    pool = _candidate_pool(news, params)
+    for lo in range(0, len(all_users), _IMPRESSION_CHUNK):
+        hi = min(lo + _IMPRESSION_CHUNK, len(all_users))
+        yield lo, _draw_candidates(rng, news=news, users=users, params=params, cdf=cdf, pool=pool,
+                                   user=all_users[lo:hi], day=all_days[lo:hi], time=all_times[lo:hi])
+
+
+def _draw_candidates(rng: np.random.Generator, *, news: _News, users: _Users, params: ClickParams,
+                     cdf: np.ndarray, pool: _Pool, user: np.ndarray, day: np.ndarray,
+                     time: np.ndarray) -> _Impressions:
+    s = len(_TOPICS)
+    n_impressions = len(user)
     # How many candidates, and how many of them come from the user's interests.
     size = np.exp(rng.normal(math.log(params.impression_median), params.impression_sigma,
                              n_impressions))
@@ -646,16 +690,8 @@ def _make_impressions(
     n_draw = np.ceil(size * 1.5).astype(np.int64) + 5
     owner = np.repeat(np.arange(n_impressions), n_draw)
     matched = rng.random(owner.size) < matched_frac[owner]
-    subcat = np.where(matched, _draw_rows(rng, _interest_cdf(users), user[owner]), s)
+    subcat = np.where(matched, _draw_rows(rng, cdf, user[owner]), s)
 
-    # Candidate pools: per impression day, each subcategory (and "any") among recent news.
-    groups = []
-    for d in range(_DEV_DAY + 1):
-        # Only news of the impression period: history news (day < 0) never reappears.
-        recent = (news.day <= d) & (news.day > d - params.candidate_window_days) & (news.day >= 0)
-        groups += [np.flatnonzero(recent & (news.subcat == k)) for k in range(s)]
-        groups.append(np.flatnonzero(recent))
-    pool = _Pool(groups, news.popularity)
     group = day[owner] * (s + 1) + subcat
     group = np.where(pool.empty[group], day[owner] * (s + 1) + s, group)
     item = pool.draw(group, rng.random(owner.size))
@@ -680,6 +716,17 @@ def _make_impressions(
         label[np.clip(pos, offsets[none], offsets[none + 1] - 1)] = True
     return _Impressions(n=n_impressions, user=user, time=time, offsets=offsets, news=item,
                         p=p, interest=interest, label=label)
+
+
+def _joined(chunks: list[_Impressions]) -> _Impressions:
+    """One split's chunks as one ``_Impressions`` (the dev split, whose oracle needs it whole)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    starts = np.cumsum([0] + [c.offsets[-1] for c in chunks[:-1]])
+    offsets = np.concatenate([[0]] + [c.offsets[1:] + start for c, start in zip(chunks, starts)])
+    return _Impressions(n=sum(c.n for c in chunks), offsets=offsets,
+                        **{k: np.concatenate([getattr(c, k) for c in chunks])
+                           for k in ("user", "time", "news", "p", "interest", "label")})
 
 
 # --------------------------------------------------------------------------- rendering
@@ -799,29 +846,34 @@ def _format_time(seconds: np.ndarray) -> list[str]:
     return out
 
 
-def _write_behaviors(path: Path, imps: _Impressions, *, news: _News, users: _Users,
+def _write_behaviors_file(path: Path, imps: _Impressions, *, news: _News, users: _Users,
+                          history: tuple[np.ndarray, np.ndarray]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        _write_behaviors(handle, imps, first_id=1, news=news, users=users, history=history)
+
+
+def _write_behaviors(handle: TextIO, imps: _Impressions, *, first_id: int, news: _News, users: _Users,
                      history: tuple[np.ndarray, np.ndarray]) -> None:
-    """behaviors.tsv, rendered and written ``_RENDER_CHUNK`` rows at a time (the text of a 2M-row
-    split is never held whole)."""
+    """behaviors.tsv rows of ``imps`` (impression ids from ``first_id``), rendered and written
+    ``_RENDER_CHUNK`` rows at a time (the text of a 2M-row split is never held whole)."""
     offsets, clicked = history
     slot_names = [[f"{nid}-0" for nid in news.ids.tolist()], [f"{nid}-1" for nid in news.ids.tolist()]]
-    with open(path, "w", encoding="utf-8", newline="") as out:
-        for lo in range(0, imps.n, _RENDER_CHUNK):
-            hi = min(lo + _RENDER_CHUNK, imps.n)
-            first, last = int(imps.offsets[lo]), int(imps.offsets[hi])
-            slot = [slot_names[label][item] for item, label in
-                    zip(imps.news[first:last].tolist(), imps.label[first:last].astype(np.int64).tolist())]
-            times = _format_time(imps.time[lo:hi])
-            user_idx = imps.user[lo:hi].tolist()
-            history_text = {u: " ".join(news.ids[clicked[offsets[u]:offsets[u + 1]]].tolist())
-                            for u in set(user_idx)}
-            off = (imps.offsets[lo:hi + 1] - first).tolist()
-            user_ids = users.ids[imps.user[lo:hi]].tolist()
-            out.write("".join(
-                f"{lo + i + 1}\t{user_ids[i]}\t{times[i]}\t{history_text[user_idx[i]]}\t"
-                f"{' '.join(slot[off[i]:off[i + 1]])}\n"
-                for i in range(hi - lo)
-            ))
+    for lo in range(0, imps.n, _RENDER_CHUNK):
+        hi = min(lo + _RENDER_CHUNK, imps.n)
+        first, last = int(imps.offsets[lo]), int(imps.offsets[hi])
+        slot = [slot_names[label][item] for item, label in
+                zip(imps.news[first:last].tolist(), imps.label[first:last].astype(np.int64).tolist())]
+        times = _format_time(imps.time[lo:hi])
+        user_idx = imps.user[lo:hi].tolist()
+        history_text = {u: " ".join(news.ids[clicked[offsets[u]:offsets[u + 1]]].tolist())
+                        for u in set(user_idx)}
+        off = (imps.offsets[lo:hi + 1] - first).tolist()
+        user_ids = users.ids[imps.user[lo:hi]].tolist()
+        handle.write("".join(
+            f"{first_id + lo + i}\t{user_ids[i]}\t{times[i]}\t{history_text[user_idx[i]]}\t"
+            f"{' '.join(slot[off[i]:off[i + 1]])}\n"
+            for i in range(hi - lo)
+        ))
 
 
 # --------------------------------------------------------------------------- truth

@@ -34,6 +34,7 @@ from .callbacks import Callback, EpochInfo, StepInfo, TrainResult
 from .config import ModelConfig, TrainConfig, from_dict
 from .data.batching import Batch, Shard, TrainBatches
 from .data.layout import Layout
+from .data.mind import ReadProgress
 from .data.split import CategoryVocab, Corpus, load_corpus, with_train_categories
 from .data.text import Vocab
 from .data.vectors import WordVectors, word_vectors
@@ -133,13 +134,15 @@ class PreparedRun:
 
 def prepare_run(layout: Layout, model_config: ModelConfig, train_config: TrainConfig, *,
                 corpus: Corpus | None = None, categories: CategoryVocab | None = None, strict: bool = False,
-                cache: bool = True, on_status: Callable[[str], None] | None = None) -> PreparedRun:
+                cache: bool = True, on_status: Callable[[str], None] | None = None,
+                on_progress: ReadProgress | None = None) -> PreparedRun:
     """The one set-up of a training run (CLI, app, experiment suites, tests): load the corpus, size
     the model from its vocabulary (and category vocabulary), and make the word vectors that
     ``train_config.word_vectors`` asks for.
 
     ``corpus`` and ``categories`` pass data already loaded from ``layout`` (a suite loads it once
     for many runs); the corpus must then be aligned to ``categories`` when the model reads them.
+    ``on_progress(path, done_bytes, total_bytes)`` hears how far a first read of each file has got.
     """
     model_config.validate(data_sizes=False)  # bad flags fail before any data is read
     train_config.validate()
@@ -148,7 +151,7 @@ def prepare_run(layout: Layout, model_config: ModelConfig, train_config: TrainCo
         if on_status is not None:
             on_status("reading and tokenising the data")
         corpus = load_corpus(layout, title_len=model_config.title_len, min_count=train_config.min_word_count,
-                             strict=strict, cache=cache)
+                             strict=strict, cache=cache, progress=on_progress)
         if model_config.use_categories:
             corpus, categories = with_train_categories(corpus)
     if corpus.train is None:

@@ -283,6 +283,31 @@ def test_cold_user_is_explained():
     assert "cold user" in all_text(at)
 
 
+def test_the_user_picker_searches_every_user_when_there_are_too_many_to_list(monkeypatch):
+    """MIND-large has 1M users: the list shows a capped few, and a search over the sorted ids (by the
+    start of the id, on the server) finds any other; here the cap is cut to 40 on the demo corpus."""
+    from studio import context
+
+    monkeypatch.setattr(context, "USER_OPTIONS_CAP", 40)
+    at = new_app()
+    ids = ctx(at).split.user_ids
+    assert len(ids) > 40 and len(at.selectbox(key="user").options) <= 41  # the cap, plus the chosen user
+    wanted = ids[-1]  # sorted last: beyond the listed first 40
+    assert wanted not in at.selectbox(key="user").options
+    at.text_input(key="user_query").input(wanted[:-1].lower()).run()  # "u99" finds U99…
+    options = at.selectbox(key="user").options
+    assert wanted in options and all(o.startswith(wanted[:-1]) for o in options if o != ctx(at).user)
+    pick_user(at, wanted)
+    assert ctx(at).user == wanted and not ctx(at).user_error
+    assert f"{len(ctx(at).history)} clicks in history" in all_text(at)
+    at.text_input(key="user_query").input("no-such-prefix").run()
+    assert any("starts with that" in w.value for w in at.warning) and ctx(at).user == wanted
+    for _ in range(3):  # Random user still draws from every user, not only the listed ones
+        at.button(key="random_user").click().run()
+        drawn = ctx(at).users.set_index("user").loc[ctx(at).user]
+        assert drawn["scorable"] and drawn["history"] > 0
+
+
 def test_unknown_user_id_shows_error():
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.session_state["user"] = "U-does-not-exist"  # as if typed into the user box (accepts new options)

@@ -139,3 +139,16 @@ def test_bench_parity(demo_corpus, capsys):
                        "--max-impressions", 100)
     assert r["bench"] == "parity" and len(r["default"]) == len(r["fp32"]) == 1
     assert 0 < r["default_mean_auc"] < 1 and 0 < r["fp32_mean_auc"] < 1
+
+
+def test_bench_epoch_reports_rss_along_the_epoch(demo_corpus, capsys):
+    r = run_in_process(capsys, "epoch", "--data", demo_corpus, "--preset", "demo", "--max-steps", 12,
+                       "--warmup", 2, "--every", 4)
+    assert_positive(r, ["samples_per_s", "rss_start_mb", "rss_end_mb", "rss_max_mb", "steps_in_epoch"])
+    assert r["steps_done"] == 12 and not r["whole_epoch"] and [s for s, _ in r["rss_by_step"]][:2] == [1, 4]
+
+
+def test_bench_predict_checks_a_test_like_submission(demo_corpus, capsys):
+    r = run_in_process(capsys, "predict", "--data", demo_corpus, "--rows", 400)
+    assert r["lines"] == r["rows"] == 400 and r["ranked_candidates"] == r["candidates"] > 400
+    assert_positive(r, ["predict_s", "predict_peak_rss_mb"])

@@ -68,14 +68,35 @@ def get_run(path: str, mtime_ns: int) -> Run:
     return load_run(path, device="cpu")
 
 
+def _read_split(split_name: str, folder: str, train_folder: str | None, model_path: str | None,
+                model_mtime: int, progress=None) -> Split:
+    """The split encoded with the model's vocabulary and title length (or the data's own without a
+    model): mapped from the prepared cache, or read (``progress`` hears how far) and prepared."""
+    if model_path is not None:
+        return get_run_info(model_path, model_mtime).load_split(split_name, Path(folder), progress=progress)
+    vocab = build_vocab(Path(train_folder or folder), min_count=1, progress=progress)
+    return load_split(split_name, Path(folder), vocab, title_len=DEFAULT_TITLE_LEN, progress=progress)
+
+
 @st.cache_resource(max_entries=6, show_spinner="Reading the dataset…")
 def get_split(split_name: str, folder: str, train_folder: str | None, model_path: str | None,
-              model_mtime: int) -> Split:
-    """The split encoded with the model's vocabulary and title length (or the data's own without a model)."""
-    if model_path is not None:
-        return get_run_info(model_path, model_mtime).load_split(split_name, Path(folder))
-    vocab = build_vocab(Path(train_folder or folder), min_count=1)
-    return load_split(split_name, Path(folder), vocab, title_len=DEFAULT_TITLE_LEN)
+              model_mtime: int, _loaded: Split | None = None) -> Split:
+    """``_read_split``, once per process; ``_loaded`` hands in a split ``split_with_progress`` read."""
+    return _loaded if _loaded is not None else _read_split(split_name, folder, train_folder, model_path, model_mtime)
+
+
+_served: set[tuple] = set()  # get_split arguments this process has loaded (and shown progress for)
+
+
+def split_with_progress(args: tuple, progress) -> Split:
+    """``get_split(*args)``, but a first load reads outside the cached function, so that its progress
+    can be drawn on the page (an element drawn from inside a cached function is replayed on every
+    later call)."""
+    if args in _served:
+        return get_split(*args)
+    split = get_split(*args, _loaded=_read_split(*args, progress=progress))
+    _served.add(args)
+    return split
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)
@@ -97,28 +118,16 @@ def read_truth(path: str) -> dict:
 # ---- tables ---------------------------------------------------------------------------------
 @st.cache_data(max_entries=8, show_spinner=False)
 def user_table(_split: Split, key: tuple) -> pd.DataFrame:
-    """One row per user: impressions, clicks, history length as of the latest impression, and
-    whether that impression can be scored (at least one click and one non-click)."""
-    b = _split.behaviors
-    users = _split.users.astype(np.int64)
-    n_users = len(_split.user_ids)
-    hist_len = np.diff(b.history_offsets)
-    order = np.lexsort((b.times, users))  # by user, then time
-    last = np.full(n_users, -1, dtype=np.int64)
-    last[users[order]] = order  # the last write per user wins: the latest impression
-    counts = np.bincount(users, minlength=n_users)
-    starts = b.candidate_offsets[:-1]
-    clicks = np.add.reduceat((b.labels == 1).astype(np.int64), starts) if len(b.labels) else np.zeros(0, np.int64)
-    skips = np.add.reduceat((b.labels == 0).astype(np.int64), starts) if len(b.labels) else np.zeros(0, np.int64)
-    user_clicks = np.bincount(users, weights=clicks, minlength=n_users).astype(np.int64) if len(clicks) else counts * 0
-    latest = np.maximum(last, 0)
-    scorable = (last >= 0) & (clicks[latest] > 0) & (skips[latest] > 0) if len(clicks) else last < -1
+    """One row per user, in ``Split.user_ids`` order (sorted ids): impressions, clicks, history length
+    as of the latest impression, and whether that impression can be scored (a click and a
+    non-click). From the summaries stored with the prepared split (``nram_core.data.stats``)."""
+    users = _split.overview()[1]
     return pd.DataFrame({
         "user": _split.user_ids,
-        "impressions": counts,
-        "history": np.where(last >= 0, hist_len[np.maximum(last, 0)], 0),
-        "clicks": user_clicks,
-        "scorable": scorable,  # the latest impression has a click and a non-click
+        "impressions": np.asarray(users.impressions),
+        "history": np.asarray(users.history),
+        "clicks": np.asarray(users.clicks),
+        "scorable": np.asarray(users.scorable),
     })
 
 
@@ -194,23 +203,20 @@ def news_frame(_split: Split, key: tuple) -> pd.DataFrame:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def split_stats(_split: Split, key: tuple) -> dict:
-    """Dataset figures and the tables behind the Overview charts."""
-    news, b = _split.news, _split.behaviors
-    n_cands = np.diff(b.candidate_offsets)
-    clicks = int((b.labels == 1).sum())  # a test split's unlabelled candidates are -1
-    cat_names = np.asarray(news.categories, dtype=object)
-    by_cat = pd.Series(cat_names[news.category[1:]]).value_counts().rename_axis("category").reset_index(name="news")
-    cand_cat = cat_names[news.category[b.candidates]] if len(b.candidates) else np.zeros(0, dtype=object)
-    ctr = (pd.DataFrame({"category": cand_cat, "clicked": (b.labels == 1).astype(np.int64)})
-           .groupby("category")["clicked"].agg(["mean", "sum", "count"])
-           .rename(columns={"mean": "ctr", "sum": "clicks", "count": "shown"}).reset_index()
-           .sort_values("ctr", ascending=False))
-    stamps = pd.to_datetime(b.times, unit="s")
-    days = stamps.normalize()
-    per_day = pd.Series(1, index=days).groupby(level=0).sum().rename_axis("day").reset_index(name="impressions")
-    hours = stamps.floor("h")
-    per_hour = pd.Series(1, index=hours).groupby(level=0).sum().rename_axis("hour").reset_index(name="impressions")
-    users = user_table(_split, key)
+    """Dataset figures and the tables behind the Overview charts, from the summaries stored with the
+    prepared split: no pass over its millions of candidates on a page view."""
+    summary, users = _split.overview()
+    by_cat = (pd.Series(summary.news_per_category, dtype=np.int64).rename_axis("category").reset_index(name="news")
+              .sort_values("news", ascending=False, kind="stable"))
+    shown = pd.Series(summary.shown_per_category, dtype=np.int64)
+    clicked = pd.Series(summary.clicks_per_category, dtype=np.int64).reindex(shown.index, fill_value=0)
+    ctr = (pd.DataFrame({"category": shown.index, "ctr": clicked.to_numpy() / shown.to_numpy(),
+                         "clicks": clicked.to_numpy(), "shown": shown.to_numpy()})
+           .sort_values("ctr", ascending=False, kind="stable"))
+    per_hour = pd.DataFrame({"hour": pd.to_datetime(list(summary.impressions_per_hour), unit="s"),
+                             "impressions": list(summary.impressions_per_hour.values())})
+    per_day = (per_hour.groupby(per_hour["hour"].dt.normalize())["impressions"].sum().rename_axis("day")
+               .reset_index())
     reports = []
     for r in _split.reports:
         # "dropped" before the long "why": on a narrow window the last column is the one cut off
@@ -219,20 +225,21 @@ def split_stats(_split: Split, key: tuple) -> dict:
                         "why": "; ".join(f"{reason}: {count} (first at line "
                                          f"{', '.join(map(str, r.first_lines.get(reason, [])))})"
                                          for reason, count in sorted(r.skipped.items()))})
+    history = np.asarray(users.history)
     return {
-        "news": len(news) - 1,
-        "users": len(_split.user_ids),
-        "impressions": _split.num_impressions,
-        "clicks": clicks,
-        "candidates": int(n_cands.sum()),
-        "ctr": clicks / max(1, int(n_cands.sum())),
-        "cold_users": int((users["history"] == 0).sum()),
-        "mean_history": float(users["history"].mean()) if len(users) else 0.0,
+        "news": summary.news,
+        "users": summary.users,
+        "impressions": summary.impressions,
+        "clicks": summary.clicks,
+        "candidates": summary.candidates,
+        "ctr": summary.ctr,
+        "cold_users": int((history == 0).sum()),
+        "mean_history": float(history.mean()) if len(history) else 0.0,
         "by_category": by_cat,
         "ctr_by_category": ctr,
         "per_day": per_day,
         "per_hour": per_hour,
-        "history_lengths": users["history"].to_numpy(),
+        "history_lengths": history,
         "reports": pd.DataFrame(reports),
     }
 

@@ -7,10 +7,12 @@ messages and shown by the page with st.error, never as a traceback.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import random
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -216,28 +218,48 @@ def _sanitize(key: str, options: list, default) -> None:
         st.session_state[key] = default
 
 
-def _pick_random_user(candidates: list[str]) -> None:
-    if candidates:
-        st.session_state["user"] = random.choice(candidates)
+def _showcase_mask(table: pd.DataFrame, among: np.ndarray) -> np.ndarray:
+    """Of the users in ``among`` (a boolean mask over ``table``), those worth showing: clicks in their
+    history and a latest impression with both a click and a non-click, so every metric and chart
+    has something to say; where a split has none (a thin sample), those whose impression can at
+    least be scored, then those with clicks, then anyone."""
+    history = table["history"].to_numpy()
+    scorable = table["scorable"].to_numpy()
+    for chosen in (among & (history > 0) & scorable, among & scorable, among & (history > 0)):
+        if chosen.any():
+            return chosen
+    return among
 
 
 def showcase_users(table: pd.DataFrame) -> pd.DataFrame:
-    """Users worth showing: clicks in their history and a latest impression with both a click and a
-    non-click, so every metric and chart has something to say; where a split has none (a thin
-    sample), those whose impression can at least be scored, then those with clicks, then anyone."""
-    for chosen in (table[(table["history"] > 0) & table["scorable"]], table[table["scorable"]],
-                   table[table["history"] > 0]):
-        if not chosen.empty:
-            return chosen
-    return table
+    """The rows of ``table`` that ``_showcase_mask`` picks."""
+    return table[_showcase_mask(table, np.ones(len(table), dtype=bool))]
 
 
-def _default_user(table: pd.DataFrame) -> str | None:
-    if table.empty:
+def _pick_random_user(table: pd.DataFrame, among: np.ndarray, any_user: bool) -> None:
+    """Runs as the button's callback: the pool is drawn only when the button is pressed."""
+    pool = np.flatnonzero(among if any_user else _showcase_mask(table, among))
+    if len(pool):
+        st.session_state["user"] = str(table["user"].iat[int(pool[random.randrange(len(pool))])])
+
+
+def _default_user(table: pd.DataFrame, among: np.ndarray) -> str | None:
+    if not among.any():
         return None
-    showcase = showcase_users(table)
-    rich = showcase[showcase["history"] >= 10]
-    return str((rich if not rich.empty else showcase).iloc[0]["user"])
+    showcase = _showcase_mask(table, among)
+    rich = showcase & (table["history"].to_numpy() >= 10)
+    return str(table["user"].iat[int(np.argmax(rich if rich.any() else showcase))])
+
+
+def _row_of(user_ids: list[str], user: str) -> int | None:
+    """The user's row in the table (``user_ids`` is sorted): a binary search, not a scan of 1M ids."""
+    at = bisect.bisect_left(user_ids, user)
+    return at if at < len(user_ids) and user_ids[at] == user else None
+
+
+def _prefix_rows(user_ids: list[str], prefix: str) -> range:
+    """Rows whose id starts with ``prefix``: one contiguous range of the sorted ids."""
+    return range(bisect.bisect_left(user_ids, prefix), bisect.bisect_left(user_ids, prefix + "\U0010ffff"))
 
 
 def build_sidebar() -> Ctx:
@@ -293,11 +315,20 @@ def _load(c: Ctx) -> None:
             c.model_error = f"Model {c.model.path} cannot be loaded: {exc}"
     model_path = c.model.key if c.info is not None else None
     mtime = c.model.mtime_ns if c.info is not None else 0
+    slot = st.empty()  # a progress bar, drawn only while a split is read for the first time
+
+    def reading(path: str, done: int, total: int) -> None:
+        slot.progress(min(1.0, done / max(total, 1)),
+                      text=f"Preparing {Path(path).parent.name}/{Path(path).name} once: {done >> 20:,} of "
+                           f"{total >> 20:,} MB read (later starts map the prepared arrays)")
+
     try:
-        c.split = cache.get_split(c.split_name, folder, c.train_folder, model_path, mtime)
+        c.split = cache.split_with_progress((c.split_name, folder, c.train_folder, model_path, mtime), reading)
     except (DataError, OSError) as exc:
         c.dataset_error = f"{c.dataset.label}: {exc}"
         return
+    finally:
+        slot.empty()
     if c.split.num_impressions == 0:
         c.dataset_error = f"{folder}: no usable impressions (see the skipped rows on the Overview page)."
         return
@@ -315,7 +346,9 @@ def _user_widgets(c: Ctx, sb) -> None:
     sb.divider()
     sb.markdown("**User**")
     table = c.users
-    top = int(table["history"].max()) if len(table) else 0
+    user_ids = c.split.user_ids  # sorted, in the table's row order
+    history = table["history"].to_numpy()
+    top = int(history.max()) if len(table) else 0
     bounds = (0, max(top, 1))
     current = st.session_state.get("history_range")
     if (not isinstance(current, (tuple, list)) or len(current) != 2
@@ -323,39 +356,53 @@ def _user_widgets(c: Ctx, sb) -> None:
         st.session_state["history_range"] = bounds
     lo, hi = sb.slider("History length (clicks)", bounds[0], bounds[1], key="history_range",
                        help="Only list users whose history, as of their latest impression, has this many clicks.")
-    filtered = table[(table["history"] >= lo) & (table["history"] <= hi)]
-    ids = filtered["user"].tolist()
-    options = ids[:USER_OPTIONS_CAP]
+    among = (history >= lo) & (history <= hi)  # [U] bool
+    matching = int(among.sum())
+    searched = len(table) > USER_OPTIONS_CAP
+    listed = np.flatnonzero(among)[:USER_OPTIONS_CAP]
+    if searched:  # too many to list: find them by the start of their id, searched on the server
+        query = sb.text_input("Find a user id", key="user_query", placeholder="the first characters, e.g. U12",
+                              help=f"Searches all {len(table):,} users (by the start of the id); the list below "
+                                   f"shows the first {USER_OPTIONS_CAP:,} that match.").strip()
+        if query:
+            rows = _prefix_rows(user_ids, query)
+            if not len(rows) and query != query.upper():  # "u12" means U12
+                rows = _prefix_rows(user_ids, query.upper())
+            found = np.arange(rows.start, rows.stop)
+            listed = found[among[found]][:USER_OPTIONS_CAP]
+            matching = int(among[found].sum())
+    options = [user_ids[i] for i in listed]
     scope = (c.dataset.key, c.split_name)
     previous = st.session_state.get("_user_scope")
     if previous != scope:  # another dataset or split: start from its default user
         st.session_state["_user_scope"] = scope
-        if previous is not None and st.session_state.get("user") not in set(table["user"]):
+        if previous is not None and _row_of(user_ids, str(st.session_state.get("user"))) is None:
             st.session_state["user"] = None
     if "user" not in st.session_state or st.session_state["user"] is None:
-        st.session_state["user"] = _default_user(filtered if not filtered.empty else table)
+        st.session_state["user"] = _default_user(table, among if among.any() else np.ones(len(table), dtype=bool))
     chosen = st.session_state.get("user")
     if chosen is not None and chosen not in options:
         options = [chosen] + options
     sb.selectbox("User id", options, key="user", accept_new_options=True,
                  placeholder="type a user id",
-                 help=f"Type to search the {len(ids):,} users that match the filter (the list shows "
-                      f"{min(len(ids), USER_OPTIONS_CAP):,}); any id can be entered.")
+                 help=f"{matching:,} users match the filter" + (" and the search" if searched else "")
+                      + f" (the list shows {min(matching, USER_OPTIONS_CAP):,}); any id can be entered.")
     any_user = sb.toggle("Random: any user", key="random_any",
                          help="Off: Random user draws users with clicks whose latest impression has both a click "
                               "and a non-click. On: any user, cold ones included.")
-    pool = ids if any_user else showcase_users(filtered)["user"].tolist()
-    sb.button("Random user", icon=":material/casino:", on_click=_pick_random_user, args=(pool,), key="random_user",
-              disabled=not pool, width="stretch")
-    if not ids:
+    sb.button("Random user", icon=":material/casino:", on_click=_pick_random_user, args=(table, among, any_user),
+              key="random_user", disabled=not among.any(), width="stretch")
+    if not among.any():
         sb.warning("No user has a history length in this range.")
+    elif matching == 0:
+        sb.warning("No user in this history range has an id that starts with that.")
     user = st.session_state.get("user")
     if user is None:
         return
     user = str(user).strip()
     c.user = user
-    row = table.index[table["user"] == user]
-    if len(row) == 0:
+    row = _row_of(user_ids, user)
+    if row is None:
         c.user_error = (f"Unknown user id {user!r}: it has no impression in the {c.split_name} split of "
                         f"{c.dataset.label}. Pick one from the list or press Random user.")
         sb.error(f"Unknown user id {user!r}")
@@ -366,5 +413,4 @@ def _user_widgets(c: Ctx, sb) -> None:
     except DataError as exc:
         c.user_error = str(exc)
         return
-    info = table.loc[row[0]]
-    sb.caption(f"{int(info['history'])} clicks in history · {int(info['impressions'])} impressions")
+    sb.caption(f"{int(history[row])} clicks in history · {int(table['impressions'].iat[row])} impressions")

@@ -10,10 +10,11 @@ candidates is a bad row. A UTF-8 byte-order mark at the start of a file is dropp
 from __future__ import annotations
 
 import calendar
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -26,6 +27,10 @@ _TIME_RE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2}):(\d{2}) ([
 FIRST_LINES_KEPT = 5
 UNLABELLED = -1  # the label of a candidate of an unlabelled (test) impression
 _BOM = b"\xef\xbb\xbf"
+# ``progress(what, done_bytes, total_bytes)``: how far reading a file has got (a CLI bar, the app's).
+ReadProgress = Callable[[str, int, int], None]
+_PROGRESS_EVERY = 1 << 16  # rows between two progress calls
+_CHUNK_ROWS = 1 << 16  # rows parsed into Python lists before they become NumPy arrays
 
 
 @dataclass
@@ -74,8 +79,9 @@ class FileReport:
 class _Rows:
     """Iterate (lineno, fields) of a TSV file, counting or raising on undecodable or short rows."""
 
-    def __init__(self, path: Path, *, fields: tuple[str, ...], report: FileReport, strict: bool):
-        self.path, self.fields, self.report, self.strict = path, fields, report, strict
+    def __init__(self, path: Path, *, fields: tuple[str, ...], report: FileReport, strict: bool,
+                 progress: ReadProgress | None = None):
+        self.path, self.fields, self.report, self.strict, self.progress = path, fields, report, strict, progress
 
     def bad(self, lineno: int, field_name: str, reason: str, detail: str) -> None:
         if self.strict:
@@ -83,14 +89,23 @@ class _Rows:
         self.report.skip(reason, lineno)
 
     def __iter__(self):
+        """Line by line from a buffered file: a 1 GB behaviors.tsv is never in memory at once."""
         try:
-            data = self.path.read_bytes()
+            with open(self.path, "rb") as handle:
+                yield from self._lines(handle)
         except OSError as exc:
             raise DataError(f"{self.path}: cannot read ({exc.strerror or exc})") from exc
-        if data.startswith(_BOM):  # written by some editors; never part of the first id
-            data = data[len(_BOM):]
-        for lineno, raw in enumerate(data.split(b"\n"), start=1):
-            raw = raw.rstrip(b"\r")
+
+    def _lines(self, handle):
+        total = os.fstat(handle.fileno()).st_size
+        done = 0
+        for lineno, raw in enumerate(handle, start=1):
+            done += len(raw)
+            if lineno == 1 and raw.startswith(_BOM):  # written by some editors; never part of the first id
+                raw = raw[len(_BOM):]
+            if self.progress is not None and lineno % _PROGRESS_EVERY == 0:
+                self.progress(str(self.path), done, total)
+            raw = raw.rstrip(b"\n").rstrip(b"\r")
             if not raw.strip():
                 continue
             self.report.rows += 1
@@ -105,6 +120,8 @@ class _Rows:
                          f"expected {len(self.fields)} tab-separated fields, found {len(parts)}")
                 continue
             yield lineno, parts
+        if self.progress is not None:
+            self.progress(str(self.path), done, total)
 
 
 @dataclass
@@ -118,10 +135,10 @@ class RawNews:
     report: FileReport
 
 
-def read_news(path: str | Path, *, strict: bool = False) -> RawNews:
+def read_news(path: str | Path, *, strict: bool = False, progress: ReadProgress | None = None) -> RawNews:
     path = Path(path)
     report = FileReport(file=str(path))
-    rows = _Rows(path, fields=NEWS_FIELDS, report=report, strict=strict)
+    rows = _Rows(path, fields=NEWS_FIELDS, report=report, strict=strict, progress=progress)
     out = RawNews([], [], [], [], [], [], report)
     seen: set[str] = set()
     for lineno, (news_id, category, subcategory, title, abstract, _url, title_ents, _abs_ents) in rows:
@@ -167,7 +184,7 @@ class RawBehaviors:
     """Impressions with news already resolved to row numbers of the split's news table (1-based)."""
 
     impression_ids: np.ndarray  # [I] int64
-    user_ids: Sequence[str]  # [I] (a list when parsed, a ``CodedIds`` view when loaded from the cache)
+    user_ids: Sequence[str]  # [I] a ``CodedIds`` over the sorted distinct ids (parsed or from the cache)
     times: np.ndarray  # [I] int64 seconds
     history_offsets: np.ndarray  # [I+1] int64
     history: np.ndarray  # int32 news rows, oldest click first
@@ -202,8 +219,25 @@ class CodedIds(Sequence[str]):
         return (self.names[int(c)] for c in self.codes)
 
 
+class _Column:
+    """A growing column of numbers: a short Python list, turned into a NumPy piece every chunk of
+    rows, so that tens of millions of candidates never sit in memory as Python ints."""
+
+    def __init__(self, dtype):
+        self.dtype, self.pending, self.pieces = dtype, [], []
+
+    def flush(self) -> None:
+        if self.pending:
+            self.pieces.append(np.asarray(self.pending, dtype=self.dtype))
+            self.pending.clear()  # in place: callers hold its bound append/extend
+
+    def array(self) -> np.ndarray:
+        self.flush()
+        return np.concatenate(self.pieces) if self.pieces else np.zeros(0, dtype=self.dtype)
+
+
 def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool = False,
-                   complete: bool = False) -> RawBehaviors:
+                   complete: bool = False, progress: ReadProgress | None = None) -> RawBehaviors:
     """Parse behaviors.tsv; ids without a news row are dropped and counted.
 
     ``news_index`` maps news id to its row (>= 1; 0 is reserved for padding).
@@ -211,18 +245,19 @@ def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool
     ``complete`` keeps every row with every candidate, as a leaderboard submission needs: a
     candidate without a news row becomes row 0 (the empty news) and is counted as unknown, an
     impression keeps its place even with no known candidate, and any bad row is an error.
+
+    The file is read line by line and the numbers go to NumPy every ``_CHUNK_ROWS`` rows; the user
+    ids come back as a ``CodedIds`` over the sorted distinct ids, so peak memory follows the
+    arrays, not Python objects per candidate. ``progress`` is told how far the file has been read.
     """
     path = Path(path)
     report = FileReport(file=str(path))
-    rows = _Rows(path, fields=BEHAVIOR_FIELDS, report=report, strict=strict or complete)
-    imp_ids: list[int] = []
-    users: list[str] = []
-    times: list[int] = []
-    hist_len: list[int] = []
-    hist: list[int] = []
-    cand_len: list[int] = []
-    cands: list[int] = []
-    labels: list[int] = []
+    rows = _Rows(path, fields=BEHAVIOR_FIELDS, report=report, strict=strict or complete, progress=progress)
+    columns = {name: _Column(dtype) for name, dtype in (
+        ("impression_ids", np.int64), ("user_codes", np.int32), ("times", np.int64), ("history_lengths", np.int64),
+        ("history", np.int32), ("candidate_lengths", np.int64), ("candidates", np.int32), ("labels", np.int8))}
+    pending = {name: column.pending for name, column in columns.items()}
+    user_codes: dict[str, int] = {}  # in order of first appearance; sorted at the end
     for lineno, (imp_text, user, time_text, history_text, impressions_text) in rows:
         try:
             imp_id = int(imp_text)
@@ -256,24 +291,31 @@ def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool
             if not resolved:
                 report.drop("impressions with no resolvable candidate")
                 continue
-        imp_ids.append(imp_id)
-        users.append(user)
-        times.append(seconds)
-        hist_len.append(len(kept_history))
-        hist.extend(kept_history)
-        cand_len.append(len(resolved))
-        cands.extend(c for c, _ in resolved)
-        labels.extend(y for _, y in resolved)
+        pending["impression_ids"].append(imp_id)
+        pending["user_codes"].append(user_codes.setdefault(user, len(user_codes)))
+        pending["times"].append(seconds)
+        pending["history_lengths"].append(len(kept_history))
+        pending["history"].extend(kept_history)
+        pending["candidate_lengths"].append(len(resolved))
+        pending["candidates"].extend(c for c, _ in resolved)
+        pending["labels"].extend(y for _, y in resolved)
         report.kept += 1
+        if report.kept % _CHUNK_ROWS == 0:
+            for column in columns.values():
+                column.flush()
+    arrays = {name: column.array() for name, column in columns.items()}
+    names = sorted(user_codes)
+    rank = np.empty(len(names), dtype=np.int32)  # first-appearance code -> place in the sorted names
+    rank[np.fromiter((user_codes[n] for n in names), dtype=np.int64, count=len(names))] = np.arange(len(names))
     return RawBehaviors(
-        impression_ids=np.asarray(imp_ids, dtype=np.int64),
-        user_ids=users,
-        times=np.asarray(times, dtype=np.int64),
-        history_offsets=np.concatenate(([0], np.cumsum(hist_len, dtype=np.int64))),
-        history=np.asarray(hist, dtype=np.int32),
-        candidate_offsets=np.concatenate(([0], np.cumsum(cand_len, dtype=np.int64))),
-        candidates=np.asarray(cands, dtype=np.int32),
-        labels=np.asarray(labels, dtype=np.int8),
+        impression_ids=arrays["impression_ids"],
+        user_ids=CodedIds(names, rank[arrays["user_codes"]]),
+        times=arrays["times"],
+        history_offsets=np.concatenate(([0], np.cumsum(arrays["history_lengths"], dtype=np.int64))),
+        history=arrays["history"],
+        candidate_offsets=np.concatenate(([0], np.cumsum(arrays["candidate_lengths"], dtype=np.int64))),
+        candidates=arrays["candidates"],
+        labels=arrays["labels"],
         report=report,
     )
 

@@ -14,17 +14,20 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..fileio import DataError, atomic_write_text, cache_write, nram_home, read_json_lists
+from . import stats
 from .layout import Layout
-from .mind import CodedIds, FileReport, RawBehaviors, read_behaviors, read_news
+from .mind import CodedIds, FileReport, RawBehaviors, ReadProgress, read_behaviors, read_news
 from .text import Vocab, cached_index
 
-CACHE_VERSION = 3  # 2: unlabelled (test) rows kept, the complete mode, BOM stripped; 3: one .npy per array
+# 2: unlabelled (test) rows kept, the complete mode, BOM stripped; 3: one .npy per array;
+# 4: the split's summaries (stats.json, users_*.npy) stored with it
+CACHE_VERSION = 4
 
 
 def _file_digest(path: Path) -> str:
@@ -73,6 +76,14 @@ class Split:
     user_ids: list[str]  # distinct users
     users: np.ndarray  # [I] int32 into user_ids
     reports: list[FileReport]
+    # (SplitStats, UserTable): stored with the cache, else computed on first use (``overview``)
+    summaries: tuple[stats.SplitStats, stats.UserTable] | None = field(default=None, repr=False)
+
+    def overview(self) -> tuple[stats.SplitStats, stats.UserTable]:
+        """The split's figures, chart counts and per-user table (``stats.summarise``), computed once."""
+        if self.summaries is None:
+            self.summaries = stats.summarise(self)
+        return self.summaries
 
     @property
     def num_impressions(self) -> int:
@@ -116,8 +127,8 @@ class Split:
 
 
 def _parse_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict: bool,
-                 complete: bool = False) -> Split:
-    raw = read_news(folder / "news.tsv", strict=strict)
+                 complete: bool = False, progress: ReadProgress | None = None) -> Split:
+    raw = read_news(folder / "news.tsv", strict=strict, progress=progress)
     ids = [""] + raw.ids
     categories = sorted(set(raw.categories))
     subcategories = sorted(set(raw.subcategories))
@@ -134,12 +145,11 @@ def _parse_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, stric
         subcategory=np.asarray([0] + [sub_index[s] for s in raw.subcategories], dtype=np.int32),
         tokens=vocab.encode_many([""] + raw.titles, title_len),
     )
-    behaviors = read_behaviors(folder / "behaviors.tsv", news.index, strict=strict, complete=complete)
-    user_ids = sorted(set(behaviors.user_ids))
-    user_index = {u: i for i, u in enumerate(user_ids)}
-    users = np.asarray([user_index[u] for u in behaviors.user_ids], dtype=np.int32)
-    return Split(name=name, folder=folder, news=news, behaviors=behaviors, user_ids=user_ids, users=users,
-                 reports=[raw.report, behaviors.report])
+    behaviors = read_behaviors(folder / "behaviors.tsv", news.index, strict=strict, complete=complete,
+                               progress=progress)
+    coded = behaviors.user_ids  # a CodedIds over the sorted distinct user ids
+    return Split(name=name, folder=folder, news=news, behaviors=behaviors, user_ids=coded.names,
+                 users=coded.codes, reports=[raw.report, behaviors.report])
 
 
 _ARRAYS_NEWS = ("category", "subcategory", "tokens")
@@ -169,6 +179,7 @@ def _save_split(split: Split, dest: Path) -> None:
             "reports": [r.to_dict() for r in split.reports],
         }
         atomic_write_text(tmp / "meta.json", json.dumps(meta))
+        stats.save(*split.overview(), tmp)
         try:
             os.replace(tmp, dest)
         except OSError:  # another process cached the same split first; theirs is identical
@@ -184,22 +195,35 @@ def _load_cached(dest: Path) -> Split | None:
     try:
         meta = json.loads((dest / "meta.json").read_text(encoding="utf-8"))
         arrays = {name: np.load(dest / f"{name}.npy", mmap_mode="c", allow_pickle=False) for name in _array_names()}
-    except (OSError, ValueError, KeyError):
+        summaries = stats.load(dest)
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     reports = [FileReport.from_dict(r) for r in meta["reports"]]
     news = News(**meta["news"], **{k: arrays[f"news_{k}"] for k in _ARRAYS_NEWS})
     behaviors = RawBehaviors(user_ids=CodedIds(meta["user_ids"], arrays["users"]), report=reports[1],
                              **{k: arrays[f"beh_{k}"] for k in _ARRAYS_BEHAVIORS})
     return Split(name=meta["name"], folder=Path(meta["folder"]), news=news, behaviors=behaviors,
-                 user_ids=meta["user_ids"], users=arrays["users"], reports=reports)
+                 user_ids=meta["user_ids"], users=arrays["users"], reports=reports, summaries=summaries)
+
+
+def _discard(entry: Path) -> None:
+    """Remove a cache entry: renamed first (one atomic step), so no reader sees it half-deleted."""
+    try:
+        gone = Path(tempfile.mkdtemp(prefix=f".{entry.name}.old.", dir=entry.parent))
+        os.replace(entry, gone / entry.name)
+    except OSError:
+        return  # another process moved it first, or the folder is read-only: the cache stays best-effort
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def load_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict: bool = False,
-               cache: bool = True, complete: bool = False) -> Split:
+               cache: bool = True, complete: bool = False, progress: ReadProgress | None = None) -> Split:
     """Parse and encode one split, or load it from the cache when the files and settings match.
-    ``complete``: every behaviors row with every candidate (see ``mind.read_behaviors``)."""
+    ``complete``: every behaviors row with every candidate (see ``mind.read_behaviors``);
+    ``progress``: told how far each file has been read (a cold parse only)."""
     if not cache:
-        return _parse_split(name, folder, vocab, title_len=title_len, strict=strict, complete=complete)
+        return _parse_split(name, folder, vocab, title_len=title_len, strict=strict, complete=complete,
+                            progress=progress)
     key = hashlib.blake2b(
         f"{CACHE_VERSION}|{split_key(folder)}|{vocab.digest}|{title_len}|{int(strict)}|{int(complete)}|{name}"
         .encode(), digest_size=12,
@@ -209,17 +233,22 @@ def load_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict:
     if cached is not None:
         cached.folder = folder
         return cached
-    split = _parse_split(name, folder, vocab, title_len=title_len, strict=strict, complete=complete)
+    if dest.is_dir():  # damaged (or from an older layout): out of the way, so that the new entry can land
+        _discard(dest)
+    split = _parse_split(name, folder, vocab, title_len=title_len, strict=strict, complete=complete,
+                         progress=progress)
     cache_write(lambda: _save_split(split, dest))
     return split
 
 
-def build_vocab(train_folder: Path, *, min_count: int, strict: bool = False, cache: bool = True) -> Vocab:
+def build_vocab(train_folder: Path, *, min_count: int, strict: bool = False, cache: bool = True,
+                progress: ReadProgress | None = None) -> Vocab:
     """Vocabulary of the train titles, cached by the train files' hash and ``min_count``."""
     path = nram_home() / "prepared" / f"vocab-{split_key(train_folder)}-{min_count}.json"
     if cache and path.is_file():
         return Vocab.load(path)
-    vocab = Vocab.build(read_news(train_folder / "news.tsv", strict=strict).titles, min_count=min_count)
+    vocab = Vocab.build(read_news(train_folder / "news.tsv", strict=strict, progress=progress).titles,
+                        min_count=min_count)
     if cache:
         cache_write(lambda: vocab.save(path))
     return vocab
@@ -233,15 +262,18 @@ class Corpus:
 
 
 def load_corpus(layout: Layout, *, title_len: int, min_count: int = 1, vocab: Vocab | None = None,
-                splits: tuple[str, ...] = ("train", "dev"), strict: bool = False, cache: bool = True) -> Corpus:
+                splits: tuple[str, ...] = ("train", "dev"), strict: bool = False, cache: bool = True,
+                progress: ReadProgress | None = None) -> Corpus:
     """Load the requested splits. Without ``vocab`` (a new model), it is built from train."""
     if vocab is None:
-        vocab = build_vocab(layout.require("train"), min_count=min_count, strict=strict, cache=cache)
+        vocab = build_vocab(layout.require("train"), min_count=min_count, strict=strict, cache=cache,
+                            progress=progress)
     loaded = {}
     for name in ("train", "dev"):
         folder = layout.train if name == "train" else layout.dev
         if name in splits and folder is not None:
-            loaded[name] = load_split(name, folder, vocab, title_len=title_len, strict=strict, cache=cache)
+            loaded[name] = load_split(name, folder, vocab, title_len=title_len, strict=strict, cache=cache,
+                                      progress=progress)
     return Corpus(vocab=vocab, train=loaded.get("train"), dev=loaded.get("dev"))
 
 
