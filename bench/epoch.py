@@ -14,7 +14,6 @@ Flat memory means ``rss_end_mb`` close to ``rss_start_mb`` with the whole epoch 
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 

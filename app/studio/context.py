@@ -231,11 +231,6 @@ def _showcase_mask(table: pd.DataFrame, among: np.ndarray) -> np.ndarray:
     return among
 
 
-def showcase_users(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``table`` that ``_showcase_mask`` picks."""
-    return table[_showcase_mask(table, np.ones(len(table), dtype=bool))]
-
-
 def _pick_random_user(table: pd.DataFrame, among: np.ndarray, any_user: bool) -> None:
     """Runs as the button's callback: the pool is drawn only when the button is pressed."""
     pool = np.flatnonzero(among if any_user else _showcase_mask(table, among))
@@ -249,12 +244,6 @@ def _default_user(table: pd.DataFrame, among: np.ndarray) -> str | None:
     showcase = _showcase_mask(table, among)
     rich = showcase & (table["history"].to_numpy() >= 10)
     return str(table["user"].iat[int(np.argmax(rich if rich.any() else showcase))])
-
-
-def _row_of(user_ids: list[str], user: str) -> int | None:
-    """The user's row in the table (``user_ids`` is sorted): a binary search, not a scan of 1M ids."""
-    at = bisect.bisect_left(user_ids, user)
-    return at if at < len(user_ids) and user_ids[at] == user else None
 
 
 def _prefix_rows(user_ids: list[str], prefix: str) -> range:
@@ -376,7 +365,7 @@ def _user_widgets(c: Ctx, sb) -> None:
     previous = st.session_state.get("_user_scope")
     if previous != scope:  # another dataset or split: start from its default user
         st.session_state["_user_scope"] = scope
-        if previous is not None and _row_of(user_ids, str(st.session_state.get("user"))) is None:
+        if previous is not None and c.split.user_code(str(st.session_state.get("user"))) is None:
             st.session_state["user"] = None
     if "user" not in st.session_state or st.session_state["user"] is None:
         st.session_state["user"] = _default_user(table, among if among.any() else np.ones(len(table), dtype=bool))
@@ -401,7 +390,7 @@ def _user_widgets(c: Ctx, sb) -> None:
         return
     user = str(user).strip()
     c.user = user
-    row = _row_of(user_ids, user)
+    row = c.split.user_code(user)  # the user's row in the table, whose rows follow the sorted ids
     if row is None:
         c.user_error = (f"Unknown user id {user!r}: it has no impression in the {c.split_name} split of "
                         f"{c.dataset.label}. Pick one from the list or press Random user.")

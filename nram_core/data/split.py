@@ -113,10 +113,15 @@ class Split:
         lo, hi = b.candidate_offsets[impression], b.candidate_offsets[impression + 1]
         return b.candidates[lo:hi], b.labels[lo:hi]
 
+    def user_code(self, user_id: str) -> int | None:
+        """The user's place in ``user_ids`` (sorted): a binary search, not a scan of 1M ids; None if absent."""
+        at = bisect.bisect_left(self.user_ids, user_id)
+        return at if at < len(self.user_ids) and self.user_ids[at] == user_id else None
+
     def user_impressions(self, user_id: str) -> np.ndarray:
         """Impression numbers (row order in behaviors.tsv) of a user, oldest first."""
-        at = bisect.bisect_left(self.user_ids, user_id)  # user_ids is sorted
-        if at == len(self.user_ids) or self.user_ids[at] != user_id:
+        at = self.user_code(user_id)
+        if at is None:
             raise DataError(f"unknown user id {user_id!r} in {self.folder}")
         found = np.flatnonzero(self.users == at)
         return found[np.argsort(self.behaviors.times[found], kind="stable")]
