@@ -7,6 +7,11 @@ int8 Linear layers (``torch.ao.quantization.quantize_dynamic``) and bf16 autocas
 the best of ``--rounds`` timings (the paths take turns in each round), the speed-up over the plain path, the mean dev AUC
 difference and the largest per-impression AUC difference (ties by ``metrics.impression_ranks``).
 
+``onnx --run RUN --data DIR`` times the user encoder, the largest part of a default scoring
+run, on the dev split's distinct histories: PyTorch's default path (``scoring.encode_histories``)
+against the same encoder exported to ONNX and run by ONNX Runtime on the same length-sorted
+chunks (needs ``pip install onnxruntime onnx``; not a project requirement).
+
 ``train [--data DIR] [--preset P]`` times Trainer steps (best of ``--rounds`` rounds, each
 path in turn on one shared model): the plain fp32 path (``amp=False, title_chunk=0,
 fused_adam=False``), each
@@ -78,6 +83,82 @@ def score_main(args: argparse.Namespace) -> dict:
     return record
 
 
+def onnx_main(args: argparse.Namespace) -> dict:
+    import importlib.util
+    import io
+
+    import torch
+
+    from nram_core.checkpoint import load_run
+    from nram_core.data import load_corpus, resolve_layout
+    from nram_core.data.batching import gather_histories
+    from nram_core.model import by_length, lengths_of
+    from nram_core.scoring import encode_all_news, encode_histories
+
+    missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(f"bench.candidates onnx: {' and '.join(missing)} not installed "
+                         f"(pip install {' '.join(missing)})")
+    import onnxruntime
+
+    run = load_run(args.run)
+    model = run.model.eval()
+    split = load_corpus(resolve_layout(args.data), title_len=run.model_config.title_len, vocab=run.vocab,
+                        splits=("dev",)).dev
+    history, mask = gather_histories(split, np.arange(split.num_impressions), run.model_config.history_len)
+    key = np.concatenate([history, mask.astype(np.int64)], axis=1)  # [I,2H]
+    _, first = np.unique(key, axis=0, return_index=True)
+    history, mask = history[first], mask[first]  # [U,H] distinct histories
+    news = encode_all_news(model, split)  # [N+1,D]
+
+    class FromProjections(torch.nn.Module):  # the user encoder after the news table's gather
+        def __init__(self):
+            super().__init__()
+            self.encoder = model.user_encoder
+
+        def forward(self, q, k, v, keep):
+            return self.encoder(None, keep, projected=(q, k, v))[0]  # 3 x [b,w,D] -> [b,D]
+
+    with torch.inference_mode():
+        table = model.news_table(news)
+        width = int(lengths_of(torch.from_numpy(mask)).max())
+        example = (*table.project(torch.from_numpy(history[:8, :width])), torch.from_numpy(mask[:8, :width]))
+    buffer = io.BytesIO()
+    torch.onnx.export(FromProjections().eval(), example, buffer, input_names=["q", "k", "v", "keep"],
+                      output_names=["user"], dynamo=False, opset_version=17,
+                      dynamic_axes={**{n: {0: "b", 1: "w"} for n in ("q", "k", "v", "keep")}, "user": {0: "b"}})
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def with_onnx() -> torch.Tensor:
+        def encode(rows: torch.Tensor, cut: int) -> torch.Tensor:
+            picked = rows.numpy()
+            q, k, v = table.project(torch.from_numpy(history[picked, :cut]))  # [b,cut] -> 3 x [b,cut,D]
+            feed = {"q": q.numpy(), "k": k.numpy(), "v": v.numpy(), "keep": mask[picked, :cut]}
+            return torch.from_numpy(session.run(None, feed)[0])  # [b,D]
+        with torch.inference_mode():
+            return by_length(lengths_of(torch.from_numpy(mask)), 1024, encode)  # [U,D]
+
+    def with_torch() -> torch.Tensor:
+        return encode_histories(model, news, history, mask)  # [U,D]
+
+    paths = {"torch_default": with_torch, "onnxruntime": with_onnx}
+    for path in paths.values():  # warm-up
+        path()
+    timed: dict[str, float] = {}
+    vectors: dict[str, torch.Tensor] = {}
+    for _ in range(args.rounds):
+        for name, path in paths.items():
+            started = time.perf_counter()
+            vectors[name] = path()
+            timed[name] = min(timed.get(name, float("inf")), time.perf_counter() - started)
+    return {"bench": "candidates-onnx", "onnxruntime": onnxruntime.__version__, "histories": len(history),
+            "torch_default_s": round(timed["torch_default"], 3), "onnxruntime_s": round(timed["onnxruntime"], 3),
+            "onnxruntime_speedup": round(timed["torch_default"] / timed["onnxruntime"], 2),
+            "max_abs_diff": float((vectors["torch_default"] - vectors["onnxruntime"]).abs().max())}
+
+
 def train_main(args: argparse.Namespace) -> dict:
     import torch
     from torch import nn
@@ -138,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--run", required=True, help="a trained run folder")
     s.add_argument("--data", required=True, help="the MIND-format corpus it was trained on (dev split scored)")
     s.add_argument("--rounds", type=int, default=3)
+    o = sub.add_parser("onnx", help="the user encoder in ONNX Runtime against PyTorch")
+    o.add_argument("--run", required=True, help="a trained run folder")
+    o.add_argument("--data", required=True, help="the MIND-format corpus it was trained on (dev split)")
+    o.add_argument("--rounds", type=int, default=3)
     t = sub.add_parser("train", help="training paths")
     t.add_argument("--data", help="MIND-format corpus (default: the demo corpus, seed 0, generated)")
     t.add_argument("--preset", default="paper")
@@ -146,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--warmup", type=int, default=2)
     t.add_argument("--rounds", type=int, default=2)
     args = p.parse_args(argv)
-    record = score_main(args) if args.what == "score" else train_main(args)
+    record = {"score": score_main, "onnx": onnx_main, "train": train_main}[args.what](args)
     common.emit({**record, "machine": common.machine()})
     return 0
 

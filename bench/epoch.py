@@ -10,11 +10,13 @@ It prints one JSON line: ``samples_per_s`` (after ``--warmup`` steps), the resid
 this process at the first step (``rss_start_mb``), at the last (``rss_end_mb``) and its largest
 sample (``rss_max_mb``, sampled every ``--every`` steps), the steps done and the steps in the
 epoch (``epoch_s_projected``: the whole epoch at the measured rate when ``--max-steps`` cut it).
-Flat memory means ``rss_end_mb`` close to ``rss_start_mb`` with the whole epoch run.
+The resident set counts the pages of the memory-mapped split that the sampled batches have
+touched so far, which the kernel can drop at any time; ``anon_*_mb`` (``RssAnon``) is the
+process's own memory, without them. ``rss_by_step`` lists [step, rss, anon] samples.
+Flat memory means ``anon_end_mb`` close to ``anon_start_mb`` with the whole epoch run.
 """
 from __future__ import annotations
 
-import os
 import time
 
 from nram_core.callbacks import Callback
@@ -25,17 +27,21 @@ from nram_core.train import Trainer, pick_device, seed_everything
 from . import common
 
 
-def rss_mb() -> float:
-    """This process's resident set size now (Linux /proc/self/statm)."""
-    with open("/proc/self/statm", encoding="ascii") as handle:
-        resident_pages = int(handle.read().split()[1])
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+def rss_mb() -> tuple[float, float]:
+    """This process's resident set size now and its anonymous part (Linux /proc/self/status), MB."""
+    fields = {}
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon"):
+                fields[name] = int(value.split()[0]) / 1024  # kB -> MB
+    return fields.get("VmRSS", float("nan")), fields.get("RssAnon", float("nan"))
 
 
 class _Watch(Callback):
     def __init__(self, *, warmup: int, every: int):
         self.warmup, self.every = warmup, every
-        self.rss: list[tuple[int, float]] = []
+        self.rss: list[tuple[int, tuple[float, float]]] = []
         self.started = self.ended = None
         self.samples = 0
         self.steps_in_epoch = 0
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(model_config=model_cfg, train_config=train_cfg,
                       corpus=Corpus(vocab=corpus.vocab, train=corpus.train, dev=None), device=str(device),
                       callbacks=[watch])
-    rss_before = rss_mb()
+    rss_before = rss_mb()[0]
     trainer.fit()
     seconds = (watch.ended - watch.started) if watch.started and watch.ended else float("nan")
     rate = watch.samples / seconds if seconds == seconds and seconds > 0 else None
@@ -91,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         "samples_per_s": round(rate, 1) if rate else None,
         "epoch_s_projected": round(trainer.batches.num_samples / rate, 1) if rate else None,
         "load_s": round(load_s, 1), "rss_before_fit_mb": round(rss_before, 1),
-        "rss_start_mb": round(watch.rss[0][1], 1), "rss_end_mb": round(watch.rss[-1][1], 1),
-        "rss_max_mb": round(max(r for _, r in watch.rss), 1),
-        "rss_by_step": [[s, round(r, 1)] for s, r in watch.rss[:: max(1, len(watch.rss) // 12)]],
+        "rss_start_mb": round(watch.rss[0][1][0], 1), "rss_end_mb": round(watch.rss[-1][1][0], 1),
+        "rss_max_mb": round(max(r for _, (r, _) in watch.rss), 1),
+        "anon_start_mb": round(watch.rss[0][1][1], 1), "anon_end_mb": round(watch.rss[-1][1][1], 1),
+        "anon_max_mb": round(max(a for _, (_, a) in watch.rss), 1),
+        "rss_by_step": [[s, round(r, 1), round(a, 1)] for s, (r, a) in watch.rss[:: max(1, len(watch.rss) // 12)]],
         "peak_rss_mb": common.peak_rss_mb(), "machine": common.machine(device),
     })
     return 0

@@ -13,14 +13,14 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 import numpy as np
 
 from .callbacks import Callback, EpochInfo, StepInfo, TrainResult
 from .config import ModelConfig, TrainConfig, preset, with_overrides, PRESETS
 from .data.download import MAX_RATIO, MAX_UNZIPPED_BYTES
-from .fileio import DataError, atomic_path, atomic_write_text, json_text, nram_home
+from .fileio import DataError, atomic_path, atomic_write_with, json_text, nram_home
 
 
 # ---- shared argument groups ---------------------------------------------------------------
@@ -313,14 +313,22 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def prediction_lines(split, scores: np.ndarray, offsets: np.ndarray) -> list[str]:
-    """MIND leaderboard lines ``ImpId [r1,r2,...]``, one per impression in file order: the 1-based
-    rank of each candidate in its listed order, ties broken by ``metrics.impression_ranks``."""
+PREDICT_BLOCK = 1 << 16  # impressions ranked and written at a time (a MIND-large test split has 57M candidates)
+
+
+def prediction_lines(split, scores: np.ndarray, offsets: np.ndarray) -> Iterator[str]:
+    """MIND leaderboard lines ``ImpId [r1,r2,...]`` with their newline, one per impression in file
+    order, ranked ``PREDICT_BLOCK`` impressions at a time: the 1-based rank of each candidate in its
+    listed order, ties broken by ``metrics.impression_ranks``."""
     from .metrics import impression_ranks
 
-    ranks = impression_ranks(scores, offsets)
-    return [f"{imp_id} [{','.join(map(str, ranks[offsets[i]: offsets[i + 1]].tolist()))}]"
-            for i, imp_id in enumerate(split.behaviors.impression_ids[: len(offsets) - 1].tolist())]
+    ids = split.behaviors.impression_ids
+    for lo in range(0, len(offsets) - 1, PREDICT_BLOCK):
+        part = offsets[lo: min(lo + PREDICT_BLOCK, len(offsets) - 1) + 1]  # [b+1]
+        ranks = impression_ranks(scores[part[0]: part[-1]], part).tolist()  # [m] for the block's candidates
+        starts = (part - part[0]).tolist()
+        for i, imp_id in enumerate(ids[lo: lo + len(part) - 1].tolist()):
+            yield f"{imp_id} [{','.join(map(str, ranks[starts[i]: starts[i + 1]]))}]\n"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -333,11 +341,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise DataError(f"{split.folder / 'behaviors.tsv'}: no impressions to rank")
     scores, _labels, offsets = score_impressions(run.model, split, precompute=args.precompute)
     out = Path(args.out) if args.out else Path(args.run)
-    text = "\n".join(prediction_lines(split, scores, offsets)) + "\n"
-    atomic_write_text(out / "prediction.txt", text)
+
+    def write_lines(tmp: Path) -> None:  # streamed: the text of 2.4M impressions is never all in memory
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            handle.writelines(prediction_lines(split, scores, offsets))
+
+    atomic_write_with(out / "prediction.txt", write_lines)
     with atomic_path(out / "prediction.zip") as tmp:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("prediction.txt", text)
+            archive.write(out / "prediction.txt", "prediction.txt")
     labelled = int(split.behaviors.labelled.sum())
     _print_json({"prediction": str(out / "prediction.txt"), "zip": str(out / "prediction.zip"),
                  "impressions": len(offsets) - 1, "labelled_impressions": labelled,

@@ -103,6 +103,7 @@ SCALES: dict[str, Scale] = {
 }
 _RENDER_CHUNK = 50_000  # behaviors rows rendered per write
 _IMPRESSION_CHUNK = 250_000  # impressions whose candidates are drawn at a time (MIND-small's splits fit in one)
+_HISTORY_USER_CHUNK = 200_000  # users whose histories are drawn at a time (MIND-small's 50k fit in one)
 
 
 @dataclass(frozen=True)
@@ -601,33 +602,42 @@ def _truncate_runs(owner: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def _make_histories(
     rng: np.random.Generator, *, news: _News, users: _Users, params: ClickParams
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user click histories from pre-period news, oldest first (CSR: offsets, news)."""
+    """Per-user click histories from pre-period news, oldest first (CSR: offsets, news).
+
+    Drawn ``_HISTORY_USER_CHUNK`` users at a time, so that the oversampled draws (30M at MIND-large
+    scale, several temporaries each) are never all in memory; a corpus of one chunk draws exactly
+    what drawing it whole would."""
     s = len(_TOPICS)
     length = np.exp(rng.normal(math.log(params.history_median), params.history_sigma, users.n))
     length = np.clip(np.rint(length), 1, params.history_max).astype(np.int64)
     length[rng.random(users.n) < params.cold_user_frac] = 0
     # Oversample, then drop repeats and cut back to the target length.
     n_draw = np.where(length > 0, np.ceil(length * 1.5).astype(np.int64) + 5, 0)
-    owner = np.repeat(np.arange(users.n), n_draw)
-    explore = rng.random(owner.size) < params.history_explore
-    subcat = np.where(
-        explore,
-        rng.choice(s, size=owner.size, p=_topic_weights()),
-        _draw_rows(rng, _interest_cdf(users), owner),
-    )
+    cdf = _interest_cdf(users)
     old = news.day < 0
     pool = _Pool([np.flatnonzero(old & (news.subcat == k)) for k in range(s)]
                  + [np.flatnonzero(old)], news.popularity)
-    subcat = np.where(pool.empty[subcat], s, subcat)
-    item = pool.draw(subcat, rng.random(owner.size))
-    first = _first_unique(owner, item, news.n)
-    owner, item = owner[first], item[first]
-    keep = _truncate_runs(owner, length)
-    owner, item = owner[keep], item[keep]
-    order = np.lexsort((np.arange(owner.size), news.day[item], owner))
-    owner, item = owner[order], item[order]
-    offsets = np.r_[0, np.cumsum(np.bincount(owner, minlength=users.n))]
-    return offsets, item
+    items, counts = [], []
+    for lo in range(0, users.n, _HISTORY_USER_CHUNK):
+        hi = min(lo + _HISTORY_USER_CHUNK, users.n)
+        owner = np.repeat(np.arange(lo, hi), n_draw[lo:hi])
+        explore = rng.random(owner.size) < params.history_explore
+        subcat = np.where(
+            explore,
+            rng.choice(s, size=owner.size, p=_topic_weights()),
+            _draw_rows(rng, cdf, owner),
+        )
+        subcat = np.where(pool.empty[subcat], s, subcat)
+        item = pool.draw(subcat, rng.random(owner.size))
+        first = _first_unique(owner, item, news.n)
+        owner, item = owner[first], item[first]
+        keep = _truncate_runs(owner, length)
+        owner, item = owner[keep], item[keep]
+        order = np.lexsort((np.arange(owner.size), news.day[item], owner))
+        items.append(item[order])
+        counts.append(np.bincount(owner - lo, minlength=hi - lo))
+    offsets = np.r_[0, np.cumsum(np.concatenate(counts) if counts else [])].astype(np.int64)
+    return offsets, (np.concatenate(items) if items else np.zeros(0, dtype=np.int64))
 
 
 def _who_and_when(rng: np.random.Generator, *, users: _Users, user_pool: np.ndarray, n_impressions: int,

@@ -144,8 +144,10 @@ def test_bench_parity(demo_corpus, capsys):
 def test_bench_epoch_reports_rss_along_the_epoch(demo_corpus, capsys):
     r = run_in_process(capsys, "epoch", "--data", demo_corpus, "--preset", "demo", "--max-steps", 12,
                        "--warmup", 2, "--every", 4)
-    assert_positive(r, ["samples_per_s", "rss_start_mb", "rss_end_mb", "rss_max_mb", "steps_in_epoch"])
-    assert r["steps_done"] == 12 and not r["whole_epoch"] and [s for s, _ in r["rss_by_step"]][:2] == [1, 4]
+    assert_positive(r, ["samples_per_s", "rss_start_mb", "rss_end_mb", "rss_max_mb", "steps_in_epoch",
+                        "anon_start_mb", "anon_end_mb", "anon_max_mb"])
+    assert r["steps_done"] == 12 and not r["whole_epoch"] and [s for s, _, _ in r["rss_by_step"]][:2] == [1, 4]
+    assert all(anon <= rss for _, rss, anon in r["rss_by_step"])
 
 
 def test_bench_predict_checks_a_test_like_submission(demo_corpus, capsys):

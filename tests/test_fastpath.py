@@ -209,6 +209,31 @@ def test_bf16_matmuls_keep_fp32_weights_inputs_and_outputs(corpus):
     assert not torch.equal(low, plain) and torch.allclose(low, plain, atol=0.05, rtol=0.05)  # bf16: ~3 digits
 
 
+def test_bf16_rows_padded_to_a_bucket_change_nothing():
+    """``model.Linear`` pads a bf16 GEMM's rows to ``bucketed_rows`` (a bounded set of shapes for
+    oneDNN's kernel cache); the padded rows are cut off, so output and gradients are those of the
+    unpadded bf16 product."""
+    import torch.nn.functional as F
+
+    from nram_core.model import Linear, bucketed_rows
+
+    torch.manual_seed(0)
+    layer = Linear(12, 5)
+    layer.matmul_dtype = torch.bfloat16
+    x = torch.randn(3, 23, 12, requires_grad=True)  # 69 rows -> a bucket of 128
+    assert bucketed_rows(69) == 128
+    out = layer(x)
+    out.square().sum().backward()
+    grads = x.grad.clone(), layer.weight.grad.clone()
+    x.grad, layer.weight.grad = None, None
+    bf = torch.bfloat16
+    plain = F.linear(x.to(bf), layer.weight.to(bf), layer.bias.to(bf)).float()  # [3,23,12] -> [3,23,5]
+    plain.square().sum().backward()
+    assert out.shape == (3, 23, 5) and out.dtype == torch.float32
+    assert torch.allclose(out, plain, atol=1e-6)
+    assert torch.allclose(grads[0], x.grad, atol=1e-5) and torch.allclose(grads[1], layer.weight.grad, atol=1e-4)
+
+
 def test_dropout_keeps_the_expected_value_and_rate():
     from nram_core.model import Dropout
 

@@ -108,6 +108,23 @@ def test_predict_ranks_every_row_of_an_unlabelled_test_split(test_split, tmp_pat
     assert ranks[-1] == [1, 2, 3]  # all unknown: equal scores, listed order (the tie rule)
 
 
+def test_predict_ranks_in_blocks_gives_the_same_file_and_zip(demo_corpus, tmp_path, capsys, monkeypatch):
+    """A MIND-large test split (2.4M impressions) is ranked and written a block of impressions at a
+    time; blocks of 7 give the bytes of one block, in prediction.txt and inside prediction.zip."""
+    from nram_core import cli
+
+    code, _, err = run_cli(capsys, "predict", "--run", SHIPPED, "--data", demo_corpus, "--out", tmp_path / "one")
+    assert code == 0, err
+    monkeypatch.setattr(cli, "PREDICT_BLOCK", 7)
+    code, _, err = run_cli(capsys, "predict", "--run", SHIPPED, "--data", demo_corpus, "--out", tmp_path / "blocks")
+    assert code == 0, err
+    whole = (tmp_path / "one" / "prediction.txt").read_bytes()
+    assert whole.count(b"\n") == len((demo_corpus / "dev" / "behaviors.tsv").read_text().splitlines())
+    assert (tmp_path / "blocks" / "prediction.txt").read_bytes() == whole
+    with zipfile.ZipFile(tmp_path / "blocks" / "prediction.zip") as archive:
+        assert archive.namelist() == ["prediction.txt"] and archive.read("prediction.txt") == whole
+
+
 def test_evaluate_refuses_a_split_without_labels(test_split, capsys):
     code, out, err = run_cli(capsys, "evaluate", "--run", SHIPPED, "--data", test_split)
     assert refused(code, out, err) and "has no labels" in err

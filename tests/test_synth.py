@@ -75,12 +75,14 @@ def test_behaviors_written_in_chunks_are_the_same_bytes(corpus, tmp_path, monkey
 
 
 def test_impressions_drawn_in_chunks_are_deterministic_and_well_formed(tmp_path, monkeypatch):
-    """MIND-large's train split is drawn and written a chunk of impressions at a time (bounded
-    memory); here the demo scale crosses 12 train and 3 dev chunks: same seed, same bytes, ids
-    1..n in time order, and truth.json's counts are those of the files."""
+    """MIND-large's train split is drawn and written a chunk of impressions at a time, and its
+    histories a chunk of users at a time (bounded memory); here the demo scale crosses 12 train and
+    3 dev chunks and 7 chunks of users: same seed, same bytes, ids 1..n in time order, one history
+    per user without repeats, and truth.json's counts are those of the files."""
     from nram_core.data.mind import read_behaviors as parse_behaviors
 
     monkeypatch.setattr(synth, "_IMPRESSION_CHUNK", 1000)
+    monkeypatch.setattr(synth, "_HISTORY_USER_CHUNK", 300)
     first = synth.generate(tmp_path / "a", scale="demo", seed=0)
     second = synth.generate(tmp_path / "b", scale="demo", seed=0)
     for name in FILES:
@@ -95,6 +97,14 @@ def test_impressions_drawn_in_chunks_are_deterministic_and_well_formed(tmp_path,
         assert len(parsed.user_ids.names) == counts[f"{split}_users"] and len(news_ids) == counts[f"{split}_news"]
         clicks = np.add.reduceat(parsed.labels == 1, parsed.candidate_offsets[:-1])
         assert clicks.min() >= 1  # every impression has a click, chunk borders included
+    histories: dict[str, str] = {}
+    for split in ("train", "dev"):
+        for row in read_behaviors(first, split):
+            assert histories.setdefault(row["user"], row["history_text"]) == row["history_text"], row["user"]
+    clicked = [h.split() for h in histories.values()]
+    assert all(len(set(h)) == len(h) for h in clicked)  # no news twice in one history
+    assert sum(not h for h in clicked) == counts["cold_users"]
+    assert max(len(h) for h in clicked) <= synth.PARAMS.history_max
 
 
 def test_large_scale_has_mind_large_shape():
