@@ -46,8 +46,9 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
 
 
 def bucketed_rows(rows: int) -> int:
-    """``rows`` rounded up to one of eight sizes per power of two (at least 64): less than 1/8 more.
-    (Sixteen sizes per power of two measured the same speed and a larger kernel cache.)
+    """``rows`` rounded up to one of eight sizes per power of two, and to a multiple of 64: at most 63
+    rows more below 512, less than 1/8 more above. (Sixteen sizes per power of two measured the
+    same speed and a larger kernel cache.)
 
     >>> [bucketed_rows(n) for n in (1, 64, 65, 1000, 1024, 1025, 3200)]
     [64, 64, 128, 1024, 1024, 1152, 3328]
@@ -67,7 +68,9 @@ class Linear(nn.Linear):
     it, compiles and caches a kernel per shape, and a training batch's number of distinct news
     changes every step, so without buckets that cache grew by about 14 MB a step (``paper``
     preset) until it held 1,024 kernels. Padded rows are cut off the output, so they change
-    nothing, forward or backward (``tests/test_fastpath.py``)."""
+    nothing, forward or backward (``tests/test_fastpath.py``). Under ``torch.compile`` the row
+    count stays symbolic, so the plain product is traced instead (buckets would pin it and
+    recompile for each new count)."""
 
     matmul_dtype: torch.dtype | None = None
 
@@ -76,6 +79,8 @@ class Linear(nn.Linear):
         if low is None or x.dtype == low:
             return super().forward(x)
         bias = None if self.bias is None else self.bias.to(low)
+        if torch.compiler.is_compiling():  # a compiled graph keeps its row count symbolic: no buckets
+            return F.linear(x.to(low), self.weight.to(low), bias).to(x.dtype)  # [...,in] -> [...,out]
         flat = x.reshape(-1, x.shape[-1]).to(low)  # [...,in] -> [R,in]
         rows = flat.shape[0]
         if bucketed_rows(rows) != rows:

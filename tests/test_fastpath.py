@@ -234,6 +234,24 @@ def test_bf16_rows_padded_to_a_bucket_change_nothing():
     assert torch.allclose(grads[0], x.grad, atol=1e-5) and torch.allclose(grads[1], layer.weight.grad, atol=1e-4)
 
 
+def test_bf16_rows_are_not_bucketed_inside_a_compiled_graph():
+    """Under ``torch.compile(dynamic=True)`` the row count stays symbolic: one graph for every count
+    (buckets would pin it and recompile until dynamo's limit, then fall back to eager)."""
+    from torch._dynamo.utils import counters
+
+    from nram_core.model import Linear
+
+    torch._dynamo.reset()
+    counters.clear()
+    layer = Linear(12, 5)
+    layer.matmul_dtype = torch.bfloat16
+    compiled = torch.compile(lambda x: layer(x).sum(), dynamic=True, backend="eager")
+    for rows in range(65, 75):
+        compiled(torch.randn(rows, 12))
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
+
+
 def test_dropout_keeps_the_expected_value_and_rate():
     from nram_core.model import Dropout
 
