@@ -72,7 +72,8 @@ def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: b
     """Vectors of every news of the split, [N+1,D] fp32; row 0 (padding news) is zero.
 
     ``precompute``: when the split has more title tokens than the vocabulary has words, every
-    word's self-attention projections are computed once (``NRAM.word_table``) and gathered."""
+    word's self-attention projections are computed once (``NRAM.word_table``) and gathered; and
+    titles go through the encoder in batches of one length each, which need no attention mask."""
     device = model_device(model)
     news = split.news
     lengths = title_lengths(news.tokens)  # [N+1]
@@ -91,7 +92,8 @@ def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: b
         return model.encode_news(chunk, **table).float()  # [b,width] -> [b,D]
 
     with autocast_for(device, amp):
-        vectors = by_length(torch.from_numpy(lengths), batch_size, encode).to(device)  # [N+1,D]
+        vectors = by_length(torch.from_numpy(lengths), batch_size, encode,
+                            equal_lengths=precompute).to(device)  # [N+1,D]
     vectors[0] = 0.0
     return vectors
 
@@ -101,9 +103,9 @@ def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarra
                      batch_size: int = 1024, amp: bool = False, precompute: bool = True) -> torch.Tensor:
     """User vectors [B,D] fp32 from history rows [B,H] and mask [B,H]; an empty history gives zeros.
 
-    ``precompute``: histories go through the encoder sorted by length, each chunk cut to its
-    longest; and when they hold more clicks than there are news, every news vector's
-    user-encoder projections are computed once (``NRAM.news_table``) and gathered."""
+    ``precompute``: histories go through the encoder in chunks of one length each (no padding,
+    so no attention mask); and when they hold more clicks than there are news, every news
+    vector's user-encoder projections are computed once (``NRAM.news_table``) and gathered."""
     device = news_vectors.device
     if len(history) == 0:
         return torch.zeros(0, news_vectors.shape[1], device=device)
@@ -125,7 +127,7 @@ def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarra
         return model.encode_users(news_vectors[clicked], hist_mask).float()  # [b,width] -> [b,width,D] -> [b,D]
 
     with autocast_for(device, amp):
-        return by_length(lengths, batch_size, encode).to(device)  # [B,D]
+        return by_length(lengths, batch_size, encode, equal_lengths=precompute).to(device)  # [B,D]
 
 
 @torch.inference_mode()

@@ -252,6 +252,24 @@ def test_bf16_rows_are_not_bucketed_inside_a_compiled_graph():
     torch._dynamo.reset()
 
 
+def test_attention_without_padding_skips_the_mask_and_gives_the_same_output():
+    """In eval mode a batch without padding runs the fused kernel without a mask; same output as
+    the explicit masked softmax, and as a padded batch's rows."""
+    from nram_core.model import MultiHeadSelfAttention
+
+    torch.manual_seed(0)
+    attention = MultiHeadSelfAttention(input_dim=12, num_heads=3, head_dim=4).eval()
+    x = torch.randn(5, 6, 12)
+    full = torch.ones(5, 6, dtype=torch.bool)
+    with torch.no_grad():
+        fused, _ = attention(x, full)
+        explicit, weights = attention(x, full, need_weights=True)
+        padded = torch.cat([x, torch.randn(5, 2, 12)], dim=1)  # [5,8,12]: two padding positions
+        masked, _ = attention(padded, torch.cat([full, torch.zeros(5, 2, dtype=torch.bool)], dim=1))
+    assert weights.shape == (5, 3, 6, 6)
+    assert torch.allclose(fused, explicit, atol=1e-6) and torch.allclose(fused, masked[:, :6], atol=1e-6)
+
+
 def test_dropout_keeps_the_expected_value_and_rate():
     from nram_core.model import Dropout
 
