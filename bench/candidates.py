@@ -93,7 +93,7 @@ def onnx_main(args: argparse.Namespace) -> dict:
     from nram_core.data import load_corpus, resolve_layout
     from nram_core.data.batching import gather_histories
     from nram_core.model import by_length, lengths_of
-    from nram_core.scoring import encode_all_news, encode_histories
+    from nram_core.scoring import distinct_histories, encode_all_news, encode_histories
 
     missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
     if missing:
@@ -106,9 +106,9 @@ def onnx_main(args: argparse.Namespace) -> dict:
     split = load_corpus(resolve_layout(args.data), title_len=run.model_config.title_len, vocab=run.vocab,
                         splits=("dev",)).dev
     history, mask = gather_histories(split, np.arange(split.num_impressions), run.model_config.history_len)
-    key = np.concatenate([history, mask.astype(np.int64)], axis=1)  # [I,2H]
-    _, first = np.unique(key, axis=0, return_index=True)
+    first, _ = distinct_histories(history, mask)
     history, mask = history[first], mask[first]  # [U,H] distinct histories
+    lengths = lengths_of(torch.from_numpy(mask))  # [U]
     news = encode_all_news(model, split)  # [N+1,D]
 
     class FromProjections(torch.nn.Module):  # the user encoder after the news table's gather
@@ -121,7 +121,7 @@ def onnx_main(args: argparse.Namespace) -> dict:
 
     with torch.inference_mode():
         table = model.news_table(news)
-        width = int(lengths_of(torch.from_numpy(mask)).max())
+        width = int(lengths.max())
         example = (*table.project(torch.from_numpy(history[:8, :width])), torch.from_numpy(mask[:8, :width]))
     buffer = io.BytesIO()
     torch.onnx.export(FromProjections().eval(), example, buffer, input_names=["q", "k", "v", "keep"],
@@ -138,7 +138,7 @@ def onnx_main(args: argparse.Namespace) -> dict:
             feed = {"q": q.numpy(), "k": k.numpy(), "v": v.numpy(), "keep": mask[picked, :cut]}
             return torch.from_numpy(session.run(None, feed)[0])  # [b,D]
         with torch.inference_mode():
-            return by_length(lengths_of(torch.from_numpy(mask)), 1024, encode)  # [U,D]
+            return by_length(lengths, 1024, encode)  # [U,D]
 
     def with_torch() -> torch.Tensor:
         return encode_histories(model, news, history, mask)  # [U,D]

@@ -83,8 +83,9 @@ class Linear(nn.Linear):
             return F.linear(x.to(low), self.weight.to(low), bias).to(x.dtype)  # [...,in] -> [...,out]
         flat = x.reshape(-1, x.shape[-1]).to(low)  # [...,in] -> [R,in]
         rows = flat.shape[0]
-        if bucketed_rows(rows) != rows:
-            flat = F.pad(flat, (0, 0, 0, bucketed_rows(rows) - rows))  # [R,in] -> [R',in]
+        padded = bucketed_rows(rows)
+        if padded != rows:
+            flat = F.pad(flat, (0, 0, 0, padded - rows))  # [R,in] -> [R',in]
         out = F.linear(flat, self.weight.to(low), bias)[:rows]  # [R',in] -> [R,out]
         return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)  # [R,out] -> [...,out]
 
@@ -234,9 +235,10 @@ class MultiHeadSelfAttention(nn.Module):
             # finite; its output is never used, because every pooling step masks it out. In
             # inference a batch without padding (``by_length(equal_lengths=True)``) goes without a
             # mask, which the CPU kernel runs about twice as fast; the weights are the same.
-            safe_mask = key_mask | ~mask.any(dim=-1)[:, None, None, None]  # [B,1,1,S]
             if not self.training and not torch.compiler.is_compiling() and bool(mask.all()):
                 safe_mask = None
+            else:
+                safe_mask = key_mask | ~mask.any(dim=-1)[:, None, None, None]  # [B,1,1,S]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask)  # [B,h,S,d]
         batch, _, seq, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)  # [B,h,S,d] -> [B,S,D]

@@ -137,11 +137,23 @@ def encode_impression_users(model: NRAM, split: Split, news_vectors: torch.Tenso
     history, mask = gather_histories(split, impressions, model.config.history_len)  # [I,H], [I,H]
     if len(history) == 0:
         return encode_histories(model, news_vectors, history, mask, batch_size=batch_size, amp=amp)
-    key = np.concatenate([history, mask.astype(np.int64)], axis=1)  # [I,2H]
-    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    first, inverse = distinct_histories(history, mask)  # [I'], [I]
     users = encode_histories(model, news_vectors, history[first], mask[first], batch_size=batch_size,
                              amp=amp, precompute=precompute)  # [I',D]
-    return users[torch.from_numpy(inverse.reshape(-1)).to(users.device)]  # [I',D] -> [I,D]
+    return users[torch.from_numpy(inverse).to(users.device)]  # [I',D] -> [I,D]
+
+
+def distinct_histories(history: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, inverse): the row of each distinct (history, mask) pair's first occurrence, [I'],
+    and each row's distinct pair, [I], so that ``history[first][inverse] == history``.
+
+    >>> first, inverse = distinct_histories(np.array([[1, 2], [3, 0], [1, 2]]), np.array([[1, 1], [1, 0], [1, 1]]) > 0)
+    >>> first.tolist(), inverse.tolist()
+    ([0, 1], [0, 1, 0])
+    """
+    key = np.concatenate([history, mask.astype(np.int64)], axis=1)  # [I,2H]
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
 
 
 def encodes_apart(model: torch.nn.Module) -> bool:
