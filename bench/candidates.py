@@ -13,10 +13,9 @@ against the same encoder exported to ONNX and run by ONNX Runtime on the same le
 chunks (needs ``pip install onnxruntime onnx``; not a project requirement).
 
 ``train [--data DIR] [--preset P]`` times Trainer steps (best of ``--rounds`` rounds, each
-path in turn on one shared model): the plain fp32 path (``amp=False, title_chunk=0,
-fused_adam=False``), each
-change alone on top of it, the default, and the default with foreach instead of fused Adam. The
-dropout row swaps ``model.Dropout`` back to ``nn.Dropout`` (bernoulli masks) for its rounds.
+path in turn on one shared model): the plain fp32 path (``TrainConfig.plain_fp32``), each
+change alone on top of it, the default, and the
+default with foreach instead of fused Adam.
 """
 from __future__ import annotations
 
@@ -161,9 +160,7 @@ def onnx_main(args: argparse.Namespace) -> dict:
 
 def train_main(args: argparse.Namespace) -> dict:
     import torch
-    from torch import nn
 
-    from nram_core import model as model_module
     from nram_core.data.layout import resolve_layout
     from nram_core.data.split import Corpus, load_corpus
     from nram_core.model import NRAM
@@ -175,35 +172,30 @@ def train_main(args: argparse.Namespace) -> dict:
         corpus = load_corpus(resolve_layout(folder), title_len=common.preset(args.preset)[0].title_len,
                              splits=("train",))
     model_cfg, default = common.configs(args.preset, len(corpus.vocab), epochs=10_000, seed=args.seed)
-    plain = dataclasses.replace(default, amp=False, title_chunk=0, fused_adam=False)
+    plain = default.plain_fp32()
     seed_everything(args.seed)
     model = NRAM(model_cfg)
     train_only = Corpus(corpus.vocab, corpus.train, None)
-    paths = {  # name -> (config, Adam options, bernoulli dropout)
-        "fp32_plain": (plain, {}, False),
-        "bernoulli_dropout": (plain, {}, True),
-        "title_chunk": (dataclasses.replace(plain, title_chunk=default.title_chunk or 256), {}, False),
-        "bf16_matmuls": (dataclasses.replace(plain, amp=True), {}, False),
-        "fused_adam": (dataclasses.replace(plain, fused_adam=True), {}, False),
-        "default": (default, {}, False),
-        "default_adam_foreach": (dataclasses.replace(default, fused_adam=False), {"foreach": True}, False),
+    paths = {  # name -> (config, Adam options)
+        "fp32_plain": (plain, {}),
+        "fast_dropout": (dataclasses.replace(plain, fast_dropout=True), {}),
+        "title_chunk": (dataclasses.replace(plain, title_chunk=default.title_chunk or 256), {}),
+        "bf16_matmuls": (dataclasses.replace(plain, amp=True), {}),
+        "fused_adam": (dataclasses.replace(plain, fused_adam=True), {}),
+        "default": (default, {}),
+        "default_adam_foreach": (dataclasses.replace(default, fused_adam=False), {"foreach": True}),
     }
     trainers = {}
-    for name, (config, adam, _) in paths.items():
+    for name, (config, adam) in paths.items():
         trainer = Trainer(model_config=model_cfg, train_config=config, corpus=train_only, device="cpu", model=model)
         if adam:
             trainer.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                                  **adam)
         trainers[name] = trainer
     timed: dict[str, list[float]] = {name: [] for name in paths}
-    fast_dropout = model_module.Dropout.forward
     for _ in range(args.rounds):
         for name, trainer in trainers.items():
-            model_module.Dropout.forward = nn.Dropout.forward if paths[name][2] else fast_dropout
-            try:
-                timed[name].append(ours_round(trainer, args.warmup, args.steps)[0])
-            finally:
-                model_module.Dropout.forward = fast_dropout
+            timed[name].append(ours_round(trainer, args.warmup, args.steps)[0])
     base = max(timed["fp32_plain"])
     record = {"bench": "candidates-train", "preset": args.preset, "batch_size": default.batch_size,
               "precision": trainers["default"].precision, "steps": args.steps, "rounds": args.rounds}

@@ -2,8 +2,8 @@
 
 For each seed, the same prepared run (corpus, word vectors, initial weights) is trained twice
 for ``--epochs`` epochs: once on the default path (bf16 matmuls where the CPU has them,
-length-chunked titles, fused Adam) and once on the plain fp32 path (``amp=False,
-title_chunk=0, fused_adam=False``). Both
+length-chunked titles, fused Adam, fast dropout masks) and once on the plain fp32 path
+(``TrainConfig.plain_fp32``). Both
 are scored by the same ``evaluate_split`` on the whole dev split. Prints one JSON line with
 the per-seed AUCs, the mean of each path and the largest per-seed difference.
 """
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
             train_cfg = dataclasses.replace(train_cfg, epochs=args.epochs, seed=seed,
                                             max_impressions=args.max_impressions, max_dev_impressions=0)
             prepared = prepare_run(layout, model_cfg, train_cfg)
-            plain = dataclasses.replace(prepared.train_config, amp=False, title_chunk=0, fused_adam=False)
+            plain = prepared.train_config.plain_fp32()
             for name, cfg in (("default", prepared.train_config), ("fp32", plain)):
                 trainer = Trainer(**{**prepared.trainer_args(), "train_config": cfg}, device=str(device))
                 precision = precision or trainer.precision

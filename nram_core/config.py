@@ -87,6 +87,7 @@ class TrainConfig:
     amp: bool = True
     title_chunk: int = 256  # CPU: encode a batch's titles in length-sorted chunks of this many; 0: all at once
     fused_adam: bool = True  # Adam's fused kernel on CPU and CUDA (the same update as the per-tensor loop)
+    fast_dropout: bool = True  # CPU: dropout masks from 16-bit random lanes (model.Dropout); False: F.dropout
     compile: bool = False  # wrap the training step in torch.compile
     # Starting word embeddings: "corpus" (skip-gram word2vec on the run's news text, see
     # data/vectors.py), "none" (random) or the path of a GloVe-format text file.
@@ -94,6 +95,11 @@ class TrainConfig:
     warmup_steps: int = 0  # linear learning-rate warm-up from 0 over this many steps
     grad_clip: float = 0.0  # clip the gradients' global L2 norm to this; 0 disables it
     vector_std: float = 0.0  # rescale pretrained word vectors to this std (0 keeps their own scale)
+
+    def plain_fp32(self) -> "TrainConfig":
+        """This config on the plain fp32 path the fast one is measured against (``bench.train``,
+        ``bench.parity``): fp32 GEMMs, titles in one chunk, Adam's per-tensor loop, ``F.dropout``."""
+        return dataclasses.replace(self, amp=False, title_chunk=0, fused_adam=False, fast_dropout=False)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "negatives", "min_word_count", "eval_batch_size"):

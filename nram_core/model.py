@@ -78,30 +78,84 @@ class Linear(nn.Linear):
         low = self.matmul_dtype
         if low is None or x.dtype == low:
             return super().forward(x)
-        bias = None if self.bias is None else self.bias.to(low)
-        if torch.compiler.is_compiling():  # a compiled graph keeps its row count symbolic: no buckets
-            return F.linear(x.to(low), self.weight.to(low), bias).to(x.dtype)  # [...,in] -> [...,out]
-        flat = x.reshape(-1, x.shape[-1]).to(low)  # [...,in] -> [R,in]
-        rows = flat.shape[0]
-        padded = bucketed_rows(rows)
-        if padded != rows:
-            flat = F.pad(flat, (0, 0, 0, padded - rows))  # [R,in] -> [R',in]
-        out = F.linear(flat, self.weight.to(low), bias)[:rows]  # [R',in] -> [R,out]
-        return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)  # [R,out] -> [...,out]
+        return low_precision_linear(x, self.weight, self.bias, low)[0]
+
+
+def low_precision_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         low: torch.dtype, parts: int = 1) -> tuple[torch.Tensor, ...]:
+    """``F.linear(x, weight, bias).chunk(parts, dim=-1)`` with the GEMM in ``low``, its rows padded
+    to ``bucketed_rows`` (see ``Linear``); inputs and outputs keep ``x``'s dtype. ``parts`` > 1 is
+    several layers' weights stacked (q, k, v): their products share one conversion of ``x``."""
+    if torch.compiler.is_compiling():  # a compiled graph keeps its row count symbolic: no buckets
+        out = F.linear(x.to(low), weight.to(low), None if bias is None else bias.to(low))  # [...,in] -> [...,out]
+        return out.to(x.dtype).chunk(parts, dim=-1)  # [...,out] -> parts x [...,out/parts]
+    return _BucketedLinear.apply(x, weight, bias, low, parts)
+
+
+class _BucketedLinear(torch.autograd.Function):
+    """The GEMMs of ``low_precision_linear``, forward and backward, with one pass per conversion:
+    the backward writes the incoming fp32 gradients of all parts into one padded ``low`` buffer
+    (what autograd would do in three passes: concatenate, convert, pad)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, low, parts):
+        rows, width = x.numel() // x.shape[-1], x.shape[-1]
+        flat = x.new_empty(bucketed_rows(rows), width, dtype=low)  # [R',in]
+        flat[:rows] = x.reshape(rows, width)  # [...,in] -> [R,in], converted in the copy
+        flat[rows:] = 0
+        low_weight = weight.to(low)  # [out,in]
+        out = F.linear(flat, low_weight, None if bias is None else bias.to(low))[:rows]  # [R',in] -> [R,out]
+        ctx.save_for_backward(flat, low_weight)
+        ctx.shape, ctx.dtypes, ctx.has_bias = x.shape, (x.dtype, weight.dtype), bias is not None
+        return tuple(part.to(x.dtype).reshape(*x.shape[:-1], -1)
+                     for part in out.chunk(parts, dim=-1))  # [R,out] -> parts x [...,out/parts]
+
+    @staticmethod
+    def backward(ctx, *grads):
+        flat, low_weight = ctx.saved_tensors
+        rows = ctx.shape.numel() // ctx.shape[-1]
+        step = low_weight.shape[0] // len(grads)
+        grad = flat.new_empty(flat.shape[0], low_weight.shape[0])  # [R',out] in low
+        for i, part in enumerate(grads):
+            block = grad[:rows, i * step:(i + 1) * step]  # [R,out/parts]
+            if part is None:
+                block.zero_()
+            else:
+                block.copy_(part.reshape(rows, step))  # [...,out/parts] -> [R,out/parts], converted
+        grad[rows:] = 0
+        x_dtype, weight_dtype = ctx.dtypes
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad @ low_weight)[:rows].to(x_dtype).reshape(ctx.shape)  # [R',out]@[out,in] -> [...,in]
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad.T @ flat).to(weight_dtype)  # [out,R']@[R',in] -> [out,in]
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(dim=0, dtype=weight_dtype)  # [R',out] -> [out]
+        return grad_x, grad_weight, grad_bias, None, None
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` drawn from ``torch.rand_like`` on CPU: the same distribution, but cheaper
-    than the element-wise ``bernoulli_`` that ``F.dropout`` uses there (15% of a ``paper`` step).
-    Other devices keep ``F.dropout``'s fused kernel."""
+    """``nn.Dropout`` with cheaper random numbers on CPU, where ``F.dropout`` draws one
+    ``bernoulli_`` per element (15% of a ``paper`` step) and ``torch.rand_like`` one 32-bit
+    draw (12%): here each 64-bit draw gives four 16-bit lanes, and an element is dropped when
+    its lane is below ``p`` * 2**16, rounded (so p = 0.2 drops 13107 / 65536 = 0.199997; the
+    scale of the kept elements uses that rate, so the expected value is unchanged). Other
+    devices, and ``fast = False`` (set by ``kernels``), keep ``F.dropout``."""
+
+    fast: bool = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if not x.is_cpu:
+        if not x.is_cpu or not self.fast:
             return super().forward(x)
-        keep = torch.rand_like(x) >= self.p  # [...] bool
-        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+        threshold = round(self.p * 65536)  # dropped lanes out of 2**16
+        if threshold >= 65536:
+            return x * 0.0
+        draws = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # [n/4] 64 bits
+        lanes = draws.view(torch.int16)[: x.numel()].view(x.shape)  # [n/4] -> [4n/4] -> [...] uniform int16
+        keep = lanes >= threshold - 32768  # [...] bool: the lane as unsigned is >= threshold
+        return x * keep.to(x.dtype).mul_(65536 / (65536 - threshold))  # one product forward, one backward
 
 
 _KEEP: Any = object()  # a ``kernels`` setting left as it is
@@ -109,25 +163,26 @@ _KEEP: Any = object()  # a ``kernels`` setting left as it is
 
 @contextlib.contextmanager
 def kernels(model: nn.Module, *, matmul_dtype: torch.dtype | None = _KEEP,
-            title_chunk: int = _KEEP) -> Iterator[None]:
+            title_chunk: int = _KEEP, fast_dropout: bool = _KEEP) -> Iterator[None]:
     """Within the block, every ``Linear`` of ``model`` multiplies in ``matmul_dtype`` (None: its
-    input's dtype) and NRAM models encode titles in length-sorted chunks of ``title_chunk``
-    (0: all at once, cut to the longest title). A setting not passed stays as it is; the
-    previous settings come back after the block."""
-    linears = [m for m in model.modules() if isinstance(m, Linear)] if matmul_dtype is not _KEEP else []
-    chunked = [m for m in model.modules() if isinstance(m, NRAM)] if title_chunk is not _KEEP else []
-    before = [m.matmul_dtype for m in linears], [m.title_chunk for m in chunked]
+    input's dtype), NRAM models encode titles in length-sorted chunks of ``title_chunk``
+    (0: all at once, cut to the longest title) and every ``Dropout`` draws its masks the fast
+    way or not (``fast_dropout``). A setting not passed stays as it is; the previous settings
+    come back after the block."""
+    settings = [(Linear, "matmul_dtype", matmul_dtype), (NRAM, "title_chunk", title_chunk),
+                (Dropout, "fast", fast_dropout)]
+    changed = [(m, name, getattr(m, name)) for kind, name, value in settings if value is not _KEEP
+               for m in model.modules() if isinstance(m, kind)]
     try:
-        for m in linears:
-            m.matmul_dtype = matmul_dtype
-        for m in chunked:
-            m.title_chunk = title_chunk
+        for kind, name, value in settings:
+            if value is not _KEEP:
+                for m in model.modules():
+                    if isinstance(m, kind):
+                        setattr(m, name, value)
         yield
     finally:
-        for m, dtype in zip(linears, before[0]):
-            m.matmul_dtype = dtype
-        for m, chunk in zip(chunked, before[1]):
-            m.title_chunk = chunk
+        for m, name, value in changed:
+            setattr(m, name, value)
 
 
 def lengths_of(mask: torch.Tensor) -> torch.Tensor:
@@ -212,8 +267,17 @@ class MultiHeadSelfAttention(nn.Module):
         return x.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)  # [B,S,h*d] -> [B,h,S,d]
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys and values of each position: [...,E] -> 3 x [...,D]."""
-        return self.q(x), self.k(x), self.v(x)
+        """Queries, keys and values of each position: [...,E] -> 3 x [...,D]. In a lower-precision
+        GEMM the three are one product, so that the input is converted once."""
+        layers = (self.q, self.k, self.v)
+        # a quantised copy (bench.candidates) swaps in other layer types: they run one by one
+        lows = {layer.matmul_dtype if isinstance(layer, Linear) else None for layer in layers}
+        low = lows.pop() if len(lows) == 1 else None
+        if low is None or x.dtype == low:
+            return self.q(x), self.k(x), self.v(x)
+        weight = torch.cat([layer.weight for layer in layers])  # 3 x [D,E] -> [3D,E]
+        bias = None if self.q.bias is None else torch.cat([layer.bias for layer in layers])  # 3 x [D] -> [3D]
+        return low_precision_linear(x, weight, bias, low, parts=3)  # [...,E] -> 3 x [...,D]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
         return self.attend(*self.project(x), mask, need_weights)  # [B,S,E] -> [B,S,D]

@@ -6,8 +6,9 @@ title columns cut off (``Batch.trim``), in length-sorted chunks of ``title_chunk
 (``model.kernels``); DataLoader workers build batches when ``num_workers > 0``; with ``amp``,
 bf16 matmuls: on CUDA autocast plus TF32 (and pinned memory with non-blocking copies), on a
 CPU with native bf16 the Linear layers' GEMMs (``matmul_precision``); ``compile`` wraps the
-step in ``torch.compile``; ``fused_adam`` takes Adam's fused kernel.
-``amp=False, title_chunk=0, fused_adam=False`` is the plain fp32 reference path.
+step in ``torch.compile``; ``fused_adam`` takes Adam's fused kernel; ``fast_dropout`` draws
+dropout masks from 16-bit random lanes on CPU.
+``TrainConfig.plain_fp32()`` turns them all off: the plain fp32 reference path.
 
 Under torchrun the trainer runs DistributedDataParallel (see ``nram_core.distributed``):
 ``batch_size`` stays the global batch, each rank trains on its share of it, and only rank 0
@@ -272,7 +273,8 @@ class Trainer:
             group["lr"] = self._learning_rate(global_step)
         batch = shard.batch.to(self.device, non_blocking=True)
         with autocast_for(self.device, self.train_config.amp), \
-                kernels(self.model, matmul_dtype=self.matmul_dtype, title_chunk=self.title_chunk):
+                kernels(self.model, matmul_dtype=self.matmul_dtype, title_chunk=self.title_chunk,
+                        fast_dropout=self.train_config.fast_dropout):
             logits = self._step_module(batch)  # [b,1+K]
         losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")  # [b]
         loss_sum = losses[: shard.rows].sum()  # [b] -> [] (a stand-in sample has rows == 0)

@@ -129,7 +129,7 @@ def test_bench_candidates_train(demo_corpus, capsys):
     r = run_in_process(capsys, "candidates", "train", "--data", demo_corpus, "--preset", "demo", "--steps", 1,
                        "--warmup", 1, "--rounds", 1)
     assert r["bench"] == "candidates-train" and r["fp32_plain"]["speedup_vs_fp32_plain"] == 1.0
-    for name in ("bernoulli_dropout", "title_chunk", "bf16_matmuls", "fused_adam", "default",
+    for name in ("fast_dropout", "title_chunk", "bf16_matmuls", "fused_adam", "default",
                  "default_adam_foreach"):
         assert r[name]["samples_per_s"] > 0
 

@@ -129,3 +129,26 @@ def test_all_impressions_at_once_in_blocks_and_from_any_start(monkeypatch):
     assert metrics.per_impression_metrics(labels, scores, offsets[:1]).shape == (0, 4)
     with pytest.raises(ValueError, match="offsets must rise"):
         metrics.per_impression_metrics(labels[:5], scores[:5], np.array([0, 3, 9]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_grouped_order_is_lexsort_with_ties_signed_zeros_and_fallbacks(dtype):
+    """The combined-key sort gives np.lexsort's order exactly, ties and -0.0 included; values that
+    are not float32 (wide floats, NaN) fall back to np.lexsort itself."""
+    rng = np.random.default_rng(3)
+    owner = np.sort(rng.integers(0, 40, 2000))
+    values = rng.integers(-3, 4, 2000).astype(dtype)  # many ties
+    if dtype != np.int64:
+        values[rng.random(2000) < 0.2] = -0.0
+        values[rng.random(2000) < 0.2] = dtype(0.1)  # 0.1 is not a float32 in float64: the fallback
+    position = np.arange(len(owner))
+    for descending in (False, True):
+        signed = -values.astype(np.float64) if descending else values.astype(np.float64)
+        for later_first in (False, True):
+            expected = np.lexsort((-position if later_first else position, signed, owner))
+            got = metrics.grouped_order(owner, values, descending=descending, later_first=later_first)
+            assert np.array_equal(got, expected), (dtype, descending, later_first)
+    with_nan = np.where(rng.random(2000) < 0.1, np.nan, rng.standard_normal(2000)).astype(np.float32)
+    assert metrics._float32_order_key(with_nan) is None
+    assert np.array_equal(metrics.grouped_order(owner, with_nan, descending=True),
+                          np.lexsort((position, -with_nan.astype(np.float64), owner)))

@@ -211,7 +211,7 @@ def default_out(suite: str, preset: str, epochs: int, layout: Layout) -> Path:
 
 # How a run computes, not what it learns; left out of the key so that suites keyed before these
 # settings existed continue (each run's config.json still records them).
-_NOT_IN_KEY = ("title_chunk", "fused_adam")
+_NOT_IN_KEY = ("title_chunk", "fused_adam", "fast_dropout")
 
 
 def suite_run_key(spec: ModelSpec, model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
