@@ -36,6 +36,9 @@ def _float32_order_key(values: np.ndarray) -> np.ndarray | None:
     if values.dtype != np.float32:
         if values.dtype.kind not in "fiub" or values.size == 0:
             return None
+        if values.dtype.kind in "iub":  # integers are exact in float32 up to 2**24
+            if np.abs(values.astype(np.int64)).max() > 1 << 24 or values.max() > 1 << 24:
+                return None
         narrow = values.astype(np.float32)
         if not np.array_equal(narrow, values):  # NaN never equals itself, so it lands here too
             return None
@@ -64,7 +67,10 @@ def grouped_order(owner: np.ndarray, values: np.ndarray, *, descending: bool, la
     n = len(owner)
     if key is None or (n and int(owner.max()) >= 1 << 30):
         position = np.arange(n)
-        signed = -np.asarray(values, dtype=np.float64) if descending else np.asarray(values, dtype=np.float64)
+        values = np.asarray(values)
+        signed = values.astype(np.int64 if values.dtype.kind in "iub" else np.float64)
+        if descending:
+            signed = -signed
         return np.lexsort((-position if later_first else position, signed, owner))
     if descending:
         key = (1 << 32) - 1 - key

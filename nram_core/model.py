@@ -107,7 +107,7 @@ class _BucketedLinear(torch.autograd.Function):
         out = F.linear(flat, low_weight, None if bias is None else bias.to(low))[:rows]  # [R',in] -> [R,out]
         ctx.save_for_backward(flat, low_weight)
         ctx.shape, ctx.dtypes, ctx.has_bias = x.shape, (x.dtype, weight.dtype), bias is not None
-        return tuple(part.to(x.dtype).reshape(*x.shape[:-1], -1)
+        return tuple(part.to(x.dtype).reshape(*x.shape[:-1], part.shape[-1])
                      for part in out.chunk(parts, dim=-1))  # [R,out] -> parts x [...,out/parts]
 
     @staticmethod
@@ -152,7 +152,8 @@ class Dropout(nn.Dropout):
         threshold = round(self.p * 65536)  # dropped lanes out of 2**16
         if threshold >= 65536:
             return x * 0.0
-        draws = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # [n/4] 64 bits
+        draws = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device)  # [n/4]
+        draws.random_(-(1 << 63), None)  # every 64-bit value equally likely
         lanes = draws.view(torch.int16)[: x.numel()].view(x.shape)  # [n/4] -> [4n/4] -> [...] uniform int16
         keep = lanes >= threshold - 32768  # [...] bool: the lane as unsigned is >= threshold
         return x * keep.to(x.dtype).mul_(65536 / (65536 - threshold))  # one product forward, one backward

@@ -152,3 +152,8 @@ def test_grouped_order_is_lexsort_with_ties_signed_zeros_and_fallbacks(dtype):
     assert metrics._float32_order_key(with_nan) is None
     assert np.array_equal(metrics.grouped_order(owner, with_nan, descending=True),
                           np.lexsort((position, -with_nan.astype(np.float64), owner)))
+    # integers beyond float32's exact range take the fallback, which compares them as integers
+    huge = np.array([2**60 + 1, 2**60, 3])
+    assert metrics._float32_order_key(huge) is None
+    assert metrics.grouped_order(np.zeros(3, dtype=np.int64), huge, descending=False).tolist() == [2, 1, 0]
+    assert metrics.grouped_order(np.zeros(3, dtype=np.int64), huge, descending=True).tolist() == [0, 1, 2]
