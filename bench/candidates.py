@@ -14,8 +14,7 @@ chunks (needs ``pip install onnxruntime onnx``; not a project requirement).
 
 ``train [--data DIR] [--preset P]`` times Trainer steps (best of ``--rounds`` rounds, each
 path in turn on one shared model): the plain fp32 path (``TrainConfig.plain_fp32``), each
-change alone on top of it, the default, and the
-default with foreach instead of fused Adam.
+change alone on top of it, the default, and the default with foreach instead of fused Adam.
 """
 from __future__ import annotations
 

@@ -36,9 +36,8 @@ def _float32_order_key(values: np.ndarray) -> np.ndarray | None:
     if values.dtype != np.float32:
         if values.dtype.kind not in "fiub" or values.size == 0:
             return None
-        if values.dtype.kind in "iub":  # integers are exact in float32 up to 2**24
-            if np.abs(values.astype(np.int64)).max() > 1 << 24 or values.max() > 1 << 24:
-                return None
+        if values.dtype.kind in "iub" and not -(1 << 24) <= values.min() <= values.max() <= 1 << 24:
+            return None  # integers are exact in float32 only up to 2**24
         narrow = values.astype(np.float32)
         if not np.array_equal(narrow, values):  # NaN never equals itself, so it lands here too
             return None

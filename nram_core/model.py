@@ -172,18 +172,15 @@ def kernels(model: nn.Module, *, matmul_dtype: torch.dtype | None = _KEEP,
     come back after the block."""
     settings = [(Linear, "matmul_dtype", matmul_dtype), (NRAM, "title_chunk", title_chunk),
                 (Dropout, "fast", fast_dropout)]
-    changed = [(m, name, getattr(m, name)) for kind, name, value in settings if value is not _KEEP
+    changed = [(m, name, value, getattr(m, name)) for kind, name, value in settings if value is not _KEEP
                for m in model.modules() if isinstance(m, kind)]
     try:
-        for kind, name, value in settings:
-            if value is not _KEEP:
-                for m in model.modules():
-                    if isinstance(m, kind):
-                        setattr(m, name, value)
+        for m, name, value, _ in changed:
+            setattr(m, name, value)
         yield
     finally:
-        for m, name, value in changed:
-            setattr(m, name, value)
+        for m, name, _, before in changed:
+            setattr(m, name, before)
 
 
 def lengths_of(mask: torch.Tensor) -> torch.Tensor:
