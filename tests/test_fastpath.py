@@ -315,6 +315,25 @@ def test_dropout_keeps_the_expected_value_and_rate():
     assert not Dropout(1.0).train()(torch.ones(9)).any()
 
 
+def test_kernels_fast_dropout_false_gives_f_dropout_masks_and_restores_the_setting():
+    """``fast_dropout=False`` (the plain reference path) draws ``F.dropout``'s masks, seed for seed;
+    after the block the fast lanes come back."""
+    import torch.nn.functional as F
+
+    from nram_core.model import Dropout, kernels
+
+    wrapper = torch.nn.Sequential(Dropout(0.2)).train()
+    x = torch.ones(64, 33)
+    with kernels(wrapper, fast_dropout=False):
+        torch.manual_seed(5)
+        plain = wrapper(x)
+    torch.manual_seed(5)
+    assert torch.equal(plain, F.dropout(x, 0.2, training=True))
+    assert wrapper[0].fast
+    torch.manual_seed(5)
+    assert not torch.equal(wrapper(x), plain)  # the fast lanes: another mask for the same seed
+
+
 def test_batched_dot_products_equal_row_wise_ones():
     from nram_core.scoring import dot_scores, rowwise_dot_scores
 
