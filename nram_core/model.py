@@ -234,6 +234,39 @@ class Projected:
         """(q, k, v) of the rows at ``index`` [...]: 3 x [...,D] (views of one gather)."""
         return self.qkv[index].chunk(3, dim=-1)  # [...] -> [...,3D] -> 3 x [...,D]
 
+    def attention_inputs(self, index: torch.Tensor, mask: torch.Tensor, *,
+                         pad_keys: bool = True) -> tuple[torch.Tensor, ...]:
+        """(q, k, v, key_mask) for ``MultiHeadSelfAttention.attend`` of the rows at ``index`` [B,S]
+        with ``mask`` [B,S]: q is [B,S,D]; k and v are [B,P,D] and ``key_mask`` [B,P], where the
+        P - S positions past the end are masked (``key_width``; P = S without ``pad_keys``)."""
+        width = key_width(index.shape[-1], index.device) if pad_keys else index.shape[-1]
+        if width == index.shape[-1]:
+            return (*self.project(index), mask)
+        padded = F.pad(index, (0, width - index.shape[-1]))  # [B,S] -> [B,P] (row 0, masked below)
+        dim = self.qkv.shape[-1] // 3
+        queries = self.qkv[:, :dim][index]  # [B,S] -> [B,S,D]
+        keys, values = self.qkv[:, dim:][padded].chunk(2, dim=-1)  # [B,P] -> [B,P,2D] -> 2 x [B,P,D]
+        return queries, keys, values, F.pad(mask, (0, width - index.shape[-1]), value=False)  # [B,P]
+
+
+KEY_MULTIPLE = {"AVX512": 16}  # CPU capability -> key lengths its fused attention kernel runs fastest at
+
+
+def key_width(length: int, device: torch.device) -> int:
+    """How many key positions the fused attention should see for ``length`` real ones. PyTorch's
+    CPU kernel is up to twice as fast per title when the key length is a multiple of its vector
+    width (16 floats with AVX-512, docs/benchmarks.md), so on such CPUs keys are padded up to the
+    next multiple when that adds at most half a vector (more padding costs more than it saves).
+
+    >>> [key_width(n, torch.device("meta")) for n in (5, 12, 16)]
+    [5, 12, 16]
+    """
+    multiple = KEY_MULTIPLE.get(torch.backends.cpu.get_cpu_capability(), 0) if device.type == "cpu" else 0
+    if not multiple or length == 0:
+        return length
+    width = -(-length // multiple) * multiple
+    return width if width - length <= multiple // 2 else length
+
 
 class AdditiveAttention(nn.Module):
     """Pool a sequence into one vector: a_i = softmax_i(q . tanh(W x_i + b))."""
@@ -348,13 +381,13 @@ class NewsEncoder(nn.Module):
         if words is not None:  # the table exists only for a model with self-attention
             if self.training:
                 raise RuntimeError("a word table is for inference: call model.eval() first (dropout)")
-            projected = words.project(tokens)  # [N,L] -> 3 x [N,L,D]
+            *projected, key_mask = words.attention_inputs(tokens, mask, pad_keys=not need_weights)  # 3 x [N,L|P,D]
             embedded = words.rows[tokens] if self.residual else None  # [N,L] -> [N,L,E]
         else:
             embedded = self.dropout(self.embedding(tokens))  # [N,L] -> [N,L,E]
         if self.self_attention is not None:
             if words is not None:
-                context, self_weights = self.self_attention.attend(*projected, mask, need_weights)  # [N,L,D]
+                context, self_weights = self.self_attention.attend(*projected, key_mask, need_weights)  # [N,L,D]
             else:
                 context, self_weights = self.self_attention(embedded, mask, need_weights)  # [N,L,E] -> [N,L,D]
             context = self.dropout(context)
@@ -388,24 +421,28 @@ class UserEncoder(nn.Module):
         self.pooling = AdditiveAttention(input_dim=config.news_dim, query_dim=config.query_dim)
 
     def contextualise(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False,
-                      projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+                      projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                      key_mask: torch.Tensor | None = None):
         """Self-attention over the clicks: [B,H,D] -> [B,H,D] (the h_i that the pooling weighs).
         Without self-attention the clicked-news vectors themselves are the h_i (weights None).
         ``projected``: the clicks' (q, k, v), when gathered from ``NRAM.news_table``; ``clicked``
-        may then be None unless the model has a residual."""
+        may then be None unless the model has a residual. ``key_mask`` [B,P]: the keys' mask when
+        k and v are padded past the clicks (``Projected.attention_inputs``); else ``mask``."""
         if self.self_attention is None:
             return clicked, None
         if projected is not None:
-            context, weights = self.self_attention.attend(*projected, mask, need_weights)  # [B,H,D]
+            keys = mask if key_mask is None else key_mask  # [B,H] or [B,P]
+            context, weights = self.self_attention.attend(*projected, keys, need_weights)  # [B,H,D]
         else:
             context, weights = self.self_attention(clicked, mask, need_weights)  # [B,H,D]
         context = self.dropout(context)
         return (clicked + context if self.residual else context), weights
 
     def forward(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False,
-                projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+                projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                key_mask: torch.Tensor | None = None):
         """``clicked`` [B,H,D] news vectors, ``mask`` [B,H] bool. An empty history gives a zero vector."""
-        context, self_weights = self.contextualise(clicked, mask, need_weights, projected)  # [B,H,D]
+        context, self_weights = self.contextualise(clicked, mask, need_weights, projected, key_mask)  # [B,H,D]
         user, click_weights = self.pooling(context, mask, need_weights)  # [B,H,D] -> [B,D]
         return user, (EncoderAttention(self_weights, click_weights) if need_weights else None)
 
@@ -480,7 +517,8 @@ class NRAM(nn.Module):
     def encode_histories(self, history: torch.Tensor, mask: torch.Tensor, news: Projected) -> torch.Tensor:
         """[B,H] rows of ``news`` (``news_table``), [B,H] mask -> [B,D] user vectors, for inference."""
         clicked = news.rows[history] if self.user_encoder.residual else None  # [B,H] -> [B,H,D]
-        return self.user_encoder(clicked, mask, projected=news.project(history))[0]  # [B,H] -> 3 x [B,H,D] -> [B,D]
+        *projected, key_mask = news.attention_inputs(history, mask)  # [B,H] -> 3 x [B,H|P,D], [B,P]
+        return self.user_encoder(clicked, mask, projected=projected, key_mask=key_mask)[0]  # [B,D]
 
     def _table(self, rows: torch.Tensor, attention: MultiHeadSelfAttention | None) -> Projected | None:
         if attention is None:

@@ -382,3 +382,25 @@ def test_distinct_histories_match_np_unique_even_when_every_hash_collides(monkey
         assert np.array_equal(history[first][inverse], history) and np.array_equal(mask[first][inverse], mask)
         assert len(first) == len(np.unique(np.concatenate([history, mask], axis=1), axis=0))
         assert np.all(np.diff(first) > 0) and inverse[0] == 0  # numbered in order of first appearance
+
+
+@pytest.mark.parametrize("multiple", [0, 4, 16])
+def test_keys_padded_for_the_cpu_kernel_change_no_score(corpus, monkeypatch, multiple):
+    """Keys and values padded past each title and history (masked, ``Projected.attention_inputs``)
+    give the plain path's scores; forced here, since only some CPUs pad by default."""
+    from nram_core import model as model_module
+
+    monkeypatch.setattr(model_module, "KEY_MULTIPLE", {torch.backends.cpu.get_cpu_capability(): multiple})
+    cpu = torch.device("cpu")
+    if multiple == 16:
+        assert [model_module.key_width(n, cpu) for n in (5, 8, 12, 16, 17, 30)] == [5, 16, 16, 16, 17, 32]
+    model = make_model(corpus).eval()
+    table = model.word_table()
+    index = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    q, k, v, key_mask = table.attention_inputs(index, torch.ones(1, 6, dtype=torch.bool))
+    width = model_module.key_width(6, cpu)
+    assert q.shape[1] == 6 and k.shape[1] == v.shape[1] == key_mask.shape[1] == width
+    assert key_mask[0].tolist() == [True] * 6 + [False] * (width - 6)
+    fast, _, _ = score_impressions(model, corpus.dev, max_impressions=400, batch_size=64)
+    plain, _, _ = score_impressions(model, corpus.dev, max_impressions=400, batch_size=64, precompute=False)
+    assert np.allclose(fast, plain, atol=1e-5)
