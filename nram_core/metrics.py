@@ -281,6 +281,64 @@ def _block_metrics(labels: np.ndarray, scores: np.ndarray, offsets: np.ndarray) 
     return out
 
 
+def ranked_metrics(labels: np.ndarray, ranks: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``per_impression_metrics(labels, -ranks, offsets)`` for ``ranks`` that number each impression's
+    candidates 1..n without ties (as ``impression_ranks`` and a prediction file do), without a sort:
+    a candidate's place in the ranking is its rank. Same figures up to the last bit of a sum
+    (``tests/test_metrics.py``); ranks that are not such a numbering raise ``ValueError``.
+
+    >>> ranked_metrics(np.array([1, 0, 0, 1, 1]), np.array([2, 1, 3, 2, 1]), np.array([0, 3, 5]))[0].round(4).tolist()
+    [0.5, 0.5, 0.6309, 0.6309]
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    labels, ranks = np.asarray(labels), np.asarray(ranks)
+    n = len(offsets) - 1
+    if n < 1:
+        return np.full((0, len(METRIC_NAMES)), np.nan)
+    total = int(offsets[-1] - offsets[0])
+    sizes = np.diff(offsets)  # [I]
+    if offsets[0] < 0 or np.any(sizes < 0) or offsets[-1] > min(len(labels), len(ranks)):
+        raise ValueError(f"offsets must rise from >= 0 to at most {min(len(labels), len(ranks))}, the number of "
+                         f"labels and ranks; got {offsets[0]} .. {offsets[-1]}")
+    labels = labels[offsets[0]: offsets[-1]]
+    owner = np.repeat(np.arange(n), sizes)  # [N] impression of each candidate
+    rank = ranks[offsets[0]: offsets[-1]].astype(np.int64)  # [N]
+    slot = (offsets[:-1] - offsets[0])[owner] + rank - 1  # [N] place in the ranked order
+    if total and (rank.min() < 1 or np.any(rank > sizes[owner])
+                  or np.bincount(slot, minlength=total).max() > 1):
+        raise ValueError("ranks must number each impression's candidates 1..n, each rank once")
+    y = labels.astype(np.float64)  # [N]
+
+    def segment_sum(values: np.ndarray) -> np.ndarray:
+        return np.bincount(owner, weights=values, minlength=n)  # [N] -> [I]
+
+    n_pos = segment_sum((y > 0).astype(np.float64))  # [I]
+    n_neg = sizes - n_pos
+    out = np.full((n, len(METRIC_NAMES)), np.nan)
+    usable = (n_pos > 0) & (n_neg > 0)
+    if not usable.any():
+        return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ascending = (sizes[owner] + 1 - rank).astype(np.float64)  # [N] 1-based rank by score ascending
+        auc = (segment_sum(ascending * (y > 0)) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+        mrr = segment_sum(y / rank) / segment_sum(y)
+        discount = np.log2(rank + 1.0)  # [N]
+        gain = 2.0**y - 1
+        if np.isin(labels, (0, 1)).all():  # the ideal ranking puts every click first
+            ideal_discount = np.cumsum(1.0 / np.log2(np.arange(2, 12, dtype=np.float64)))  # [10]
+            ideal = {k: np.where(n_pos > 0, ideal_discount[np.clip(np.minimum(n_pos, k).astype(np.int64) - 1, 0, None)],
+                                 0.0) for k in (5, 10)}
+        else:  # graded labels: sort them, descending, per impression
+            order = grouped_order(owner, y, descending=True)  # [N]
+            place = np.arange(total) - (offsets[:-1] - offsets[0])[owner]  # [N] 0-based place, in sorted order
+            ideal = {k: np.bincount(owner, weights=np.where(place < k, (2.0**y[order] - 1) / np.log2(place + 2.0), 0.0),
+                                    minlength=n) for k in (5, 10)}
+        ndcg = [segment_sum(np.where(rank <= k, gain / discount, 0.0)) / ideal[k] for k in (5, 10)]
+    metrics = np.stack([auc, mrr, *ndcg], axis=1)  # [I,4]
+    out[usable] = metrics[usable]
+    return out
+
+
 def impression_ranks(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """The 1-based rank of every candidate inside its impression, by score descending. The tie
     rule, shared by ``evaluate`` and ``predict``: among equal scores the candidate listed earlier

@@ -157,3 +157,28 @@ def test_grouped_order_is_lexsort_with_ties_signed_zeros_and_fallbacks(dtype):
     assert metrics._float32_order_key(huge) is None
     assert metrics.grouped_order(np.zeros(3, dtype=np.int64), huge, descending=False).tolist() == [2, 1, 0]
     assert metrics.grouped_order(np.zeros(3, dtype=np.int64), huge, descending=True).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("graded", [False, True])
+def test_metrics_from_ranks_equal_the_sorting_path(graded, monkeypatch):
+    """``ranked_metrics`` (no sort) gives ``per_impression_metrics`` of ``-ranks``, with ties in the
+    scores broken by ``impression_ranks``, on binary and graded labels, from any start."""
+    rng = np.random.default_rng(11)
+    labels, offsets = _flat_impressions(rng, 300)
+    if graded:
+        labels = labels * rng.integers(1, 4, len(labels))
+    scores = rng.integers(0, 5, len(labels)).astype(np.float32)  # many ties
+    scores[offsets[3]:offsets[4]] = 0.0
+    ranks = metrics.impression_ranks(scores, offsets)
+    expected = metrics.per_impression_metrics(labels, -ranks, offsets)
+    assert np.allclose(metrics.ranked_metrics(labels, ranks, offsets), expected, rtol=1e-12, atol=0, equal_nan=True)
+    assert np.isnan(expected).any() and not np.isnan(expected).all()
+    part = metrics.ranked_metrics(labels, ranks, offsets[10:31])
+    assert np.allclose(part, expected[10:30], rtol=1e-12, atol=0, equal_nan=True)
+    assert metrics.ranked_metrics(labels, ranks, offsets[:1]).shape == (0, 4)
+    broken = ranks.copy()
+    broken[offsets[5]] = broken[offsets[5] + 1]  # one rank twice
+    with pytest.raises(ValueError, match="each rank once"):
+        metrics.ranked_metrics(labels, broken, offsets)
+    with pytest.raises(ValueError, match="offsets must rise"):
+        metrics.ranked_metrics(labels[:5], ranks[:5], np.array([0, 3, 9]))
