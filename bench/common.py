@@ -53,13 +53,23 @@ def corpus_dir(data: str | None) -> Iterator[Path]:
 
 def scoring_setup(args: argparse.Namespace):
     """Shared start of the scoring benchmarks: threads, device, the corpus, the split to score
-    (dev, else train) and a seeded, untrained ``paper``/``demo`` NRAM in eval mode on that device."""
+    (dev, else train) and a seeded, untrained ``paper``/``demo`` NRAM in eval mode on that device;
+    or, with ``args.run`` (a run folder), that run's trained model and the split read its way."""
     from nram_core.data import load_corpus, resolve_layout
     from nram_core.model import NRAM
     from nram_core.train import pick_device, seed_everything
 
     apply_threads(args.threads)
     device = pick_device(args.device)
+    if getattr(args, "run", None):
+        from nram_core.checkpoint import load_run
+
+        run = load_run(args.run, device=device)
+        with corpus_dir(args.data) as folder:
+            layout = resolve_layout(folder)
+            name, split_folder = ("dev", layout.dev) if layout.dev is not None else ("train", layout.train)
+            split = run.load_split(name, split_folder)
+        return device, None, split, run.model
     with corpus_dir(args.data) as folder:
         corpus = load_corpus(resolve_layout(folder), title_len=preset(args.preset)[0].title_len,
                              splits=("train", "dev"))

@@ -196,24 +196,36 @@ def lengths_of(mask: torch.Tensor) -> torch.Tensor:
 
 
 def by_length(lengths: torch.Tensor, chunk: int, encode: Callable[[torch.Tensor, int], torch.Tensor], *,
-              equal_lengths: bool = False) -> torch.Tensor:
+              equal_lengths: bool = False, min_rows: int = 1) -> torch.Tensor:
     """``encode(rows, width)`` -> [b,D] over chunks of ``chunk`` rows sorted by ``lengths`` [R],
     each chunk cut to its longest (at least 1), put back in row order: [R,D]. Padding columns
     would cost work and change nothing, since padding is masked out everywhere.
 
     ``equal_lengths``: a chunk never mixes two lengths, so that every row of a chunk fills its
-    width and the attention needs no mask (see ``MultiHeadSelfAttention.attend``).
+    width and the attention needs no mask (see ``MultiHeadSelfAttention.attend``); except that
+    lengths with fewer than ``min_rows`` rows join the next ones until a chunk has that many,
+    since a call costs more than a few padding columns (in inference each call runs about
+    twenty small kernels).
 
     >>> seen = []
     >>> _ = by_length(torch.tensor([3, 1, 3, 2]), 8, lambda rows, w: seen.append(w) or torch.zeros(len(rows), 1))
     >>> _ = by_length(torch.tensor([3, 1, 3, 2]), 8, lambda rows, w: seen.append(w) or torch.zeros(len(rows), 1),
     ...               equal_lengths=True)
+    >>> _ = by_length(torch.tensor([3, 1, 3, 2]), 8, lambda rows, w: seen.append(w) or torch.zeros(len(rows), 1),
+    ...               equal_lengths=True, min_rows=2)
     >>> seen
-    [3, 1, 2, 3]
+    [3, 1, 2, 3, 2, 3]
     """
     order = torch.argsort(lengths, stable=True)  # [R] short first
     if equal_lengths:
-        runs = torch.unique_consecutive(lengths[order], return_counts=True)[1].tolist()
+        runs, pending = [], 0
+        for count in torch.unique_consecutive(lengths[order], return_counts=True)[1].tolist():
+            pending += count
+            if pending >= min_rows:
+                runs.append(pending)
+                pending = 0
+        if pending:
+            runs.append(pending)
         groups = [rows for run in order.split(runs) for rows in run.split(chunk)]
     else:
         groups = list(order.split(chunk))

@@ -42,6 +42,7 @@ SCORE_CHUNK = 1 << 16  # candidates scored per step: bounds the [chunk,D] tempor
 DOT_CHUNK = 1 << 13  # cells per batched product in dot_scores: its [b,w,D] gather stays in cache (4x faster)
 SCORE_BLOCK = 1 << 17  # impressions per block of the fast path (a user met in two blocks is encoded twice)
 PER_IMPRESSION_SLOTS = 4096  # impression x candidate cells per batch on the per-impression path
+MIN_BATCH_ROWS = 64  # a title or history length with fewer rows joins the next ones in one batch
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -93,8 +94,8 @@ def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: b
         return model.encode_news(chunk, **table).float()  # [b,width] -> [b,D]
 
     with autocast_for(device, amp):
-        vectors = by_length(torch.from_numpy(lengths), batch_size, encode,
-                            equal_lengths=precompute).to(device)  # [N+1,D]
+        vectors = by_length(torch.from_numpy(lengths), batch_size, encode, equal_lengths=precompute,
+                            min_rows=MIN_BATCH_ROWS).to(device)  # [N+1,D]
     vectors[0] = 0.0
     return vectors
 
@@ -128,7 +129,8 @@ def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarra
         return model.encode_users(news_vectors[clicked], hist_mask).float()  # [b,width] -> [b,width,D] -> [b,D]
 
     with autocast_for(device, amp):
-        return by_length(lengths, batch_size, encode, equal_lengths=precompute).to(device)  # [B,D]
+        return by_length(lengths, batch_size, encode, equal_lengths=precompute,
+                         min_rows=MIN_BATCH_ROWS).to(device)  # [B,D]
 
 
 @torch.inference_mode()
