@@ -258,27 +258,34 @@ def _block_metrics(labels: np.ndarray, scores: np.ndarray, offsets: np.ndarray) 
         auc = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
     # MRR and nDCG: score descending, the later candidate first among equal scores.
-    position = np.arange(total)
     down = grouped_order(owner, s, descending=True, later_first=True)  # [N]
-    owner_down = owner[down]
-    rank0 = position - start  # [N] 0-based rank, once the arrays are in ranked order
-    y_down = y[down]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mrr = segment_sum(y_down / (rank0 + 1), owner_down) / segment_sum(y_down, owner_down)
-    ideal = grouped_order(owner, y, descending=True)  # [N] labels descending: the ideal ranking
-    y_ideal = y[ideal]
-    gain_down, gain_ideal = 2.0**y_down - 1, 2.0**y_ideal - 1
-    discount = np.log2(rank0 + 2.0)
-    ndcg = []
-    for k in (5, 10):
-        top = rank0 < k
-        dcg = segment_sum(np.where(top, gain_down / discount, 0.0), owner_down)
-        best = segment_sum(np.where(top, gain_ideal / discount, 0.0), owner)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ndcg.append(dcg / best)
-    metrics = np.stack([auc, mrr, *ndcg], axis=1)  # [I,4]
+    rank0 = np.arange(total) - start  # [N] 0-based rank, once the arrays are in ranked order
+    ideal = _ideal_dcg(owner, y, rank0, n)
+    metrics = np.stack([auc, *_gain_metrics(owner[down], y[down], rank0 + 1, ideal, n)], axis=1)  # [I,4]
     out[usable] = metrics[usable]
     return out
+
+
+def _ideal_dcg(owner: np.ndarray, y: np.ndarray, place: np.ndarray, n: int) -> dict[int, np.ndarray]:
+    """DCG@5 and DCG@10 of each impression's ideal ranking (labels descending), [I] each; ``place``
+    [N] is each flat position's 0-based place inside its impression."""
+    y_ideal = y[grouped_order(owner, y, descending=True)]  # [N] labels descending, per impression
+    weight = (2.0**y_ideal - 1) / np.log2(place + 2.0)  # [N]
+    return {k: np.bincount(owner, weights=np.where(place < k, weight, 0.0), minlength=n) for k in (5, 10)}
+
+
+def _gain_metrics(owner: np.ndarray, y: np.ndarray, rank: np.ndarray, ideal: dict[int, np.ndarray],
+                  n: int) -> list[np.ndarray]:
+    """[MRR, nDCG@5, nDCG@10], [I] each, from every candidate's impression ``owner``, label ``y`` and
+    1-based ``rank`` [N] (in any order), and the ``ideal`` DCG@k of each impression."""
+
+    def segment_sum(values: np.ndarray) -> np.ndarray:
+        return np.bincount(owner, weights=values, minlength=n)  # [N] -> [I]
+
+    gain = (2.0**y - 1) / np.log2(rank + 1.0)  # [N] discounted gain at its rank
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return [segment_sum(y / rank) / segment_sum(y),
+                *(segment_sum(np.where(rank <= k, gain, 0.0)) / ideal[k] for k in (5, 10))]
 
 
 def ranked_metrics(labels: np.ndarray, ranks: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -321,20 +328,13 @@ def ranked_metrics(labels: np.ndarray, ranks: np.ndarray, offsets: np.ndarray) -
     with np.errstate(divide="ignore", invalid="ignore"):
         ascending = (sizes[owner] + 1 - rank).astype(np.float64)  # [N] 1-based rank by score ascending
         auc = (segment_sum(ascending * (y > 0)) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-        mrr = segment_sum(y / rank) / segment_sum(y)
-        discount = np.log2(rank + 1.0)  # [N]
-        gain = 2.0**y - 1
-        if np.isin(labels, (0, 1)).all():  # the ideal ranking puts every click first
-            ideal_discount = np.cumsum(1.0 / np.log2(np.arange(2, 12, dtype=np.float64)))  # [10]
-            ideal = {k: np.where(n_pos > 0, ideal_discount[np.clip(np.minimum(n_pos, k).astype(np.int64) - 1, 0, None)],
-                                 0.0) for k in (5, 10)}
-        else:  # graded labels: sort them, descending, per impression
-            order = grouped_order(owner, y, descending=True)  # [N]
-            place = np.arange(total) - (offsets[:-1] - offsets[0])[owner]  # [N] 0-based place, in sorted order
-            ideal = {k: np.bincount(owner, weights=np.where(place < k, (2.0**y[order] - 1) / np.log2(place + 2.0), 0.0),
-                                    minlength=n) for k in (5, 10)}
-        ndcg = [segment_sum(np.where(rank <= k, gain / discount, 0.0)) / ideal[k] for k in (5, 10)]
-    metrics = np.stack([auc, mrr, *ndcg], axis=1)  # [I,4]
+    if np.isin(labels, (0, 1)).all():  # the ideal ranking puts every click first
+        ideal_discount = np.cumsum(1.0 / np.log2(np.arange(2, 12, dtype=np.float64)))  # [10]
+        ideal = {k: np.where(n_pos > 0, ideal_discount[np.clip(np.minimum(n_pos, k).astype(np.int64) - 1, 0, None)],
+                             0.0) for k in (5, 10)}
+    else:  # graded labels: sort them
+        ideal = _ideal_dcg(owner, y, np.arange(total) - (offsets[:-1] - offsets[0])[owner], n)
+    metrics = np.stack([auc, *_gain_metrics(owner, y, rank, ideal, n)], axis=1)  # [I,4]
     out[usable] = metrics[usable]
     return out
 
