@@ -77,6 +77,34 @@ def test_bench_evaluate_scores_a_trained_run(demo_corpus, capsys):
     assert r["machine"]["cpu_capability"]
 
 
+def _has_commit(commit: str) -> bool:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{commit}^{{commit}}"],
+                              capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def test_bench_filed_times_the_code_the_issue_was_filed_against(demo_corpus, capsys):
+    from bench.filed import FILED_COMMIT
+
+    if not _has_commit(FILED_COMMIT):
+        pytest.skip(f"needs this repository's git history (commit {FILED_COMMIT})")
+    r = run_in_process(capsys, "filed", "--data", demo_corpus, "--preset", "demo", "--impressions", 40,
+                       "--rounds", 1, "--threads", 1)
+    assert r["commit"] == FILED_COMMIT and r["impressions"] == 40
+    assert_positive(r, ["seconds", "plain_seconds", "filed_seconds", "speedup_vs_filed", "speedup_vs_fp32"])
+    assert r["auc"] == pytest.approx(r["filed_auc"], abs=1e-4) == r["plain_auc"]
+    assert not [name for name in sys.modules if name.startswith("nram_core_filed")]
+
+
+def test_bench_filed_refuses_an_unknown_commit_in_one_line(demo_corpus, capsys):
+    module = importlib.import_module("bench.filed")
+    assert module.main(["--data", str(demo_corpus), "--preset", "demo", "--commit", "0000000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench.filed: cannot read commit 0000000") and "\n" not in err
+
+
 def test_bench_recommend(demo_corpus, capsys):
     r = run_in_process(capsys, "recommend", "--data", demo_corpus, "--preset", "demo", "--catalog", 4000, "--requests", 5,
                   "--baseline-requests", 2, "--threads", 1)
