@@ -111,8 +111,11 @@ def cpu_model() -> str:
 def machine(device: Any = None) -> dict[str, Any]:
     import torch
 
+    from nram_core.train import cpu_has_bf16
+
+    # the CPU decides the ratios: AMX tiles or only AVX-512 bf16 dot products give different bf16 gains
     info = {"cpus": os.cpu_count(), "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "amx": bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "native_bf16": cpu_has_bf16(), "amx": bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(terse=True),
             "loadavg_1m": round(os.getloadavg()[0], 2)}  # other work on the machine while measuring
     if device is not None and str(device).startswith("cuda"):

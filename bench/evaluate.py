@@ -12,7 +12,8 @@ The same ``evaluate_split`` without the projection tables, length-sorted histori
 batched dot products (``precompute=False``, fp32 on every device: the path before them) is
 timed in the same rounds:
 ``speedup_vs_fp32``; ``per_impression_auc_max_diff`` compares the two paths impression by
-impression. ``--run`` scores a trained run's model instead of an untrained one: near-equal scores,
+impression, and ``auc_changes`` tells rounding swaps of near-tied candidates from exact ties
+broken the other way (``impressions_auc_changed_at_exact_ties``). ``--run`` scores a trained run's model instead of an untrained one: near-equal scores,
 which an untrained model gives everywhere, are where float rounding can swap two candidates.
 """
 from __future__ import annotations
@@ -48,31 +49,51 @@ def _auc_of_first(scores: np.ndarray, split, n: int) -> float:
     return evaluate_flat(split.behaviors.labels[: offsets[-1]], scores[: offsets[-1]], offsets).auc
 
 
-def _per_impression_auc_diff(model, split, n: int, batch_size: int, amp: bool) -> dict:
-    """The per-impression AUCs of the default path against ``precompute=False``'s.
+def auc_changes(ours: np.ndarray, plain: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> dict:
+    """How the per-impression AUC of scores ``ours`` differs from that of ``plain`` (both [M], ranked
+    by ``impression_ranks``, as evaluate_split does), and why.
 
-    An impression where the plain path gives a click and a non-click bit-equal scores (two titles
-    of the same words in another order: NRMS has no word positions) scores that pair 0.5; any other
-    order of the float sums breaks the tie one way or the other. Such impressions are counted apart,
-    and ``per_impression_auc_max_diff_without_exact_ties`` is the largest change among the rest."""
-    per, flat = [], []
+    Ranks break exact ties by list order. Two titles of the same words in another order have
+    mathematically equal vectors (NRMS has no word positions), so one path may give them bit-equal
+    scores and the other not, and the pair's order then flips on the last bit. A click/non-click
+    pair counts as a *rounding swap* only when both paths order it strictly and the orders differ;
+    ``per_impression_auc_max_diff_without_exact_ties`` is the largest share of such pairs in one
+    impression, and ``impressions_auc_changed_at_exact_ties`` counts the changed impressions that
+    have none.
+
+    >>> r = auc_changes(np.array([.5, .5, .1, .9, .2]), np.array([.5, .5 + 1e-9, .1, .9, .3]),
+    ...                 np.array([0, 1, 0, 1, 0]), np.array([0, 3, 5]))
+    >>> r["impressions_auc_changed"], r["impressions_auc_changed_at_exact_ties"]
+    (1, 1)
+    >>> auc_changes(np.array([.3, .2]), np.array([.2, .3]), np.array([1, 0]), np.array([0, 2]))[
+    ...     "per_impression_auc_max_diff_without_exact_ties"]
+    1.0
+    """
+    per = [per_impression_metrics(labels, -impression_ranks(s, offsets), offsets)[:, 0] for s in (ours, plain)]  # 2 x [I]
+    diff = np.abs(per[0] - per[1])  # [I]
+    valid = ~np.isnan(diff)  # [I] impressions with a click and a non-click
+    swaps = np.zeros(len(diff))  # [I] share of click/non-click pairs strictly ordered both ways, flipped
+    for i in np.flatnonzero(valid & (diff > 0)):
+        y = labels[offsets[i]: offsets[i + 1]] > 0  # [m]
+        signs = [np.sign(s[offsets[i]: offsets[i + 1]][y][:, None] - s[offsets[i]: offsets[i + 1]][~y][None, :])
+                 for s in (ours, plain)]  # 2 x [P,N]
+        swaps[i] = ((signs[0] != signs[1]) & (signs[0] != 0) & (signs[1] != 0)).mean()
+    changed = valid & (diff > 0)  # [I]
+    return {"per_impression_auc_max_diff": float(diff[valid].max()) if valid.any() else 0.0,
+            "per_impression_auc_max_diff_without_exact_ties": float(swaps.max()) if len(swaps) else 0.0,
+            "mean_auc_diff": float(abs(np.nanmean(per[0]) - np.nanmean(per[1]))) if valid.any() else 0.0,
+            "impressions_auc_changed": int(changed.sum()),
+            "impressions_auc_changed_at_exact_ties": int((changed & (swaps == 0)).sum())}
+
+
+def _per_impression_auc_diff(model, split, n: int, batch_size: int, amp: bool) -> dict:
+    """``auc_changes`` of the default path against ``precompute=False``'s."""
+    flat = []
     for precompute in (True, False):
         scores, labels, offsets = score_impressions(model, split, max_impressions=n, batch_size=batch_size,
                                                     amp=amp and precompute, precompute=precompute)
-        per.append(per_impression_metrics(labels, -impression_ranks(scores, offsets), offsets)[:, 0])  # [I] AUC
-        flat.append(scores)
-    diff = np.abs(per[0] - per[1])  # [I]
-    valid = ~np.isnan(diff)  # impressions with a click and a non-click
-    tied = np.zeros(len(diff), dtype=bool)
-    for i in np.flatnonzero(valid & (diff > 0)):
-        s, y = flat[1][offsets[i]:offsets[i + 1]], labels[offsets[i]:offsets[i + 1]]
-        tied[i] = bool(np.isin(s[y > 0], s[y == 0]).any())
-    untied = diff[valid & ~tied]
-    return {"per_impression_auc_max_diff": float(diff[valid].max()) if valid.any() else 0.0,
-            "per_impression_auc_max_diff_without_exact_ties": float(untied.max()) if len(untied) else 0.0,
-            "mean_auc_diff": float(abs(np.nanmean(per[0]) - np.nanmean(per[1]))),
-            "impressions_auc_changed": int((diff[valid] > 0).sum()),
-            "impressions_auc_changed_at_exact_ties": int(tied.sum())}
+        flat.append(scores)  # [M]
+    return auc_changes(flat[0], flat[1], labels, offsets)
 
 
 def main(argv=None) -> int:
