@@ -114,8 +114,10 @@ def machine(device: Any = None) -> dict[str, Any]:
     from nram_core.train import cpu_has_bf16
 
     # the CPU decides the ratios: AMX tiles or only AVX-512 bf16 dot products give different bf16 gains
+    amx_probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     info = {"cpus": os.cpu_count(), "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "native_bf16": cpu_has_bf16(), "amx": bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "native_bf16": cpu_has_bf16(), "amx": bool(amx_probe()) if callable(amx_probe) else False,
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(terse=True),
             "loadavg_1m": round(os.getloadavg()[0], 2)}  # other work on the machine while measuring
     if device is not None and str(device).startswith("cuda"):

@@ -13,8 +13,9 @@ batched dot products (``precompute=False``, fp32 on every device: the path befor
 timed in the same rounds:
 ``speedup_vs_fp32``; ``per_impression_auc_max_diff`` compares the two paths impression by
 impression, and ``auc_changes`` tells rounding swaps of near-tied candidates from exact ties
-broken the other way (``impressions_auc_changed_at_exact_ties``). ``--run`` scores a trained run's model instead of an untrained one: near-equal scores,
-which an untrained model gives everywhere, are where float rounding can swap two candidates.
+broken the other way (``impressions_auc_changed_at_exact_ties``). ``--run`` scores a trained
+run's model instead of an untrained one: near-equal scores, which an untrained model gives
+everywhere, are where float rounding can swap two candidates.
 """
 from __future__ import annotations
 
@@ -73,12 +74,12 @@ def auc_changes(ours: np.ndarray, plain: np.ndarray, labels: np.ndarray, offsets
     diff = np.abs(per[0] - per[1])  # [I]
     valid = ~np.isnan(diff)  # [I] impressions with a click and a non-click
     swaps = np.zeros(len(diff))  # [I] share of click/non-click pairs strictly ordered both ways, flipped
-    for i in np.flatnonzero(valid & (diff > 0)):
-        y = labels[offsets[i]: offsets[i + 1]] > 0  # [m]
-        signs = [np.sign(s[offsets[i]: offsets[i + 1]][y][:, None] - s[offsets[i]: offsets[i + 1]][~y][None, :])
-                 for s in (ours, plain)]  # 2 x [P,N]
-        swaps[i] = ((signs[0] != signs[1]) & (signs[0] != 0) & (signs[1] != 0)).mean()
     changed = valid & (diff > 0)  # [I]
+    for i in np.flatnonzero(changed):
+        own = slice(offsets[i], offsets[i + 1])
+        y = labels[own] > 0  # [m]
+        signs = [np.sign(s[own][y][:, None] - s[own][~y][None, :]) for s in (ours, plain)]  # 2 x [P,N]
+        swaps[i] = ((signs[0] != signs[1]) & (signs[0] != 0) & (signs[1] != 0)).mean()
     return {"per_impression_auc_max_diff": float(diff[valid].max()) if valid.any() else 0.0,
             "per_impression_auc_max_diff_without_exact_ties": float(swaps.max()) if len(swaps) else 0.0,
             "mean_auc_diff": float(abs(np.nanmean(per[0]) - np.nanmean(per[1]))) if valid.any() else 0.0,

@@ -30,6 +30,7 @@ from nram_core.scoring import evaluate_split
 
 from . import common
 
+
 class FiledError(Exception):
     """The filed code cannot be read, cannot build the model, or disagrees with today's."""
 

@@ -95,18 +95,12 @@ def test_auc_changes_tell_rounding_swaps_from_broken_exact_ties():
     assert same["impressions_auc_changed"] == 0 and same["per_impression_auc_max_diff"] == 0.0
 
 
-def _has_commit(commit: str) -> bool:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{commit}^{{commit}}"],
-                              capture_output=True).returncode == 0
-    except OSError:
-        return False
-
-
 def test_bench_filed_times_the_code_the_issue_was_filed_against(demo_corpus, capsys):
-    from bench.filed import FILED_COMMIT
+    from bench.filed import FILED_COMMIT, FiledError, resolve_commit
 
-    if not _has_commit(FILED_COMMIT):
+    try:
+        resolve_commit(FILED_COMMIT)
+    except FiledError:
         pytest.skip(f"needs this repository's git history (commit {FILED_COMMIT})")
     shipped = ROOT / "assets" / "demo_model"  # trained: no near-tied candidates for rounding to swap
     r = run_in_process(capsys, "filed", "--data", demo_corpus, "--run", shipped, "--impressions", 40,
