@@ -1,15 +1,13 @@
 """What a training run tells the world, and how: the ``Callback`` hooks and the records they get.
 
-Torch-free, so that the CLI's progress bar and the app's job import it cheaply. The trainer
-calls every hook on its own thread (rank 0 only under torchrun); a hook must be quick.
+``nram_core.train.Trainer`` calls every hook on the thread that runs ``Trainer.fit`` (on rank 0 only
+under torchrun) and passes itself as ``trainer``; a hook must be quick. This module imports nothing
+of the package, train included (so no torch): the hooks type ``trainer`` as ``Any``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # only for annotations: importing train would pull in torch
-    from .train import Trainer
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -43,9 +41,9 @@ class TrainResult:
 
 
 class Callback:
-    """Override what you need. Callbacks run on the training thread; they must be quick."""
+    """Override what you need; ``trainer`` is the ``nram_core.train.Trainer`` that calls the hook."""
 
-    def on_train_start(self, trainer: Trainer) -> None: ...
-    def on_step(self, trainer: Trainer, info: StepInfo) -> None: ...
-    def on_epoch_end(self, trainer: Trainer, info: EpochInfo) -> None: ...
-    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None: ...
+    def on_train_start(self, trainer: Any) -> None: ...
+    def on_step(self, trainer: Any, info: StepInfo) -> None: ...
+    def on_epoch_end(self, trainer: Any, info: EpochInfo) -> None: ...
+    def on_train_end(self, trainer: Any, result: TrainResult) -> None: ...

@@ -40,7 +40,8 @@ def test_tokenizer_matches_nrms_rule():
 
 def test_bad_rows_are_counted_with_line_numbers(tmp_path):
     rows = [GOOD_BEHAVIOR] + [row for row, _ in BAD_ROWS.values()]
-    folder = write_split(tmp_path / "s", behaviors=rows, raw_tail=b"9\tU9\t11/15/2019 7:11:50 AM\tN1\tN3-1 \xff\xfe-0\n")
+    folder = write_split(tmp_path / "s", behaviors=rows,
+                         raw_tail=b"9\tU9\t11/15/2019 7:11:50 AM\tN1\tN3-1 \xff\xfe-0\n")
     news = read_news(folder / "news.tsv")
     beh = read_behaviors(folder / "behaviors.tsv", {n: i + 1 for i, n in enumerate(news.ids)})
     report = beh.report
@@ -192,7 +193,7 @@ def test_mind_sample_parses_and_reports(mind_sample):
     train_beh = corpus.train.reports[1]
     assert train_beh.kept > 0 and train_beh.dropped["unresolved history ids"] > 0
     assert corpus.dev.num_impressions > 0
-    assert "unresolved impression ids" in corpus.train.summary()
+    assert "unresolved impression ids" in corpus.train.read_report()
 
 
 def test_a_users_impressions_are_in_time_order_and_the_history_is_the_latest(tmp_path):

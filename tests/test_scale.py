@@ -77,7 +77,7 @@ def test_stored_summaries_match_a_count_over_every_row_and_are_mapped_on_a_warm_
     assert summary.clicks == int((cold.behaviors.labels == 1).sum()) and summary.users == len(ids)
 
     warm = load_split("dev", layout.dev, vocab, title_len=20)  # from the cache this time
-    assert warm.summaries is not None and isinstance(warm.summaries[1].history, np.memmap)
+    assert warm.overview_data is not None and isinstance(warm.overview_data[1].history, np.memmap)
     assert warm.overview()[0] == summary
     for name in ("impressions", "clicks", "history", "scorable", "latest"):
         assert np.array_equal(getattr(warm.overview()[1], name), getattr(users, name)), name
@@ -93,8 +93,8 @@ def test_a_cache_entry_with_damaged_summaries_is_prepared_again(demo_corpus, bro
     entry = next(p for p in (nram_home() / "prepared").iterdir() if (p / "stats.json").is_file())
     (entry / broken).write_bytes(b"{not what was written")
     again = load_split("dev", layout.dev, vocab, title_len=20)
-    assert again.summaries is not None  # prepared again, and the new entry replaced the damaged one
+    assert again.overview_data is not None  # prepared again, and the new entry replaced the damaged one
     assert (entry / "stats.json").read_bytes() != b"{not what was written"
-    assert isinstance(load_split("dev", layout.dev, vocab, title_len=20).summaries[1].history, np.memmap)
+    assert isinstance(load_split("dev", layout.dev, vocab, title_len=20).overview_data[1].history, np.memmap)
     assert again.overview()[0] == first.overview()[0]
     assert np.array_equal(again.overview()[1].history, first.overview()[1].history)

@@ -26,7 +26,7 @@ from .mind import CodedIds, FileReport, RawBehaviors, ReadProgress, read_behavio
 from .text import Vocab, cached_index
 
 # 2: unlabelled (test) rows kept, the complete mode, BOM stripped; 3: one .npy per array;
-# 4: the split's summaries (stats.json, users_*.npy) stored with it
+# 4: the split's overview (stats.json, users_*.npy) stored with it
 CACHE_VERSION = 4
 
 
@@ -76,14 +76,15 @@ class Split:
     user_ids: list[str]  # distinct users
     users: np.ndarray  # [I] int32 into user_ids
     reports: list[FileReport]
-    # (SplitStats, UserTable): stored with the cache, else computed on first use (``overview``)
-    summaries: tuple[stats.SplitStats, stats.UserTable] | None = field(default=None, repr=False)
+    # What ``overview`` returns: loaded with the cache, else computed by its first call
+    overview_data: tuple[stats.SplitStats, stats.UserTable] | None = field(default=None, repr=False)
 
     def overview(self) -> tuple[stats.SplitStats, stats.UserTable]:
         """The split's figures, chart counts and per-user table (``stats.summarise``), computed once."""
-        if self.summaries is None:
-            self.summaries = stats.summarise(self)
-        return self.summaries
+        if self.overview_data is None:
+            self.overview_data = stats.summarise(self.behaviors, self.users, len(self.user_ids),
+                                                 categories=self.news.categories, news_category=self.news.category)
+        return self.overview_data
 
     @property
     def num_impressions(self) -> int:
@@ -101,7 +102,8 @@ class Split:
         n = self.num_impressions if not max_impressions else min(max_impressions, self.num_impressions)
         return np.diff(self.behaviors.history_offsets[: n + 1])
 
-    def summary(self) -> str:
+    def read_report(self) -> str:
+        """What reading the split's files skipped or repaired: one summary line per file."""
         return "\n".join(r.summary() for r in self.reports)
 
     def history_of(self, impression: int) -> np.ndarray:
@@ -200,7 +202,7 @@ def _load_cached(dest: Path) -> Split | None:
     try:
         meta = json.loads((dest / "meta.json").read_text(encoding="utf-8"))
         arrays = {name: np.load(dest / f"{name}.npy", mmap_mode="c", allow_pickle=False) for name in _array_names()}
-        summaries = stats.load(dest)
+        overview_data = stats.load(dest)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     reports = [FileReport.from_dict(r) for r in meta["reports"]]
@@ -208,7 +210,7 @@ def _load_cached(dest: Path) -> Split | None:
     behaviors = RawBehaviors(user_ids=CodedIds(meta["user_ids"], arrays["users"]), report=reports[1],
                              **{k: arrays[f"beh_{k}"] for k in _ARRAYS_BEHAVIORS})
     return Split(name=meta["name"], folder=Path(meta["folder"]), news=news, behaviors=behaviors,
-                 user_ids=meta["user_ids"], users=arrays["users"], reports=reports, summaries=summaries)
+                 user_ids=meta["user_ids"], users=arrays["users"], reports=reports, overview_data=overview_data)
 
 
 def _discard(entry: Path) -> None:

@@ -1,20 +1,19 @@
 """What a split holds, summarised once when it is prepared and stored with its cache: the studio's
 Overview charts and user picker read these few numbers instead of scanning millions of rows.
 
-``summarise(split)`` computes them; ``save``/``load`` keep them next to the cached arrays
-(``stats.json`` and one ``users_*.npy`` per column, memory-mapped on a warm start).
+``summarise`` computes them from a split's arrays (``Split.overview`` calls it); ``save``/``load``
+keep them next to the cached arrays (``stats.json`` and one ``users_*.npy`` per column,
+memory-mapped on a warm start).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .split import Split
+from .mind import RawBehaviors
 
 _BLOCK = 1 << 23  # candidates looked up per step when counting clicks by category (bounded memory)
 
@@ -52,19 +51,19 @@ class SplitStats:
         return self.clicks / max(1, self.candidates)
 
 
-def user_table(split: Split) -> UserTable:
-    """Per-user counts from the impression arrays (vectorised: no loop over users).
+def user_table(behaviors: RawBehaviors, users: np.ndarray, n_users: int) -> UserTable:
+    """Per-user counts from the impression arrays (vectorised: no loop over users); ``users`` [I]
+    is each impression's user, a number below ``n_users``.
 
     >>> from types import SimpleNamespace as S
     >>> b = S(history_offsets=np.array([0, 2, 2, 5]), times=np.array([5, 1, 9]),
     ...       candidate_offsets=np.array([0, 2, 3, 5]), labels=np.array([1, 0, 1, 0, 0], dtype=np.int8))
-    >>> t = user_table(S(behaviors=b, users=np.array([0, 1, 0]), user_ids=["U1", "U2"]))
+    >>> t = user_table(b, np.array([0, 1, 0]), 2)
     >>> t.impressions.tolist(), t.clicks.tolist(), t.history.tolist(), t.scorable.tolist(), t.latest.tolist()
     ([2, 1], [1, 1], [3, 0], [False, False], [2, 1])
     """
-    b = split.behaviors
-    users = np.asarray(split.users, dtype=np.int64)
-    n_users = len(split.user_ids)
+    b = behaviors
+    users = np.asarray(users, dtype=np.int64)
     order = np.lexsort((b.times, users))  # by user, then time
     latest = np.full(n_users, -1, dtype=np.int64)
     latest[users[order]] = order  # the last write per user wins: the latest impression
@@ -86,27 +85,39 @@ def user_table(split: Split) -> UserTable:
     )
 
 
-def summarise(split: Split) -> tuple[SplitStats, UserTable]:
-    news, b = split.news, split.behaviors
-    names = list(news.categories)
-    per_news = np.bincount(news.category[1:], minlength=len(names))
+def summarise(behaviors: RawBehaviors, users: np.ndarray, n_users: int, *, categories: list[str],
+              news_category: np.ndarray) -> tuple[SplitStats, UserTable]:
+    """The split's figures and its ``user_table``, from its behaviors, each impression's user
+    (below ``n_users``), its category names and each news row's category [N+1] (row 0: padding).
+
+    >>> from types import SimpleNamespace as S
+    >>> b = S(history_offsets=np.array([0, 0, 1]), times=np.array([3600, 7300]), impression_ids=np.array([1, 2]),
+    ...       candidates=np.array([1, 2, 2]), candidate_offsets=np.array([0, 2, 3]),
+    ...       labels=np.array([1, 0, 1], dtype=np.int8))
+    >>> figures, users = summarise(b, np.array([0, 0]), 1, categories=["a", "b"], news_category=np.array([0, 0, 1]))
+    >>> figures.news, figures.clicks, figures.clicks_per_category, figures.impressions_per_hour, len(users)
+    (2, 2, {'a': 1, 'b': 1}, {3600: 1, 7200: 1}, 1)
+    """
+    b = behaviors
+    names = list(categories)
+    per_news = np.bincount(news_category[1:], minlength=len(names))
     shown = np.zeros(len(names), dtype=np.int64)
     clicked = np.zeros(len(names), dtype=np.int64)
     for lo in range(0, len(b.candidates), _BLOCK):
-        category = news.category[b.candidates[lo: lo + _BLOCK]]
+        category = news_category[b.candidates[lo: lo + _BLOCK]]
         shown += np.bincount(category, minlength=len(names))[: len(names)]
         clicked += np.bincount(category, weights=b.labels[lo: lo + _BLOCK] == 1, minlength=len(names)
                                ).astype(np.int64)[: len(names)]
     hours, counts = np.unique(np.asarray(b.times) // 3600 * 3600, return_counts=True)
     stats = SplitStats(
-        news=len(news) - 1, users=len(split.user_ids), impressions=len(b.impression_ids),
+        news=len(news_category) - 1, users=n_users, impressions=len(b.impression_ids),
         clicks=int((b.labels == 1).sum()), candidates=len(b.candidates),
         news_per_category={n: int(c) for n, c in zip(names, per_news)},
         shown_per_category={n: int(c) for n, c in zip(names, shown) if c},
         clicks_per_category={n: int(c) for n, c in zip(names, clicked) if c},
         impressions_per_hour={int(h): int(c) for h, c in zip(hours, counts)},
     )
-    return stats, user_table(split)
+    return stats, user_table(b, users, n_users)
 
 
 _USER_COLUMNS = ("impressions", "clicks", "history", "scorable", "latest")
