@@ -4,7 +4,8 @@ The trained baselines are ``nn.Module``s with ``score_batch(batch) -> [B,C]`` lo
 ``Trainer`` trains them exactly like NRAM (the same click + K non-click samples and the same
 (K+1)-way softmax). They are built from NRAM's own blocks (``masked_softmax`` and the
 ``NewsEncoder`` word-embedding initialisation) and expose ``news_encoder.embedding`` so that
-``Trainer(word_vectors=...)`` fills their word vectors too.
+``Trainer(word_vectors=...)`` fills their word vectors too. Their layers are plain ``nn.Linear``
+and ``nn.Dropout``, so the Trainer's fast paths (``fastpath.install``) apply to them as to NRAM.
 
 Their scores do not factor into ``user . news``, so ``nram_core.scoring.score_impressions``
 scores them impression by impression through ``score_batch``; the count-based floors score a
@@ -24,8 +25,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .data.split import Split
-from .model import Dropout, Linear, NewsEncoder, masked_softmax
-
+from .model import NewsEncoder, masked_softmax
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,11 @@ class BaselineConfig:
     entity_dim: int = 100  # DKN: learned entity vectors (a vector file sets its own width)
     hidden: int = 100  # DKN: width of the attention and click MLPs
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        """Raise ValueError on a bad field (every config runs this when it is made, as ``config.py``'s do)."""
         if not self.deep_hidden or min(self.deep_hidden) < 1:
             raise ValueError(f"deep_hidden must be positive widths, got {self.deep_hidden}")
         if not self.kernel_sizes or min(self.kernel_sizes) < 1:
@@ -68,8 +72,8 @@ def mlp(widths: tuple[int, ...], dropout: float) -> nn.Sequential:
     """Linear-ReLU-Dropout layers through ``widths`` and a final linear layer to one logit."""
     layers: list[nn.Module] = []
     for a, b in zip(widths[:-1], widths[1:]):
-        layers += [Linear(a, b), nn.ReLU(), Dropout(dropout)]
-    layers.append(Linear(widths[-1], 1))
+        layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+    layers.append(nn.Linear(widths[-1], 1))
     return nn.Sequential(*layers)
 
 
@@ -85,7 +89,7 @@ class PooledTitleEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.embedding = word_embedding(config)
-        self.dropout = Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         words = self.dropout(self.embedding(tokens))  # [N,L] -> [N,L,E]
@@ -107,8 +111,6 @@ class WideDeep(nn.Module):
     def __init__(self, *, config: ModelConfig, baseline: BaselineConfig, num_categories: int,
                  num_subcategories: int):
         super().__init__()
-        config.validate()
-        baseline.validate()
         if num_categories < 2 or num_subcategories < 2:
             raise ValueError("Wide&Deep needs the train split's category vocabulary (>= 2 names each)")
         self.config, self.baseline = config, baseline
@@ -176,10 +178,10 @@ class KCNN(nn.Module):
             nn.init.normal_(self.entity_embedding.weight, std=0.1)
             with torch.no_grad():
                 self.entity_embedding.weight[0].zero_()
-        self.entity_transform = Linear(entity_dim, config.word_dim)  # g(e) = tanh(M e + b)
+        self.entity_transform = nn.Linear(entity_dim, config.word_dim)  # g(e) = tanh(M e + b)
         self.kernel_sizes = tuple(baseline.kernel_sizes)
         self.convs = nn.ModuleList(nn.Conv2d(2, baseline.filters, (k, config.word_dim)) for k in self.kernel_sizes)
-        self.dropout = Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
         self.output_dim = baseline.filters * len(self.kernel_sizes)
 
     def forward(self, tokens: torch.Tensor, entities: torch.Tensor) -> torch.Tensor:
@@ -211,7 +213,7 @@ class CandidateAttention(nn.Module):
 
     def __init__(self, *, dim: int, hidden: int):
         super().__init__()
-        self.score = nn.Sequential(Linear(2 * dim, hidden), nn.ReLU(), Linear(hidden, 1))
+        self.score = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, clicked: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor,
                 need_weights: bool = False):
@@ -235,8 +237,6 @@ class DKN(nn.Module):
     def __init__(self, *, config: ModelConfig, baseline: BaselineConfig, num_entities: int,
                  entity_vectors: np.ndarray | None = None):
         super().__init__()
-        config.validate()
-        baseline.validate()
         if entity_vectors is not None and entity_vectors.shape[0] != num_entities:
             raise ValueError(f"entity_vectors has {entity_vectors.shape[0]} rows for {num_entities} entities")
         self.config, self.baseline = config, baseline

@@ -31,15 +31,17 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, TrainConfig, to_dict
+from .config import ModelConfig, RuntimeConfig, TrainConfig, from_dict, to_dict
+from .data.split import CategoryVocab
+from .data.text import Vocab
 from .fileio import DataError, atomic_write_json, atomic_write_text, atomic_write_with, json_text
 from .model import NRAM
-from .run_info import (FORMAT_VERSION, WEIGHTS, RunInfo, named_file, read_config, read_run_info, read_state,
-                       safetensors_shapes)
+from .run_info import (CATEGORIES, FORMAT_VERSION, VOCAB, WEIGHTS, RunInfo, named_file, read_config, read_run_info,
+                       read_state, safetensors_shapes)
 
-__all__ = ["FORMAT_VERSION", "Run", "RunInfo", "commit_epoch", "load_optimizer", "load_run", "read_config",
-           "read_run_info", "read_state", "restore", "committed_file", "save_optimizer", "save_weights", "slim", "write_config",
-           "write_metrics"]
+__all__ = ["FORMAT_VERSION", "Run", "RunInfo", "commit_epoch", "commit_final", "load_optimizer", "load_run",
+           "read_config", "read_run_info", "read_state", "restore", "resume", "committed_file", "save_optimizer",
+           "save_weights", "slim", "write_config", "write_metrics"]
 
 EPOCH_FILE = re.compile(r"(weights|optimizer)-e\d{4,}\.(safetensors|pt)")
 LEGACY_LAST, LEGACY_OPTIMIZER = "last.safetensors", "optimizer.pt"
@@ -51,11 +53,12 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def write_config(run_dir: Path, *, model_config: ModelConfig, train_config: TrainConfig,
-                 data: dict[str, Any]) -> None:
+                 runtime: RuntimeConfig, data: dict[str, Any]) -> None:
     atomic_write_json(run_dir / "config.json", {
         "format_version": FORMAT_VERSION,
         "model": to_dict(model_config),
         "train": to_dict(train_config),
+        "runtime": to_dict(runtime),
         "data": data,
     })
 
@@ -82,6 +85,13 @@ def commit_epoch(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.opti
     atomic_write_json(run_dir / "state.json", committed)  # the commit point
     publish(run_dir, committed)
     return committed
+
+
+def commit_final(run_dir: Path, state: dict[str, Any]) -> None:
+    """Mark the run done (``state["final"]``, then metrics.jsonl's final line) or cancelled
+    (``state["cancelled"]``, see ``run_info.run_status``) in state.json."""
+    atomic_write_json(run_dir / "state.json", state)
+    publish(run_dir, state)
 
 
 def publish(run_dir: Path, state: dict[str, Any]) -> None:
@@ -130,6 +140,28 @@ def slim(run_dir: Path) -> None:
 
 
 # ---- loading -------------------------------------------------------------------------------------
+def resume(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+           model_config: ModelConfig, vocab: Vocab, categories: CategoryVocab | None,
+           main: bool = True) -> dict[str, Any]:
+    """Every --resume check (the data's ``vocab`` and ``categories``, the ``model_config``) against
+    the saved run, then ``restore``: the last committed state ({} when nothing was committed).
+    Reads only, until ``restore`` publishes again on the ``main`` process."""
+    if (run_dir / VOCAB).is_file() and Vocab.load(run_dir / VOCAB) != vocab:
+        raise DataError(f"{run_dir}: resuming with data whose vocabulary differs from the saved run")
+    if (categories is not None and (run_dir / CATEGORIES).is_file()
+            and CategoryVocab.load(run_dir / CATEGORIES) != categories):
+        raise DataError(f"{run_dir}: resuming with data whose categories differ from the saved run")
+    if not read_state(run_dir):
+        return {}
+    try:  # through the dataclass: a run saved before a field existed has that field's default
+        saved_model = to_dict(from_dict(ModelConfig, read_config(run_dir)["model"]))
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{run_dir / 'config.json'}: missing or bad field ({exc})") from exc
+    if saved_model != to_dict(model_config):
+        raise DataError(f"{run_dir}: resuming with a different model config than the saved run")
+    return restore(run_dir, model=model, optimizer=optimizer, device=device, main=main)
+
+
 def restore(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             device: torch.device, main: bool = True) -> dict[str, Any]:
     """Load the last committed checkpoint into ``model`` and ``optimizer``; returns its state ({}

@@ -2,8 +2,13 @@
 
 ``ModelConfig`` describes the network; its ``vocab_size`` always comes from the data
 (``dataclasses.replace`` after the vocabulary is built) and is saved with the
-checkpoint. ``TrainConfig`` describes the optimisation and the data sampling. The CLI
-maps each ``--flag`` onto a field of one of them.
+checkpoint. ``TrainConfig`` describes the optimisation and the data sampling.
+``RuntimeConfig`` holds how a run computes (workers, precision, kernels), never what it
+learns. The CLI maps each ``--flag`` onto a field of one of them.
+
+A config that exists is valid: each one checks its fields when it is made (from flags, a
+saved config.json or ``dataclasses.replace``), so a bad value fails there, in one line.
+Only the sizes that come from the data are checked later (``ModelConfig.check_data_sizes``).
 """
 from __future__ import annotations
 
@@ -47,9 +52,17 @@ class ModelConfig:
     def news_dim(self) -> int:
         return self.num_heads * self.head_dim if self.self_attention else self.word_dim
 
+    def __post_init__(self) -> None:
+        self.validate(data_sizes=False)  # the sizes from the data come later: ``check_data_sizes``
+
     def validate(self, *, data_sizes: bool = True) -> None:
-        """Raise ValueError on a bad field. ``data_sizes=False`` skips the sizes that come from the
-        data (the category counts), so that flags can be checked before the data is read."""
+        """Raise ValueError on a bad field (every config runs this when it is made, without the data
+        sizes). ``data_sizes=False`` skips the sizes that come from the data (the category counts).
+
+        >>> ModelConfig(num_heads=0)
+        Traceback (most recent call last):
+        ValueError: num_heads must be >= 1, got 0
+        """
         for name in ("word_dim", "num_heads", "head_dim", "query_dim", "title_len", "history_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -62,13 +75,22 @@ class ModelConfig:
                              f"{self.head_dim} != {self.word_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if data_sizes and self.use_categories and (self.num_categories < 2 or self.num_subcategories < 2):
+        if data_sizes:
+            self.check_data_sizes()
+
+    def check_data_sizes(self) -> None:
+        """Raise ValueError when a size that comes from the data is missing (the category counts of a
+        model that reads categories); run once the sizes are filled in (``train.prepare_run``)."""
+        if self.use_categories and (self.num_categories < 2 or self.num_subcategories < 2):
             raise ValueError("use_categories needs num_categories and num_subcategories from the train split's "
                              "category vocabulary (>= 2 each)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The recipe: what a run learns from (epochs, sampling, optimiser, starting word vectors).
+    How it computes is ``RuntimeConfig``."""
+
     epochs: int = 5
     max_steps: int = 0  # 0: no step limit
     batch_size: int = 64
@@ -80,15 +102,6 @@ class TrainConfig:
     patience: int = 0  # early stopping on dev AUC; 0 disables it
     max_impressions: int = 0  # cap on train impressions; 0 uses all
     max_dev_impressions: int = 0  # cap on dev impressions evaluated per epoch; 0 uses all
-    num_workers: int = 0  # DataLoader worker processes building batches; 0 builds them in the loop
-    eval_batch_size: int = 1024
-    # bf16 matmuls with fp32 weights: on CUDA, autocast and TF32; on a CPU with native bf16 dot
-    # products (avx512_bf16 or AMX), the Linear layers' GEMMs only (elsewhere fp32, said once).
-    amp: bool = True
-    title_chunk: int = 256  # CPU: encode a batch's titles in length-sorted chunks of this many; 0: all at once
-    fused_adam: bool = True  # Adam's fused kernel on CPU and CUDA (the same update as the per-tensor loop)
-    fast_dropout: bool = True  # CPU: dropout masks from 16-bit random lanes (model.Dropout); False: F.dropout
-    compile: bool = False  # wrap the training step in torch.compile
     # Starting word embeddings: "corpus" (skip-gram word2vec on the run's news text, see
     # data/vectors.py), "none" (random) or the path of a GloVe-format text file.
     word_vectors: str = "corpus"
@@ -96,23 +109,68 @@ class TrainConfig:
     grad_clip: float = 0.0  # clip the gradients' global L2 norm to this; 0 disables it
     vector_std: float = 0.0  # rescale pretrained word vectors to this std (0 keeps their own scale)
 
-    def plain_fp32(self) -> "TrainConfig":
-        """This config on the plain fp32 path the fast one is measured against (``bench.train``,
-        ``bench.parity``): fp32 GEMMs, titles in one chunk, Adam's per-tensor loop, ``F.dropout``."""
-        return dataclasses.replace(self, amp=False, title_chunk=0, fused_adam=False, fast_dropout=False)
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "negatives", "min_word_count", "eval_batch_size"):
+        """Raise ValueError on a bad field (every config runs this when it is made)."""
+        for name in ("epochs", "batch_size", "negatives", "min_word_count"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "patience", "max_impressions", "max_dev_impressions", "num_workers",
-                     "warmup_steps", "grad_clip", "vector_std", "title_chunk"):
+        for name in ("max_steps", "patience", "max_impressions", "max_dev_impressions", "warmup_steps",
+                     "grad_clip", "vector_std"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.word_vectors.strip():
             raise ValueError("word_vectors must be 'corpus', 'none' or a file path")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How a run computes, never what it learns: worker processes, evaluation batches, precision and
+    kernels. Two runs of one recipe (``TrainConfig``) with other runtime settings train the same model
+    to within rounding, so a suite keys its runs without these fields and a run may be continued
+    with other ones (on another machine). Results equal to the last digit need the same runtime
+    settings on the same kind of machine: ``amp`` rounds GEMMs to bf16 where the device has native
+    bf16, and ``fast_dropout`` draws its masks from another random stream than ``F.dropout``.
+
+    >>> RuntimeConfig().plain_fp32().amp, RuntimeConfig(num_workers=2).num_workers
+    (False, 2)
+    >>> RuntimeConfig(eval_batch_size=0)
+    Traceback (most recent call last):
+    ValueError: eval_batch_size must be >= 1, got 0
+    """
+
+    num_workers: int = 0  # DataLoader worker processes building batches; 0 builds them in the loop
+    eval_batch_size: int = 1024  # news and histories encoded per forward pass when scoring dev
+    # bf16 matmuls with fp32 weights: on CUDA, autocast and TF32; on a CPU with native bf16 dot
+    # products (avx512_bf16 or AMX), the Linear layers' GEMMs only (elsewhere fp32, said once).
+    amp: bool = True
+    title_chunk: int = 256  # CPU: encode a batch's titles in length-sorted chunks of this many; 0: all at once
+    fused_adam: bool = True  # Adam's fused kernel on CPU and CUDA (the same update as the per-tensor loop)
+    fast_dropout: bool = True  # CPU: dropout masks from 16-bit random lanes (fastpath.Dropout); False: F.dropout
+    compile: bool = False  # wrap the training step in torch.compile
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError on a bad field (every config runs this when it is made)."""
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        for name in ("num_workers", "title_chunk"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def plain_fp32(self) -> "RuntimeConfig":
+        """The plain fp32 path the fast one is measured against (``bench.train``, ``bench.parity``):
+        fp32 GEMMs, titles in one chunk, Adam's per-tensor loop, ``F.dropout``."""
+        return dataclasses.replace(self, amp=False, title_chunk=0, fused_adam=False, fast_dropout=False)
+
+
+RUNTIME_FIELDS = tuple(f.name for f in dataclasses.fields(RuntimeConfig))
 
 
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {

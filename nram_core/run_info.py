@@ -1,4 +1,6 @@
-"""What a run folder says about itself, read without importing torch.
+"""What a run folder says about itself, read without importing torch; and the two things every
+entry point (CLI, app, suites) writes the same way: the folder's name (``create_run_dir``) and
+what config.json records about the data (``data_info``).
 
 The app's first page shows a model card (configs, vocabulary, size, dev metrics per epoch)
 before anything needs the model itself; importing torch alone takes longer than all of that.
@@ -6,18 +8,23 @@ before anything needs the model itself; importing torch alone takes longer than 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, TrainConfig, from_dict
+from .config import ModelConfig, RuntimeConfig, TrainConfig, from_dict
+from .data.layout import Layout
 from .data.mind import ReadProgress
 from .data.split import CategoryVocab, Split, align_categories, load_split
 from .data.text import Vocab
 from .fileio import DataError, read_regular_text
+from .synth import read_truth
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -33,6 +40,7 @@ class RunInfo:
     vocab: Vocab
     model_config: ModelConfig
     train_config: TrainConfig
+    runtime_config: RuntimeConfig  # how it was trained (runs written before the split kept it in "train")
     data: dict[str, Any]
     state: dict[str, Any]
     num_parameters: int
@@ -47,6 +55,49 @@ class RunInfo:
         split = load_split(name, Path(folder), self.vocab, title_len=self.model_config.title_len, strict=strict,
                            cache=cache, complete=complete, progress=progress)
         return align_categories(split, self.categories) if self.categories is not None else split
+
+
+def run_slug(text: str, fallback: str = "run") -> str:
+    """``text`` as a folder name: each run of characters other than letters, digits and ``._-``
+    becomes one ``-``, with none at either end; ``fallback`` when nothing is left.
+
+    >>> run_slug("my run: lr 1e-3!"), run_slug("  ../ ", "demo")
+    ('my-run-lr-1e-3', 'demo')
+    """
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text.strip()).strip("-.") or fallback
+
+
+def create_run_dir(parent: str | Path, name: str, *, fallback: str = "run") -> Path:
+    """Create a new, empty run folder ``parent/SLUG-YYYYmmdd-HHMMSS`` (SLUG: ``run_slug(name,
+    fallback)``) and return it. When that name is taken (two runs started in the same second) the
+    folder gets ``-2``, ``-3``, ...: each is made with one ``mkdir``, so no two runs ever share one."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    base = f"{run_slug(name, fallback)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in itertools.count(1):
+        path = parent / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
+
+
+def data_info(layout: Layout, *, preset: str | None = None, **extra: Any) -> dict[str, Any]:
+    """What a run's config.json records about its data (its ``data`` field): the train and dev
+    folders, the preset, and for a corpus that ``synth`` generated (truth.json beside the splits)
+    the scale and seed that make it again; ``extra`` adds the caller's own entries (the app's
+    dataset label, a suite's model). The trainer adds the word vectors and the precision."""
+    info: dict[str, Any] = {"train": str(layout.train) if layout.train else None,
+                            "dev": str(layout.dev) if layout.dev else None}
+    if preset is not None:
+        info["preset"] = preset
+    facts = read_truth(layout.train.parent) if layout.train else None
+    if facts is not None:
+        info["synthetic"] = {"scale": facts.get("scale"), "seed": facts.get("seed")}
+    info.update(extra)
+    return info
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -133,11 +184,11 @@ def safetensors_shapes(path: Path) -> dict[str, list[int]]:
 def read_run_info(run_dir: str | Path) -> RunInfo:
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    try:
+    try:  # each config checks its fields as it is made; the data sizes are this run's own
         model_config = from_dict(ModelConfig, config["model"])
         train_config = from_dict(TrainConfig, config["train"])
-        model_config.validate()
-        train_config.validate()
+        runtime_config = from_dict(RuntimeConfig, config.get("runtime", config["train"]))
+        model_config.check_data_sizes()
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{run_dir / 'config.json'}: missing or bad field ({exc})") from exc
     if not isinstance(config.get("data", {}), dict):
@@ -161,6 +212,6 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
                             f"{model_config.num_categories} and {model_config.num_subcategories}")
     shapes = safetensors_shapes(weights_path)
     return RunInfo(path=run_dir, vocab=vocab, model_config=model_config, train_config=train_config,
-                   data=config.get("data", {}), state=state,
+                   runtime_config=runtime_config, data=config.get("data", {}), state=state,
                    num_parameters=sum(math.prod(shape) for shape in shapes.values()), categories=categories,
                    weights_path=weights_path)

@@ -18,7 +18,7 @@ Fast paths (each exact up to float rounding, checked by tests/test_fastpath.py):
   distinct histories are encoded sorted by length, each batch cut to its longest;
 * in eval mode a Linear projection of a word or a news vector does not depend on its context,
   so the self-attention projections of every vocabulary word and of every news vector are
-  computed once (``NRAM.word_table``/``news_table``) and gathered, instead of once per
+  computed once (``fastpath.word_table``/``news_table``) and gathered, instead of once per
   position: these GEMMs were 60% of an evaluation;
 * candidate scores are batched matrix-vector products over impressions of similar size, in
   bounded chunks, so a 70k-impression dev split never materialises gigabytes at once;
@@ -26,9 +26,7 @@ Fast paths (each exact up to float rounding, checked by tests/test_fastpath.py):
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -36,7 +34,8 @@ import torch
 from .data.batching import gather_histories, make_batch
 from .data.split import Split
 from .metrics import EvalResult, impression_ranks, mean_metrics, ranked_metrics, segment_metrics
-from .model import NRAM, by_length, lengths_of
+from .fastpath import autocast_for, by_length, lengths_of, news_from_table, news_table, users_from_table, word_table
+from .model import NRAM, NewsEncoder, UserEncoder
 
 SCORE_CHUNK = 1 << 16  # candidates scored per step: bounds the [chunk,D] temporaries
 DOT_CHUNK = 1 << 13  # cells per batched product in dot_scores: its [b,w,D] gather stays in cache (4x faster)
@@ -47,13 +46,6 @@ MIN_BATCH_ROWS = 64  # a title or history length with fewer rows joins the next 
 
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-@contextlib.contextmanager
-def autocast_for(device: torch.device, enabled: bool) -> Iterator[None]:
-    """bf16 autocast on CUDA when ``enabled``; nothing on other devices."""
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda"):
-        yield
 
 
 def title_lengths(tokens: np.ndarray) -> np.ndarray:
@@ -74,24 +66,25 @@ def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: b
     """Vectors of every news of the split, [N+1,D] fp32; row 0 (padding news) is zero.
 
     ``precompute``: when the split has more title tokens than the vocabulary has words, every
-    word's self-attention projections are computed once (``NRAM.word_table``) and gathered; and
+    word's self-attention projections are computed once (``fastpath.word_table``) and gathered; and
     titles go through the encoder in batches of one length each, which need no attention mask."""
     device = model_device(model)
     news = split.news
     lengths = title_lengths(news.tokens)  # [N+1]
     with_categories = getattr(model.config, "use_categories", False)
+    encoder = getattr(model, "news_encoder", None)
     words = None
-    if (precompute and not model.training and callable(getattr(model, "word_table", None))
-            and model.config.vocab_size < lengths.sum()):
-        words = model.word_table()
-    table = {"words": words} if words is not None else {}
+    if (precompute and not model.training and isinstance(encoder, NewsEncoder)
+            and encoder.embedding.num_embeddings < lengths.sum()):
+        words = word_table(encoder)
 
     def encode(rows: torch.Tensor, width: int) -> torch.Tensor:
         picked = rows.numpy()
         chunk = torch.from_numpy(news.tokens[picked, :width]).to(device)  # [b,width]
-        if with_categories:
-            return model.encode_news(chunk, *category_ids(news, picked, device), **table).float()  # [b,width] -> [b,D]
-        return model.encode_news(chunk, **table).float()  # [b,width] -> [b,D]
+        categories = category_ids(news, picked, device) if with_categories else ()  # 2 x [b] or none
+        if words is not None:
+            return news_from_table(encoder, words, chunk, *categories).float()  # [b,width] -> [b,D]
+        return model.encode_news(chunk, *categories).float()  # [b,width] -> [b,D]
 
     with autocast_for(device, amp):
         vectors = by_length(torch.from_numpy(lengths), batch_size, encode, equal_lengths=precompute,
@@ -107,14 +100,14 @@ def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarra
 
     ``precompute``: histories go through the encoder in chunks of one length each (no padding,
     so no attention mask); and when they hold more clicks than there are news, every news
-    vector's user-encoder projections are computed once (``NRAM.news_table``) and gathered."""
+    vector's user-encoder projections are computed once (``fastpath.news_table``) and gathered."""
     device = news_vectors.device
     if len(history) == 0:
         return torch.zeros(0, news_vectors.shape[1], device=device)
+    encoder = getattr(model, "user_encoder", None)
     table = None
-    if (precompute and not model.training and callable(getattr(model, "news_table", None))
-            and mask.sum() > len(news_vectors)):
-        table = model.news_table(news_vectors)
+    if precompute and not model.training and isinstance(encoder, UserEncoder) and mask.sum() > len(news_vectors):
+        table = news_table(encoder, news_vectors)
     if precompute:
         lengths = lengths_of(torch.from_numpy(mask))  # [B]
     else:  # every history at full width, in its own order
@@ -125,7 +118,7 @@ def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarra
         clicked = torch.from_numpy(history[picked, :width]).to(device)  # [b,width]
         hist_mask = torch.from_numpy(mask[picked, :width]).to(device)  # [b,width]
         if table is not None:
-            return model.encode_histories(clicked, hist_mask, table).float()  # [b,width] -> [b,D]
+            return users_from_table(encoder, table, clicked, hist_mask).float()  # [b,width] -> [b,D]
         return model.encode_users(news_vectors[clicked], hist_mask).float()  # [b,width] -> [b,width,D] -> [b,D]
 
     with autocast_for(device, amp):

@@ -2,13 +2,13 @@
 evaluation, atomic checkpoints, resume, early stopping. Progress leaves only through callbacks.
 
 Fast paths: each batch encodes its unique news once (data/batching.py) with its all-padding
-title columns cut off (``Batch.trim``), in length-sorted chunks of ``title_chunk`` titles
-(``model.kernels``); DataLoader workers build batches when ``num_workers > 0``; with ``amp``,
-bf16 matmuls: on CUDA autocast plus TF32 (and pinned memory with non-blocking copies), on a
-CPU with native bf16 the Linear layers' GEMMs (``matmul_precision``); ``compile`` wraps the
-step in ``torch.compile``; ``fused_adam`` takes Adam's fused kernel; ``fast_dropout`` draws
-dropout masks from 16-bit random lanes on CPU.
-``TrainConfig.plain_fp32()`` turns them all off: the plain fp32 reference path.
+title columns cut off (``Batch.trim``), in length-sorted chunks of ``title_chunk`` titles;
+DataLoader workers build batches when ``num_workers > 0``; with ``amp``, bf16 matmuls: on CUDA
+autocast plus TF32 (and pinned memory with non-blocking copies), on a CPU with native bf16 the
+Linear layers' GEMMs; ``compile`` wraps the step in ``torch.compile``; ``fused_adam`` takes
+Adam's fused kernel; ``fast_dropout`` draws dropout masks from 16-bit random lanes on CPU. Every
+step runs under ``fastpath.StepKernels``, chosen once from the ``RuntimeConfig`` and the device.
+``RuntimeConfig.plain_fp32()`` turns them all off: the plain fp32 reference path.
 
 Under torchrun the trainer runs DistributedDataParallel (see ``nram_core.distributed``):
 ``batch_size`` stays the global batch, each rank trains on its share of it, and only rank 0
@@ -16,7 +16,6 @@ evaluates, writes the run folder and calls the callbacks.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
 import threading
@@ -32,18 +31,18 @@ import torch.nn.functional as F
 from . import checkpoint as ckpt
 from . import distributed
 from .callbacks import Callback, EpochInfo, StepInfo, TrainResult
-from .config import ModelConfig, TrainConfig, from_dict
+from .config import ModelConfig, RuntimeConfig, TrainConfig
 from .data.batching import Batch, Shard, TrainBatches
 from .data.layout import Layout
 from .data.mind import ReadProgress
 from .data.split import CategoryVocab, Corpus, load_corpus, with_train_categories
-from .data.text import Vocab
 from .data.vectors import WordVectors, word_vectors
 from .data.vectors import check_choice as check_vectors_choice
+from .fastpath import StepKernels, cuda_precision, install
 from .fileio import DataError
-from .model import NRAM, kernels
+from .model import NRAM
 from .run_info import CATEGORIES, VOCAB
-from .scoring import autocast_for, evaluate_split
+from .scoring import evaluate_split
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -56,27 +55,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 dot-product instructions (avx512_bf16 or AMX tiles). CPUs that
-    only convert bf16 (plain AVX-512) emulate its GEMMs, several times slower than fp32."""
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return torch.backends.mkldnn.is_available() and any(bool(probe()) for probe in probes if callable(probe))
-
-
-def matmul_precision(device: torch.device, amp: bool) -> tuple[torch.dtype | None, str]:
-    """(dtype for the Linear layers' GEMMs, or None for their input's; a one-line description).
-
-    On CUDA ``amp`` is autocast (see ``scoring.autocast_for``), so the layers need no dtype. On a
-    CPU, bf16 GEMMs only where the CPU has native bf16: emulated, they are slower than fp32."""
-    if not amp:
-        return None, "fp32"
-    if device.type == "cuda":
-        return None, "bf16 autocast + TF32"
-    if device.type == "cpu" and cpu_has_bf16():
-        return torch.bfloat16, "bf16 matmuls, fp32 weights"
-    return None, f"fp32 (amp asked, but this {device.type} has no native bf16 matmuls)"
 
 
 class _ScoreBatch(torch.nn.Module):
@@ -102,20 +80,6 @@ class _ShardedBatches(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Shard:
         shard = self.batches[index].shard(self.info.rank, self.info.world_size)
         return dataclasses.replace(shard, batch=shard.batch.trim())
-
-
-@contextlib.contextmanager
-def _cuda_precision(device: torch.device, amp: bool):
-    """TF32 matmuls on CUDA while ``amp`` training runs; the previous settings come back after."""
-    if device.type != "cuda" or not amp:
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,9 +109,7 @@ def prepare_run(layout: Layout, model_config: ModelConfig, train_config: TrainCo
     for many runs); the corpus must then be aligned to ``categories`` when the model reads them.
     ``on_progress(path, done_bytes, total_bytes)`` hears how far a first read of each file has got.
     """
-    model_config.validate(data_sizes=False)  # bad flags fail before any data is read
-    train_config.validate()
-    check_vectors_choice(train_config.word_vectors)
+    check_vectors_choice(train_config.word_vectors)  # the configs checked their fields when they were made
     if corpus is None:
         if on_status is not None:
             on_status("reading and tokenising the data")
@@ -163,7 +125,7 @@ def prepare_run(layout: Layout, model_config: ModelConfig, train_config: TrainCo
             raise ValueError("a model that reads categories needs the train split's category vocabulary")
         model_config = dataclasses.replace(model_config, num_categories=len(categories.categories),
                                            num_subcategories=len(categories.subcategories))
-    model_config.validate()
+    model_config.check_data_sizes()
     vectors = word_vectors(train_config.word_vectors, layout=layout, vocab=corpus.vocab, dim=model_config.word_dim,
                            seed=train_config.seed, strict=strict, cache=cache, on_status=on_status)
     return PreparedRun(corpus=corpus, model_config=model_config, train_config=train_config,
@@ -175,19 +137,21 @@ class Trainer:
                  run_dir: str | Path | None = None, callbacks: Sequence[Callback] = (),
                  device: str | None = None, word_vectors: WordVectors | None = None, resume: bool = False,
                  data_info: dict[str, Any] | None = None, model: torch.nn.Module | None = None,
-                 categories: CategoryVocab | None = None):
+                 categories: CategoryVocab | None = None, runtime: RuntimeConfig = RuntimeConfig()):
         """Usually built from ``prepare_run``: ``Trainer(**prepared.trainer_args(), run_dir=...)``.
 
         ``model`` defaults to ``NRAM(model_config)``; any module with ``score_batch(batch) -> [B,C]``
         logits trains the same way (the baselines do). ``categories``: the category vocabulary the
         corpus' category ids refer to (``data.split.with_train_categories``), saved with the run.
-        ``word_vectors``: the starting word embeddings (a model with ``news_encoder.embedding``)."""
+        ``word_vectors``: the starting word embeddings (a model with ``news_encoder.embedding``).
+        ``runtime``: how the run computes (workers, precision, kernels); the plain fp32 path is
+        ``RuntimeConfig().plain_fp32()``. The configs checked their fields when they were made (``config.py``), and ``NRAM`` checks the
+        sizes that come from the data."""
         if corpus.train is None:
             raise DataError("training needs a train split")
-        model_config.validate()
-        train_config.validate()
         self.model_config = model_config
         self.train_config = train_config
+        self.runtime = runtime
         self.corpus = corpus
         self.run_dir = Path(run_dir) if run_dir else None
         self.callbacks = list(callbacks)
@@ -201,7 +165,7 @@ class Trainer:
         self._stop = threading.Event()
         self.dist = distributed.current()
         seed_everything(train_config.seed)
-        self.model = (model if model is not None else NRAM(model_config)).to(self.device)
+        self.model = install(model if model is not None else NRAM(model_config)).to(self.device)
         self.word_vectors = word_vectors
         self.data_info["word_vectors"] = {"choice": train_config.word_vectors,
                                           **(word_vectors.describe() if word_vectors is not None else {})}
@@ -215,11 +179,11 @@ class Trainer:
                 vectors = vectors * (train_config.vector_std / vectors[1:].std().clamp(min=1e-12))
             with torch.no_grad():
                 embedding.copy_(vectors)
-        self.matmul_dtype, self.precision = matmul_precision(self.device, train_config.amp)
-        # Chunks cost a host sync each on an accelerator and a graph break under torch.compile.
-        self.title_chunk = train_config.title_chunk if self.device.type == "cpu" and not train_config.compile else 0
+        self.step_kernels = StepKernels.choose(self.device, amp=runtime.amp, title_chunk=runtime.title_chunk,
+                                               fast_dropout=runtime.fast_dropout, compiled=runtime.compile)
+        self.precision = self.step_kernels.precision
         self.data_info["precision"] = self.precision
-        fused = {"fused": True} if train_config.fused_adam and self.device.type in ("cpu", "cuda") else {}
+        fused = {"fused": True} if runtime.fused_adam and self.device.type in ("cpu", "cuda") else {}
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_config.lr,
                                           weight_decay=train_config.weight_decay, **fused)
         if self.dist.enabled:  # same initial weights (DDP broadcasts rank 0's), own dropout masks
@@ -235,10 +199,6 @@ class Trainer:
         """Ask the run to stop after the current step (thread-safe). The last finished epoch is kept."""
         self._stop.set()
 
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop.is_set()
-
     def _emit(self, name: str, *args: Any) -> None:
         if not self.dist.is_main:
             return
@@ -250,12 +210,12 @@ class Trainer:
         if self.dist.enabled:
             # device_ids=None: inputs are already on this rank's device, DDP need not move them.
             module = torch.nn.parallel.DistributedDataParallel(module, device_ids=None)
-        if self.train_config.compile:
+        if self.runtime.compile:
             module = torch.compile(module, dynamic=True)
         return module
 
     def _loader(self) -> torch.utils.data.DataLoader:
-        workers = self.train_config.num_workers
+        workers = self.runtime.num_workers
         return torch.utils.data.DataLoader(
             _ShardedBatches(self.batches, self.dist), batch_size=None, shuffle=False, num_workers=workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
@@ -272,9 +232,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self._learning_rate(global_step)
         batch = shard.batch.to(self.device, non_blocking=True)
-        with autocast_for(self.device, self.train_config.amp), \
-                kernels(self.model, matmul_dtype=self.matmul_dtype, title_chunk=self.title_chunk,
-                        fast_dropout=self.train_config.fast_dropout):
+        with self.step_kernels.applied(self.model):
             logits = self._step_module(batch)  # [b,1+K]
         losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")  # [b]
         loss_sum = losses[: shard.rows].sum()  # [b] -> [] (a stand-in sample has rows == 0)
@@ -296,136 +254,127 @@ class Trainer:
                 self._stop.set()
         return self._stop.is_set()
 
-    def _restore(self) -> dict[str, Any]:
-        """Every --resume check (vocabulary, categories, model config), then the saved state.
-        Runs on every rank, before anything is written."""
-        assert self.run_dir is not None
-        saved_vocab = self.run_dir / VOCAB
-        if saved_vocab.is_file() and Vocab.load(saved_vocab) != self.corpus.vocab:
-            raise DataError(f"{self.run_dir}: resuming with data whose vocabulary differs from the saved run")
-        saved_categories = self.run_dir / CATEGORIES
-        if (self.categories is not None and saved_categories.is_file()
-                and CategoryVocab.load(saved_categories) != self.categories):
-            raise DataError(f"{self.run_dir}: resuming with data whose categories differ from the saved run")
-        if not ckpt.read_state(self.run_dir):
-            return {}
-        saved = ckpt.read_config(self.run_dir)
-        try:  # through the dataclass: a run saved before a field existed has that field's default
-            saved_model = ckpt.to_dict(from_dict(ModelConfig, saved["model"]))
-        except (KeyError, TypeError) as exc:
-            raise DataError(f"{self.run_dir / 'config.json'}: missing or bad field ({exc})") from exc
-        if saved_model != ckpt.to_dict(self.model_config):
-            raise DataError(f"{self.run_dir}: resuming with a different model config than the saved run")
-        return ckpt.restore(self.run_dir, model=self.model, optimizer=self.optimizer, device=self.device,
-                            main=self.dist.is_main)
-
-    def _commit(self, state: dict[str, Any], improved: bool) -> dict[str, Any]:
-        """Save a finished epoch (checkpoint.commit_epoch: state.json is the one commit point)."""
-        if self.run_dir is None or not self.dist.is_main:
+    def _open_run(self) -> dict[str, Any]:
+        """The training state to start from: a resumed run's last commit (``checkpoint.resume``
+        checks it against this run's data and model), else a fresh one; rank 0 writes the run's
+        config and vocabulary."""
+        state: dict[str, Any] = {"epochs_done": 0, "global_step": 0, "best_epoch": 0, "best_auc": None,
+                                 "stale_epochs": 0, "history": []}
+        if self.run_dir is None:
             return state
-        return ckpt.commit_epoch(self.run_dir, model=self.model, optimizer=self.optimizer, state=state,
-                                 improved=improved)
-
-    def _commit_final(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Mark the run done in state.json (it then carries metrics.jsonl's final line)."""
-        if self.run_dir is None or not self.dist.is_main:
-            return state
-        ckpt.atomic_write_json(self.run_dir / "state.json", state)
-        ckpt.publish(self.run_dir, state)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            state = ckpt.resume(self.run_dir, model=self.model, optimizer=self.optimizer, device=self.device,
+                                model_config=self.model_config, vocab=self.corpus.vocab, categories=self.categories,
+                                main=self.dist.is_main) or state
+        elif (self.run_dir / "state.json").exists():
+            raise DataError(f"{self.run_dir}: already holds a run; resume it or choose another run folder",
+                            settings=("resume", "out"))
+        if self.dist.is_main:
+            ckpt.write_config(self.run_dir, model_config=self.model_config, train_config=self.train_config,
+                              runtime=self.runtime, data=self.data_info)
+            self.corpus.vocab.save(self.run_dir / VOCAB)
+            if self.categories is not None:
+                self.categories.save(self.run_dir / CATEGORIES)
         return state
+
+    def _writes(self) -> bool:
+        return self.run_dir is not None and self.dist.is_main
 
     def evaluate(self) -> dict[str, Any] | None:
         if self.corpus.dev is None:
             return None
         result = evaluate_split(self.model, self.corpus.dev, max_impressions=self.train_config.max_dev_impressions,
-                                batch_size=self.train_config.eval_batch_size, amp=self.train_config.amp)
+                                batch_size=self.runtime.eval_batch_size, amp=self.runtime.amp)
         return result.as_dict()
 
     def fit(self) -> TrainResult:
-        with _cuda_precision(self.device, self.train_config.amp):
+        with cuda_precision(self.device, self.runtime.amp):
             return self._fit()
 
     def _fit(self) -> TrainResult:
         cfg = self.train_config
-        main = self.dist.is_main
-        state: dict[str, Any] = {"epochs_done": 0, "global_step": 0, "best_epoch": 0, "best_auc": None,
-                                 "stale_epochs": 0, "history": []}
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if self.resume:
-                state = self._restore() or state
-            elif (self.run_dir / "state.json").exists():
-                raise DataError(f"{self.run_dir}: already holds a run; resume it or choose another run folder",
-                                settings=("resume", "out"))
-            if main:
-                ckpt.write_config(self.run_dir, model_config=self.model_config, train_config=cfg,
-                                  data=self.data_info)
-                self.corpus.vocab.save(self.run_dir / VOCAB)
-                if self.categories is not None:
-                    self.categories.save(self.run_dir / CATEGORIES)
+        state = self._open_run()
         self._emit("on_train_start")
         loader = self._loader()
         result = TrainResult(epochs_done=state["epochs_done"], global_step=state["global_step"],
                              best_epoch=state["best_epoch"], metrics=None, history=list(state["history"]))
         if result.history and state["best_epoch"]:
             result.metrics = result.history[state["best_epoch"] - 1].get("metrics")
-        stale = int(state.get("stale_epochs", 0))  # early stopping's count survives --resume
-        if cfg.patience and stale >= cfg.patience:
-            result.stopped_early = True
+        result.stopped_early = self._patience_spent(state)
         for epoch in range(state["epochs_done"] + 1, cfg.epochs + 1):
-            if result.stopped_early:
+            if result.stopped_early or self._stop_agreed() or self._steps_spent(result):
                 break
-            if self._stop_agreed() or (cfg.max_steps and result.global_step >= cfg.max_steps):
-                break
-            epoch_start = time.perf_counter()
-            self.batches.set_epoch(epoch)
-            # Dropout masks depend only on (seed, epoch, rank), so --resume continues exactly.
-            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, self.dist.rank]).generate_state(1)[0]))
-            self._step_module.train()
-            losses: list[float] = []
-            seen = 0
-            for step, shard in enumerate(loader, start=1):
-                losses.append(self._train_step(shard, result.global_step))
-                seen += shard.global_size
-                result.global_step += 1
-                self._emit("on_step", StepInfo(epoch=epoch, step=step, steps_in_epoch=len(self.batches),
-                                               global_step=result.global_step, loss=losses[-1],
-                                               samples_per_s=seen / max(time.perf_counter() - epoch_start, 1e-9)))
-                if self._stop_agreed() or (cfg.max_steps and result.global_step >= cfg.max_steps):
-                    break
+            started = time.perf_counter()
+            losses = self._train_epoch(loader, epoch, result, started)
             if self._stop_agreed():
                 result.cancelled = True
                 break  # an unfinished epoch is not saved; the last finished one stays on disk
-            eval_start = time.perf_counter()
-            metrics = distributed.broadcast_object(self.evaluate() if main else None)  # rank 0 evaluates
-            eval_seconds = time.perf_counter() - eval_start
-            auc = metrics["auc"] if metrics else None
-            improved = auc is None or state["best_auc"] is None or auc > state["best_auc"]
-            if improved:
-                state["best_auc"], state["best_epoch"] = auc, epoch
-                result.best_epoch, result.metrics = epoch, metrics
-                stale = 0
-            else:
-                stale += 1
-            record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "metrics": metrics,
-                      "seconds": time.perf_counter() - epoch_start, "eval_seconds": eval_seconds, "steps": len(losses),
-                      "precision": self.precision}  # per epoch: a resumed run may continue on another machine
-            result.history.append(record)
-            result.epochs_done = epoch
-            state.pop("final", None)  # a resumed run that trains on is not done yet, nor cancelled
-            state.pop("cancelled", None)
-            state.update(epochs_done=epoch, global_step=result.global_step, history=result.history,
-                         stale_epochs=stale)
-            state = self._commit(state, improved)
-            self._emit("on_epoch_end", EpochInfo(epoch=epoch, train_loss=record["train_loss"], metrics=metrics,
-                                                 seconds=record["seconds"], improved=improved))
-            if cfg.patience and stale >= cfg.patience:
-                result.stopped_early = True
-                break
+            state = self._end_epoch(epoch, losses, started, state, result)
+            result.stopped_early = self._patience_spent(state)
         if result.epochs_done and not result.cancelled and "final" not in state:
-            state = self._commit_final({**state, "final": {"best_epoch": result.best_epoch,
-                                                           **(result.metrics or {})}})
+            self._commit_final({**state, "final": {"best_epoch": result.best_epoch, **(result.metrics or {})}})
         elif result.cancelled and state["epochs_done"]:  # the run folder says so (run_info.run_status)
-            state = self._commit_final({**state, "cancelled": True})
+            self._commit_final({**state, "cancelled": True})
         self._emit("on_train_end", result)
         return result
+
+    def _patience_spent(self, state: dict[str, Any]) -> bool:
+        """Early stopping; its count of epochs without a better dev AUC survives --resume."""
+        return bool(self.train_config.patience and int(state.get("stale_epochs", 0)) >= self.train_config.patience)
+
+    def _steps_spent(self, result: TrainResult) -> bool:
+        return bool(self.train_config.max_steps and result.global_step >= self.train_config.max_steps)
+
+    def _train_epoch(self, loader: torch.utils.data.DataLoader, epoch: int, result: TrainResult,
+                     started: float) -> list[float]:
+        """The steps of one epoch (until its end, a stop or ``max_steps``): their losses."""
+        self.batches.set_epoch(epoch)
+        # Dropout masks depend only on (seed, epoch, rank), so --resume continues exactly.
+        seed = self.train_config.seed
+        torch.manual_seed(int(np.random.SeedSequence([seed, epoch, self.dist.rank]).generate_state(1)[0]))
+        self._step_module.train()
+        losses: list[float] = []
+        seen = 0
+        for step, shard in enumerate(loader, start=1):
+            losses.append(self._train_step(shard, result.global_step))
+            seen += shard.global_size
+            result.global_step += 1
+            self._emit("on_step", StepInfo(epoch=epoch, step=step, steps_in_epoch=len(self.batches),
+                                           global_step=result.global_step, loss=losses[-1],
+                                           samples_per_s=seen / max(time.perf_counter() - started, 1e-9)))
+            if self._stop_agreed() or self._steps_spent(result):
+                break
+        return losses
+
+    def _end_epoch(self, epoch: int, losses: list[float], started: float, state: dict[str, Any],
+                   result: TrainResult) -> dict[str, Any]:
+        """Evaluate a finished epoch (rank 0), record it in ``result`` and commit it
+        (``checkpoint.commit_epoch``: state.json is the one commit point); returns the new state."""
+        eval_start = time.perf_counter()
+        metrics = distributed.broadcast_object(self.evaluate() if self.dist.is_main else None)  # rank 0 evaluates
+        eval_seconds = time.perf_counter() - eval_start
+        auc = metrics["auc"] if metrics else None
+        improved = auc is None or state["best_auc"] is None or auc > state["best_auc"]
+        stale = 0 if improved else int(state.get("stale_epochs", 0)) + 1
+        if improved:
+            state["best_auc"], state["best_epoch"] = auc, epoch
+            result.best_epoch, result.metrics = epoch, metrics
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "metrics": metrics,
+                  "seconds": time.perf_counter() - started, "eval_seconds": eval_seconds, "steps": len(losses),
+                  "precision": self.precision}  # per epoch: a resumed run may continue on another machine
+        result.history.append(record)
+        result.epochs_done = epoch
+        state.pop("final", None)  # a resumed run that trains on is not done yet, nor cancelled
+        state.pop("cancelled", None)
+        state.update(epochs_done=epoch, global_step=result.global_step, history=result.history, stale_epochs=stale)
+        if self._writes():
+            state = ckpt.commit_epoch(self.run_dir, model=self.model, optimizer=self.optimizer, state=state,
+                                      improved=improved)
+        self._emit("on_epoch_end", EpochInfo(epoch=epoch, train_loss=record["train_loss"], metrics=metrics,
+                                             seconds=record["seconds"], improved=improved))
+        return state
+
+    def _commit_final(self, state: dict[str, Any]) -> None:
+        if self._writes():
+            ckpt.commit_final(self.run_dir, state)

@@ -13,7 +13,7 @@ from nram_core.config import ModelConfig, TrainConfig
 from nram_core.data import resolve_layout
 from nram_core.data.entities import ENTITY_FILE, parse_title_entities
 from nram_core.data.split import CategoryVocab, align_categories
-from nram_core.experiments import heads_width, prepare_data, suite_specs
+from nram_core.experiments import heads_width, load_suite_data, suite_specs
 from nram_core.model import NRAM
 from nram_core.scoring import evaluate_split, score_impressions
 from nram_core.train import Callback, Trainer, seed_everything
@@ -27,7 +27,7 @@ def data(demo_corpus, tmp_path_factory, request):
     mp = pytest.MonkeyPatch()
     mp.setenv("NRAM_HOME", str(tmp_path_factory.mktemp("home")))
     request.addfinalizer(mp.undo)
-    return prepare_data(resolve_layout(demo_corpus), title_len=TINY["title_len"], min_count=1)
+    return load_suite_data(resolve_layout(demo_corpus), title_len=TINY["title_len"], min_count=1)
 
 
 class Losses(Callback):
@@ -115,7 +115,7 @@ def test_dkn_uses_vectors_from_entity_embedding_vec(demo_corpus, tmp_path):
     given = {q: rng.normal(size=7).round(4) for q in qids[::2]}  # half of them
     (root / "train" / ENTITY_FILE).write_text(
         "".join(f"{q}\t" + "\t".join(map(str, v)) + "\t\n" for q, v in given.items()))
-    data = prepare_data(resolve_layout(root), title_len=TINY["title_len"], min_count=1)
+    data = load_suite_data(resolve_layout(root), title_len=TINY["title_len"], min_count=1)
     assert data.entity_vectors is not None and data.entity_vectors.shape[1] == 7
     assert 0.4 < data.entity_coverage < 0.6
     seed_everything(0)

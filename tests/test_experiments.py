@@ -95,6 +95,39 @@ def test_other_settings_in_the_same_folder_are_refused(paper_suite, demo_corpus,
     assert "other settings" in capsys.readouterr().err
 
 
+def test_a_rerun_with_other_runtime_settings_or_a_key_written_before_the_split_continues(paper_suite, demo_corpus):
+    from nram_core.config import RuntimeConfig
+    from nram_core.experiments import run_suite
+
+    result = paper_suite / "runs" / "wide_deep" / "seed0" / "result.json"
+    record = json.loads(result.read_text())
+    kind, model, train = json.loads(record["run_key"])
+    assert not {"num_workers", "eval_batch_size", "amp", "compile", "title_chunk"} & set(train)  # the recipe only
+    # as keyed before RuntimeConfig: the runtime fields of that time inside the train config
+    record["run_key"] = json.dumps([kind, model, {**train, "num_workers": 0, "eval_batch_size": 1024, "amp": True,
+                                                  "compile": False}], sort_keys=True)
+    result.write_text(json.dumps(record))
+    seen = []
+    run_suite(suite="paper", data=demo_corpus, out=paper_suite, epochs=1, seeds=1,
+              train_overrides={"max_impressions": 40, "max_dev_impressions": 60, "batch_size": 32},
+              runtime=RuntimeConfig(eval_batch_size=7, amp=False), progress=seen.append)
+    assert sum(p.phase == "skipped" for p in seen) == 5
+    data = json.loads((paper_suite / "runs" / "nram" / "seed0" / "config.json").read_text())["data"]
+    assert data["preset"] == "demo" and data["synthetic"] == {"scale": "demo", "seed": 0}
+    assert data["experiment"]["name"] == "nram" and data["dev"].endswith("dev")
+
+
+def test_suite_settings_fail_before_any_data_is_read(demo_corpus, tmp_path):
+    from nram_core.experiments import run_suite
+    from nram_core.fileio import DataError
+
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        run_suite(suite="paper", data=demo_corpus, out=tmp_path / "bad", train_overrides={"batch_size": 0})
+    with pytest.raises(DataError, match=r"runtime settings are not train overrides.*\['num_workers'\]"):
+        run_suite(suite="paper", data=demo_corpus, out=tmp_path / "bad", train_overrides={"num_workers": 2})
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bad_suite_and_missing_data_are_one_line_errors(tmp_path, capsys):
     code = main(["experiment", "--suite", "paper", "--data", str(tmp_path / "nowhere")])
     assert code == 2 and "no such file" in capsys.readouterr().err

@@ -8,8 +8,9 @@ from bench.baseline import NaiveTrainSamples, naive_logits, naive_score_impressi
 from nram_core.config import ModelConfig
 from nram_core.data import load_corpus, resolve_layout
 from nram_core.data.batching import TrainBatches
-from nram_core.model import NRAM
 from nram_core.data.batching import trim_titles
+from nram_core.fastpath import word_table
+from nram_core.model import NRAM
 from nram_core.scoring import encode_all_news, score_impressions, title_lengths
 
 TITLE_LEN, HISTORY_LEN = 24, 20  # titles of the demo corpus are at most 17 words: columns to trim
@@ -151,7 +152,7 @@ def test_projection_tables_and_sorted_histories_score_like_the_plain_path(corpus
                              dropout=0.2, title_len=TITLE_LEN, history_len=HISTORY_LEN, **variant, **extra))
     if variant.get("self_attention", True):
         model.eval()
-        assert model.word_table() is not None
+        assert word_table(model.news_encoder) is not None
         assert model.config.vocab_size < title_lengths(news.tokens).sum(), "the table path is the one taken"
         model.train()
     fast, labels, offsets = score_impressions(model, corpus.dev, max_impressions=400, batch_size=64)
@@ -165,12 +166,12 @@ def test_projection_tables_and_sorted_histories_score_like_the_plain_path(corpus
 def test_tables_are_refused_in_training_mode(corpus):
     model = make_model(corpus, dropout=0.2).train()
     with pytest.raises(RuntimeError, match="eval"):
-        model.word_table()
+        word_table(model.news_encoder)
 
 
 def test_length_chunked_titles_give_the_same_logits_and_gradients(corpus):
     """``kernels(title_chunk=...)`` only regroups the titles: same logits and gradients."""
-    from nram_core.model import kernels
+    from nram_core.fastpath import kernels
 
     batches = TrainBatches(corpus.train, batch_size=32, negatives=4, history_len=HISTORY_LEN)
     batches.set_epoch(1)
@@ -185,15 +186,15 @@ def test_length_chunked_titles_give_the_same_logits_and_gradients(corpus):
 
     plain, plain_grad = run()
     with kernels(model, title_chunk=16):
-        assert len(batch.titles) > 16 and model.title_chunk == 16
+        assert len(batch.titles) > 16 and model.news_encoder.title_chunk == 16
         chunked, chunked_grad = run()
-    assert model.title_chunk == 0, "the setting ends with the block"
+    assert model.news_encoder.title_chunk == 0, "the setting ends with the block"
     assert torch.allclose(plain, chunked, atol=1e-5)
     assert torch.allclose(plain_grad, chunked_grad, atol=1e-6, rtol=1e-4)
 
 
 def test_bf16_matmuls_keep_fp32_weights_inputs_and_outputs(corpus):
-    from nram_core.model import Linear, kernels
+    from nram_core.fastpath import Linear, kernels
 
     batches = TrainBatches(corpus.train, batch_size=16, negatives=4, history_len=HISTORY_LEN)
     batches.set_epoch(1)
@@ -210,12 +211,12 @@ def test_bf16_matmuls_keep_fp32_weights_inputs_and_outputs(corpus):
 
 
 def test_bf16_rows_padded_to_a_bucket_change_nothing():
-    """``model.Linear`` pads a bf16 GEMM's rows to ``bucketed_rows`` (a bounded set of shapes for
+    """``fastpath.Linear`` pads a bf16 GEMM's rows to ``bucketed_rows`` (a bounded set of shapes for
     oneDNN's kernel cache); the padded rows are cut off, so output and gradients are those of the
     unpadded bf16 product."""
     import torch.nn.functional as F
 
-    from nram_core.model import Linear, bucketed_rows
+    from nram_core.fastpath import Linear, bucketed_rows
 
     torch.manual_seed(0)
     layer = Linear(12, 5)
@@ -238,7 +239,8 @@ def test_fused_bf16_qkv_projection_equals_three_bf16_layers():
     """In bf16 the self-attention's q, k and v are one bucketed product (one conversion of the
     input; the backward writes the three gradients into one buffer): the same outputs and
     gradients as three separate bf16 layers, including a part that gets no gradient."""
-    from nram_core.model import MultiHeadSelfAttention, kernels
+    from nram_core.fastpath import kernels
+    from nram_core.model import MultiHeadSelfAttention
 
     torch.manual_seed(0)
     attention = MultiHeadSelfAttention(input_dim=12, num_heads=2, head_dim=3)
@@ -269,7 +271,7 @@ def test_bf16_rows_are_not_bucketed_inside_a_compiled_graph():
     (buckets would pin it and recompile until dynamo's limit, then fall back to eager)."""
     from torch._dynamo.utils import counters
 
-    from nram_core.model import Linear
+    from nram_core.fastpath import Linear
 
     torch._dynamo.reset()
     counters.clear()
@@ -301,7 +303,7 @@ def test_attention_without_padding_skips_the_mask_and_gives_the_same_output():
 
 
 def test_dropout_keeps_the_expected_value_and_rate():
-    from nram_core.model import Dropout
+    from nram_core.fastpath import Dropout
 
     torch.manual_seed(0)
     drop = Dropout(0.25).train()
@@ -320,7 +322,7 @@ def test_kernels_fast_dropout_false_gives_f_dropout_masks_and_restores_the_setti
     after the block the fast lanes come back."""
     import torch.nn.functional as F
 
-    from nram_core.model import Dropout, kernels
+    from nram_core.fastpath import Dropout, kernels
 
     wrapper = torch.nn.Sequential(Dropout(0.2)).train()
     x = torch.ones(64, 33)
@@ -329,7 +331,7 @@ def test_kernels_fast_dropout_false_gives_f_dropout_masks_and_restores_the_setti
         plain = wrapper(x)
     torch.manual_seed(5)
     assert torch.equal(plain, F.dropout(x, 0.2, training=True))
-    assert wrapper[0].fast
+    assert wrapper[0].fast_dropout
     torch.manual_seed(5)
     assert not torch.equal(wrapper(x), plain)  # the fast lanes: another mask for the same seed
 
@@ -388,19 +390,61 @@ def test_distinct_histories_match_np_unique_even_when_every_hash_collides(monkey
 def test_keys_padded_for_the_cpu_kernel_change_no_score(corpus, monkeypatch, multiple):
     """Keys and values padded past each title and history (masked, ``Projected.attention_inputs``)
     give the plain path's scores; forced here, since only some CPUs pad by default."""
-    from nram_core import model as model_module
+    from nram_core import fastpath
 
-    monkeypatch.setattr(model_module, "KEY_MULTIPLE", {torch.backends.cpu.get_cpu_capability(): multiple})
+    monkeypatch.setattr(fastpath, "KEY_MULTIPLE", {torch.backends.cpu.get_cpu_capability(): multiple})
     cpu = torch.device("cpu")
     if multiple == 16:
-        assert [model_module.key_width(n, cpu) for n in (5, 8, 12, 16, 17, 30)] == [5, 16, 16, 16, 17, 32]
+        assert [fastpath.key_width(n, cpu) for n in (5, 8, 12, 16, 17, 30)] == [5, 16, 16, 16, 17, 32]
     model = make_model(corpus).eval()
-    table = model.word_table()
+    table = word_table(model.news_encoder)
     index = torch.tensor([[3, 4, 5, 6, 7, 8]])
     q, k, v, key_mask = table.attention_inputs(index, torch.ones(1, 6, dtype=torch.bool))
-    width = model_module.key_width(6, cpu)
+    width = fastpath.key_width(6, cpu)
     assert q.shape[1] == 6 and k.shape[1] == v.shape[1] == key_mask.shape[1] == width
     assert key_mask[0].tolist() == [True] * 6 + [False] * (width - 6)
     fast, _, _ = score_impressions(model, corpus.dev, max_impressions=400, batch_size=64)
     plain, _, _ = score_impressions(model, corpus.dev, max_impressions=400, batch_size=64, precompute=False)
     assert np.allclose(fast, plain, atol=1e-5)
+
+
+def test_installing_the_fast_layers_keeps_the_weights_and_the_plain_computation(corpus):
+    """``fastpath.install`` re-classes the plain layers in place: the same state_dict, and the same
+    outputs until a setting turns a fast path on (dropout: ``F.dropout``'s masks with ``fast_dropout=False``)."""
+    from nram_core import fastpath
+
+    plain = make_model(corpus, dropout=0.2)
+    fast = make_model(corpus, dropout=0.2)
+    assert all(type(m) in (torch.nn.Linear, torch.nn.Dropout) for m in plain.modules()
+               if isinstance(m, (torch.nn.Linear, torch.nn.Dropout))), "model.py builds plain layers"
+    fastpath.install(fast)
+    assert type(fast.news_encoder) is fastpath.ChunkedNewsEncoder
+    assert type(fast.user_encoder.self_attention) is fastpath.FusedSelfAttention
+    assert all(type(m) is fastpath.Linear for m in fast.modules() if isinstance(m, torch.nn.Linear))
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    batches = TrainBatches(corpus.train, batch_size=16, negatives=4, history_len=HISTORY_LEN)
+    batches.set_epoch(1)
+    batch = batches[0].trim()
+    with torch.no_grad():
+        assert torch.equal(fast.eval().score_batch(batch), plain.eval().score_batch(batch))
+        fast.train(), plain.train()
+        with fastpath.kernels(fast, fast_dropout=False):
+            torch.manual_seed(3)
+            dropped = fast.score_batch(batch)
+        torch.manual_seed(3)
+        assert torch.equal(dropped, plain.score_batch(batch))
+
+
+def test_kernels_give_each_setting_to_the_layer_types_that_declare_it(corpus):
+    """Settings go by layer type, not by model: a bare news encoder takes ``title_chunk``, a plain
+    stack of Linear layers ``matmul_dtype``; nothing else is touched, and all comes back after."""
+    from nram_core import fastpath
+    from nram_core.model import NewsEncoder
+
+    encoder = make_model(corpus).news_encoder
+    stack = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    with fastpath.kernels(encoder, title_chunk=8), fastpath.kernels(stack, matmul_dtype=torch.bfloat16):
+        assert isinstance(encoder, NewsEncoder) and encoder.title_chunk == 8
+        assert stack[0].matmul_dtype == torch.bfloat16 and not hasattr(stack[1], "matmul_dtype")
+        assert all(m.matmul_dtype is None for m in encoder.modules() if isinstance(m, fastpath.Linear))
+    assert encoder.title_chunk == 0 and stack[0].matmul_dtype is None

@@ -130,3 +130,15 @@ def test_module_follows_input_device_and_presets():
         NRAM(paper)  # vocab_size must come from the data
     model = NRAM(small_config()).to("meta")
     assert next(model.parameters()).device.type == "meta"
+
+
+def test_model_file_is_the_paper_model_only():
+    """model.py holds the layers of the paper; the speed machinery is nram_core/fastpath.py."""
+    from pathlib import Path
+
+    import nram_core.model as model_module
+
+    source = Path(model_module.__file__).read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= 400
+    for machinery in ("autograd.Function", "bfloat16", "title_chunk", "key_width", "fastpath import"):
+        assert machinery not in source, machinery

@@ -305,7 +305,7 @@ def test_a_cut_short_or_foreign_weights_file_is_a_clear_error(tmp_path):
         read_run_info(run_dir)
 
 
-def test_every_resume_check_is_in_the_trainer_and_a_refused_resume_writes_nothing(demo_corpus, tmp_path):
+def test_every_resume_check_refuses_before_anything_is_written(demo_corpus, tmp_path):
     import dataclasses
 
     from nram_core.data.split import CategoryVocab

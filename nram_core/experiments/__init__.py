@@ -18,18 +18,19 @@ The app's Experiments page draws the charts from the same rows.
 Protocol: every model trains ``epochs`` epochs and is evaluated once, after the last
 epoch; there is no early stopping and no epoch picked on dev, for NRAM or the baselines.
 
-Modules: ``suites`` (which models, which overrides), ``runner`` (data, training, evaluation,
-the resumable folder) and ``report`` (CSV and Markdown).
+Modules: ``suites`` (which models, which overrides), ``runner`` (the data loaded once for
+every model by ``load_suite_data``, each run set up by ``train.prepare_run``, evaluation, the
+resumable folder) and ``report`` (CSV and Markdown).
 """
 from .report import (ATTENTION_KEYS, RESULT_FILE, paper_ordering, read_records, results_markdown, results_rows,
                      segment_rows, summarise, write_reports)
-from .runner import (Cancelled, Progress, SuiteData, default_out, experiments_dir, list_suites, prepare_data,
-                     run_one, run_suite)
+from .runner import (Cancelled, Progress, SuiteData, default_out, experiments_dir, list_suites, load_suite_data,
+                     run_one, run_suite, suite_run_key)
 from .suites import (HEADS, NEGATIVES, SUITE_NAMES, ModelSpec, SuiteSettings, heads_width, model_label,
                      run_configs, suite_groups, suite_specs)
 
 __all__ = ["ATTENTION_KEYS", "RESULT_FILE", "paper_ordering", "read_records", "results_markdown", "results_rows",
            "segment_rows", "summarise", "write_reports", "Cancelled", "Progress", "SuiteData", "default_out",
-           "experiments_dir", "list_suites", "prepare_data", "run_one", "run_suite", "HEADS", "NEGATIVES",
-           "SUITE_NAMES", "ModelSpec", "SuiteSettings", "heads_width", "model_label", "run_configs",
-           "suite_groups", "suite_specs"]
+           "experiments_dir", "list_suites", "load_suite_data", "run_one", "run_suite",
+           "suite_run_key", "HEADS", "NEGATIVES", "SUITE_NAMES", "ModelSpec", "SuiteSettings", "heads_width",
+           "model_label", "run_configs", "suite_groups", "suite_specs"]

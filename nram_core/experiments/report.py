@@ -102,8 +102,8 @@ def paper_ordering(summary: list[dict[str, Any]], metric: str = "auc") -> str | 
     values = {m: by[m][metric] for m in ("nram", "dkn", "wide_deep")}
     order = sorted(values, key=lambda m: -values[m])
     shown = " > ".join(f"{KIND_LABELS[by[m]['kind']]} ({values[m]:.4f})" for m in order)
-    holds = order == ["nram", "dkn", "wide_deep"]
-    return f"{metric.upper()}: {shown} — the paper's ordering NRAM > DKN > Wide&Deep {'holds' if holds else 'does not hold'}."
+    verdict = "holds" if order == ["nram", "dkn", "wide_deep"] else "does not hold"
+    return f"{metric.upper()}: {shown} — the paper's ordering NRAM > DKN > Wide&Deep {verdict}."
 
 
 def results_markdown(folder: Path, records: list[dict[str, Any]]) -> str:

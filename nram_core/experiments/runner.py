@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -14,12 +13,13 @@ from typing import Any, Callable
 import numpy as np
 
 from ..baselines import BASELINE_PRESETS, DKN, Popularity, RandomScores, WideDeep
-from ..config import ModelConfig, TrainConfig, preset as get_preset, to_dict
+from ..config import RUNTIME_FIELDS, ModelConfig, RuntimeConfig, TrainConfig, preset as get_preset, to_dict
 from ..data.entities import EntityVocab, entity_files, load_entity_vectors, read_entity_ids, with_entities
 from ..data.layout import Layout, resolve_layout
 from ..data.split import CategoryVocab, Corpus, load_corpus, with_train_categories
 from ..fileio import DataError, atomic_write_json, nram_home
 from ..metrics import HISTORY_SEGMENTS
+from ..run_info import data_info, run_slug
 from ..scoring import evaluate_split
 from ..train import Callback, EpochInfo, StepInfo, Trainer
 from .report import RESULT_FILE, write_reports
@@ -63,6 +63,10 @@ class Cancelled(Exception):
 # ---- data --------------------------------------------------------------------------------------
 @dataclass
 class SuiteData:
+    """The data every model of a suite shares, loaded once by ``load_suite_data``. Each run then
+    goes through ``train.prepare_run`` with this corpus, which sizes its model and makes its word
+    vectors (the one set-up of a training run); nothing here is per model."""
+
     corpus: Corpus  # splits aligned to the train category vocabulary, with title entities
     categories: CategoryVocab
     entities: EntityVocab
@@ -73,11 +77,12 @@ class SuiteData:
     cache: bool = True
 
 
-def prepare_data(layout: Layout, *, title_len: int, min_count: int, strict: bool = False,
-                 cache: bool = True) -> SuiteData:
-    """Load train and dev once for every model: categories mapped through the train vocabulary
-    (dev-only names -> 0), entity ids aligned to title tokens, entity vectors when the split
-    folders hold ``entity_embedding.vec``."""
+def load_suite_data(layout: Layout, *, title_len: int, min_count: int, strict: bool = False,
+                    cache: bool = True) -> SuiteData:
+    """Load train and dev once for every model of a suite, with what the baselines read besides the
+    titles: categories mapped through the train vocabulary (dev-only names -> 0) for every model
+    (Wide&Deep reads them, whether or not NRAM does), entity ids aligned to title tokens, entity
+    vectors when the split folders hold ``entity_embedding.vec``."""
     corpus = load_corpus(layout, title_len=title_len, min_count=min_count, strict=strict, cache=cache)
     if corpus.train is None or corpus.dev is None:
         raise DataError("experiments need a train and a dev split: pass a folder holding train/ and dev/")
@@ -139,8 +144,8 @@ class _Relay(Callback):
 
 
 def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_model: ModelConfig,
-            base_train: TrainConfig, preset: str, device: str | None, emit: Callable[..., None],
-            stop: threading.Event | None) -> dict[str, Any]:
+            base_train: TrainConfig, runtime: RuntimeConfig, preset: str, device: str | None,
+            emit: Callable[..., None], stop: threading.Event | None) -> dict[str, Any]:
     """Train (or resume) and evaluate one model x seed; writes result.json last and returns it."""
     from ..train import prepare_run, seed_everything
 
@@ -168,9 +173,8 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
         train_only = Corpus(vocab=data.corpus.vocab, train=data.corpus.train, dev=None)  # evaluated once, below
         trainer = Trainer(**{**prepared.trainer_args(), "corpus": train_only}, run_dir=run_dir,
                           callbacks=[_Relay(emit, stop)], device=device, model=model,
-                          resume=(run_dir / "state.json").is_file(),
-                          data_info={"train": str(data.layout.train), "dev": str(data.layout.dev),
-                                     "experiment": info})
+                          resume=(run_dir / "state.json").is_file(), runtime=runtime,
+                          data_info=data_info(data.layout, preset=preset, experiment=info))
         result = trainer.fit()
         if result.cancelled or (stop is not None and stop.is_set()):
             raise Cancelled(f"stopped during {spec.name} seed {seed}")
@@ -197,43 +201,60 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
               "parameters": count_parameters(model), "num_heads": model_cfg.num_heads,
               "head_dim": model_cfg.head_dim, "negatives": train_cfg.negatives,
               "self_attention": model_cfg.self_attention, "use_categories": model_cfg.use_categories,
-              "model_config": to_dict(model_cfg), "train_config": to_dict(train_cfg)}
+              "model_config": to_dict(model_cfg), "train_config": to_dict(train_cfg),
+              "runtime_config": to_dict(runtime)}
     atomic_write_json(run_dir / RESULT_FILE, record)
     return record
 
 
 # ---- the suite -------------------------------------------------------------------------------------
 def default_out(suite: str, preset: str, epochs: int, layout: Layout) -> Path:
+    """The suite folder's fixed name (not timestamped: a rerun continues it)."""
     source = layout.train.parent if layout.train is not None else Path("data")
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", source.name).strip("-.") or "data"
+    slug = run_slug(source.name, "data")
     return nram_home() / "experiments" / f"{'+'.join(suite_groups(suite))}-{preset}-e{epochs}-{slug}"
 
 
-# How a run computes, not what it learns; left out of the key so that suites keyed before these
-# settings existed continue (each run's config.json still records them).
-_NOT_IN_KEY = ("title_chunk", "fused_adam", "fast_dropout")
-
-
 def suite_run_key(spec: ModelSpec, model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
-    train = {k: v for k, v in to_dict(train_cfg).items() if k not in _NOT_IN_KEY}
-    return json.dumps([spec.kind, to_dict(model_cfg), train], sort_keys=True)
+    """What makes two runs of a suite the same run: the kind, the model config and the recipe
+    (``TrainConfig``; the ``RuntimeConfig`` changes how a run computes, not what it learns, and
+    each run's config.json still records it)."""
+    return json.dumps([spec.kind, to_dict(model_cfg), to_dict(train_cfg)], sort_keys=True)
+
+
+def _as_recipe_key(saved: str) -> str:
+    """A saved run key as ``suite_run_key`` writes it today: a key written before ``RuntimeConfig``
+    also held runtime fields (workers, eval batch, amp, compile), which no longer make a run."""
+    try:
+        kind, model, train = json.loads(saved)
+        return json.dumps([kind, model, {k: v for k, v in train.items() if k not in RUNTIME_FIELDS}],
+                          sort_keys=True)
+    except (ValueError, TypeError, AttributeError):
+        return saved
 
 
 def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | None = None,
               out: str | Path | None = None, preset: str = "demo", epochs: int | None = None, seeds: int = 3,
-              train_overrides: dict[str, Any] | None = None, device: str | None = None,
-              progress: ProgressFn | None = None, stop: threading.Event | None = None,
+              train_overrides: dict[str, Any] | None = None, runtime: RuntimeConfig | None = None,
+              device: str | None = None, progress: ProgressFn | None = None, stop: threading.Event | None = None,
               strict: bool = False, cache: bool = True) -> Path:
-    """Run (or continue) a suite; returns its folder. ``progress`` is called from this thread."""
+    """Run (or continue) a suite; returns its folder. ``progress`` is called from this thread.
+
+    ``train_overrides`` change the recipe (caps, batch size, lr) and are part of the suite's
+    settings; ``runtime`` (workers, precision, kernels) is not, and may differ on a rerun."""
     if seeds < 1:
         raise DataError(f"seeds must be >= 1, got {seeds}")
     base_model, base_train = get_preset(preset)
     overrides = {k: v for k, v in (train_overrides or {}).items() if v is not None}
+    if set(overrides) & set(RUNTIME_FIELDS):
+        raise DataError(f"runtime settings are not train overrides: pass runtime=RuntimeConfig(...) for "
+                        f"{sorted(set(overrides) & set(RUNTIME_FIELDS))}")
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)} | ({"seed"} & set(overrides))
     if unknown:
         raise DataError(f"unknown or fixed train settings: {sorted(unknown)}")
+    # The suite's flags become configs here, once: a bad value fails in one line, before any data is read.
     base_train = dataclasses.replace(base_train, **overrides, **({"epochs": epochs} if epochs else {}))
-    base_train.validate()
+    runtime = runtime or RuntimeConfig()
     settings = SuiteSettings(suite=suite, preset=preset, epochs=base_train.epochs, seeds=seeds,
                              train=tuple(sorted(overrides.items())))
     specs = suite_specs(suite, base_model)
@@ -259,8 +280,8 @@ def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | No
 
     state.update(run=1, model=runs[0][0].name)
     emit(phase="loading", message="loading the data")
-    prepared = prepare_data(layout, title_len=base_model.title_len, min_count=base_train.min_word_count,
-                            strict=strict, cache=cache)
+    suite_data = load_suite_data(layout, title_len=base_model.title_len, min_count=base_train.min_word_count,
+                                 strict=strict, cache=cache)
     done_by_key: dict[str, dict[str, Any]] = {}
     for index, (spec, seed) in enumerate(runs, start=1):
         state.update(run=index, model=spec.name, seed=seed)
@@ -270,7 +291,7 @@ def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | No
         result_path = run_dir / RESULT_FILE
         if result_path.is_file():
             saved_record = json.loads(result_path.read_text(encoding="utf-8"))
-            if saved_record.get("run_key") != key:
+            if _as_recipe_key(str(saved_record.get("run_key"))) != key:
                 raise DataError(f"{run_dir}: finished with another configuration (other settings, or an older "
                                 "version of NRAM Studio); choose another output folder")
             done_by_key.setdefault(key, saved_record)
@@ -285,8 +306,9 @@ def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | No
             continue
         if stop is not None and stop.is_set():
             raise Cancelled("stopped")
-        record = run_one(spec, seed=seed, run_dir=run_dir, data=prepared, base_model=base_model,
-                         base_train=base_train, preset=preset, device=device, emit=emit, stop=stop)
+        record = run_one(spec, seed=seed, run_dir=run_dir, data=suite_data, base_model=base_model,
+                         base_train=base_train, runtime=runtime, preset=preset, device=device, emit=emit,
+                         stop=stop)
         done_by_key[key] = record
         write_reports(folder)
         m = record["metrics"]

@@ -100,14 +100,11 @@ class SuiteSettings:
 
 def run_configs(spec: ModelSpec, *, base_model: ModelConfig, base_train: TrainConfig,
                 seed: int) -> tuple[ModelConfig, TrainConfig]:
-    """The preset's configs with the spec's overrides and the seed; ``train.prepare_run`` sizes
-    them from the data."""
+    """The preset's configs with the spec's overrides and the seed (each config checks its fields as
+    it is made); ``train.prepare_run`` sizes them from the data."""
     model_cfg = dataclasses.replace(base_model, **dict(spec.model))
-    train_cfg = dataclasses.replace(base_train, seed=seed, **dict(spec.train))
-    if not spec.trained:  # popularity and random read no word vectors
-        train_cfg = dataclasses.replace(train_cfg, word_vectors="none")
-    model_cfg.validate(data_sizes=False)
-    train_cfg.validate()
+    train_cfg = dataclasses.replace(base_train, seed=seed, **dict(spec.train),
+                                    **({} if spec.trained else {"word_vectors": "none"}))  # popularity, random
     return model_cfg, train_cfg
 
 
