@@ -347,15 +347,6 @@ COMMON_WORDS: tuple[str, ...] = (
 )
 
 
-def template_words(text: str) -> list[str]:
-    """Lowercase word tokens of a title/abstract, with "'s" and digits dropped.
-
-    Used by the tests (and available to callers) to check that every word of a synthetic
-    title is a common word, a topical word of its subcategory or part of an entity name.
-    """
-    return re.findall(r"[a-z]+", re.sub(r"'s\b", "", text.lower()))
-
-
 # --------------------------------------------------------------------------- public API
 
 

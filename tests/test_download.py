@@ -1,4 +1,5 @@
-"""Offline tests for nram_core.data.download against a real local HTTP server."""
+"""Offline tests for nram_core.data.download against a real local HTTP server, for the archive checks
+of nram_core.data.archive, and for the CLI's download bars."""
 from __future__ import annotations
 
 import http.server
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from nram_core.cli.progress import TqdmProgress
+from nram_core.data import archive
 from nram_core.data import download as dl
 from nram_core.fileio import DataError
 
@@ -230,7 +233,7 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     assert server.sent == [len(data)]
     assert dest.read_bytes() == data
     assert calls[0] == (0, len(data)) and calls[-1] == (len(data), len(data))
-    dl.verify_zip(dest)
+    archive.verify_zip(dest)
 
 
 def test_part_already_complete_gets_416_and_is_kept(server, tmp_path):
@@ -320,7 +323,7 @@ def test_verify_zip_rejects_truncated_zip(tmp_path):
     bad = tmp_path / "t.zip"
     bad.write_bytes(mind_zip()[:-100])
     with pytest.raises(DataError, match="t.zip"):
-        dl.verify_zip(bad)
+        archive.verify_zip(bad)
     assert not bad.exists()
 
 
@@ -335,7 +338,7 @@ def test_verify_zip_rejects_crc_error(tmp_path):
     bad = tmp_path / "crc.zip"
     bad.write_bytes(bytes(data))
     with pytest.raises(DataError, match="crc.zip"):
-        dl.verify_zip(bad)
+        archive.verify_zip(bad)
     assert not bad.exists()
 
 
@@ -378,7 +381,7 @@ def test_safe_extract_refuses_traversal(tmp_path, member):
     dest = base / "out"
 
     with pytest.raises(DataError) as err:
-        dl.safe_extract(z, dest)
+        archive.safe_extract(z, dest)
 
     assert repr(member) in str(err.value)
     _assert_untouched(base, dest)
@@ -396,7 +399,7 @@ def test_safe_extract_refuses_absolute_member(tmp_path):
     dest = base / "out"
 
     with pytest.raises(DataError, match="absolute") as err:
-        dl.safe_extract(z, dest)
+        archive.safe_extract(z, dest)
 
     assert repr(member) in str(err.value)
     assert not target.exists()
@@ -411,7 +414,7 @@ def test_safe_extract_refuses_symlink_member(tmp_path):
     dest = base / "out"
 
     with pytest.raises(DataError, match="symbolic link") as err:
-        dl.safe_extract(z, dest)
+        archive.safe_extract(z, dest)
 
     assert "'link'" in str(err.value)
     _assert_untouched(base, dest)
@@ -436,7 +439,7 @@ def test_safe_extract_refuses_non_empty_dest(tmp_path):
     dest.mkdir()
     (dest / "mine.txt").write_text("keep me")
     with pytest.raises(DataError, match="not an empty folder"):
-        dl.safe_extract(z, dest)
+        archive.safe_extract(z, dest)
     assert sorted(p.name for p in dest.iterdir()) == ["mine.txt"]
 
 
@@ -445,7 +448,7 @@ def test_safe_extract_into_empty_existing_dest(tmp_path):
     z.write_bytes(make_zip({"news.tsv": NEWS, "sub/": b"", "sub/b.txt": "b"}))
     dest = tmp_path / "out"
     dest.mkdir()
-    assert dl.safe_extract(z, dest) == dest
+    assert archive.safe_extract(z, dest) == dest
     assert (dest / "news.tsv").read_text() == NEWS
     assert (dest / "sub" / "b.txt").read_text() == "b"
 
@@ -455,7 +458,7 @@ def test_safe_extract_into_empty_existing_dest(tmp_path):
 
 def test_tqdm_progress_tracks_bytes():
     pytest.importorskip("tqdm")
-    with dl.tqdm_progress(file=io.StringIO()) as progress:
+    with TqdmProgress(file=io.StringIO()) as progress:
         progress("train", 0, 100)
         progress("train", 40, 100)
         bar = progress._bars["train"]

@@ -111,11 +111,11 @@ def test_predict_ranks_every_row_of_an_unlabelled_test_split(test_split, tmp_pat
 def test_predict_ranks_in_blocks_gives_the_same_file_and_zip(demo_corpus, tmp_path, capsys, monkeypatch):
     """A MIND-large test split (2.4M impressions) is ranked and written a block of impressions at a
     time; blocks of 7 give the bytes of one block, in prediction.txt and inside prediction.zip."""
-    from nram_core import cli
+    from nram_core import predict
 
     code, _, err = run_cli(capsys, "predict", "--run", SHIPPED, "--data", demo_corpus, "--out", tmp_path / "one")
     assert code == 0, err
-    monkeypatch.setattr(cli, "PREDICT_BLOCK", 7)
+    monkeypatch.setattr(predict, "PREDICT_BLOCK", 7)
     code, _, err = run_cli(capsys, "predict", "--run", SHIPPED, "--data", demo_corpus, "--out", tmp_path / "blocks")
     assert code == 0, err
     whole = (tmp_path / "one" / "prediction.txt").read_bytes()

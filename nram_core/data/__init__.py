@@ -1,4 +1,4 @@
-"""MIND data: parsing, layouts, tokenising, caching, batching and downloading."""
+"""MIND data: parsing, layouts, tokenising, caching, batching, downloading and safe unzipping."""
 from .mind import FileReport, parse_time, read_behaviors, read_news
 from .layout import Layout, resolve_layout
 from .split import Corpus, News, Split, load_corpus, load_split

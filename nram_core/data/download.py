@@ -3,10 +3,9 @@
 MIND ships as one zip per (size, split) on a public blob host. The large split is
 over 500 MB, so downloads must survive a dropped connection: bytes go to a ``.part``
 file beside the target and a later call resumes it with an HTTP ``Range`` request.
-Archives come from the network, so they are verified before use and extracted
-defensively (no path traversal, no symlinks) into a temp folder that is renamed into
-place only once everything has been written; an interrupted run never leaves a
-half-extracted folder that later runs would mistake for a good one.
+Archives come from the network, so they are verified and extracted by :mod:`.archive`
+(CRC checks, no path traversal, no symlinks, no zip bombs, renamed into place at the end).
+Progress leaves through the ``on_progress`` callbacks; drawing it is the caller's business.
 
 Nothing here touches the network or the environment at import time.
 """
@@ -16,18 +15,16 @@ import functools
 import http.client
 import os
 import re
-import shutil
 import socket
-import stat
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-import zlib
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional
 
-from nram_core.fileio import DataError, nram_home
+from ..fileio import DataError, nram_home
+from .archive import MAX_RATIO, MAX_UNZIPPED_BYTES, safe_extract, verify_zip
+from .layout import SIZES as MIND_SIZES, SPLIT_FILES, is_split_dir
 
 __all__ = [
     "MIND_URL_TEMPLATE",
@@ -35,18 +32,12 @@ __all__ = [
     "MIND_SPLITS",
     "mind_url",
     "download_file",
-    "verify_zip",
-    "safe_extract",
+    "default_dest",
     "download_mind",
-    "tqdm_progress",
-    "TqdmProgress",
 ]
 
 MIND_URL_TEMPLATE = "https://recodatasets.z20.web.core.windows.net/newsrec/MIND{size}_{split}.zip"
-MIND_SIZES = ("demo", "small", "large")
 MIND_SPLITS = ("train", "dev")
-# Files every MIND split folder must hold; the embeddings are optional for NRMS.
-MIND_REQUIRED_FILES = ("news.tsv", "behaviors.tsv")
 
 ByteProgress = Callable[[int, Optional[int]], None]
 SplitProgress = Callable[[str, int, Optional[int]], None]
@@ -210,155 +201,6 @@ def download_file(
     raise DataError(f"could not download {url}: server keeps refusing the byte range; retry")
 
 
-# ------------------------------------------------------------------------ verification
-
-
-def verify_zip(path: str | os.PathLike, *, remove_bad: bool = True) -> Path:
-    """Check that ``path`` is a readable zip whose members all pass their CRC check.
-
-    A failed check raises :class:`DataError` naming the file. By default the bad file is
-    deleted, because it is almost always a truncated or mangled download (or an HTML
-    error page) and keeping it would make the next run trust it instead of fetching a
-    fresh copy.
-    """
-    path = Path(path)
-    problem: str | None = None
-    if not path.is_file():
-        raise DataError(f"{path} does not exist")
-    try:
-        if not zipfile.is_zipfile(path):
-            problem = "is not a zip archive"
-        else:
-            with zipfile.ZipFile(path) as zf:
-                bad = zf.testzip()
-                if bad is not None:
-                    problem = f"is corrupt (member {bad!r} fails its CRC check)"
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        problem = f"is corrupt ({exc})"
-    if problem is None:
-        return path
-    removed = ""
-    if remove_bad:
-        try:
-            path.unlink()
-            removed = "; removed it, rerun to download again"
-        except OSError:
-            pass
-    raise DataError(f"{path} {problem}{removed}")
-
-
-# -------------------------------------------------------------------------- extraction
-
-
-def _unsafe_reason(info: zipfile.ZipInfo, dest_root: Path) -> str | None:
-    """Why extracting ``info`` under ``dest_root`` would be unsafe, or None if it is fine."""
-    name = info.filename
-    if not name or "\x00" in name:
-        return "has an empty or NUL-containing name"
-    if "\\" in name:
-        return "contains a backslash (Windows path trick)"
-    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).anchor:
-        return "is an absolute path or has a drive letter"
-    if ".." in name.split("/"):
-        return "contains a '..' component"
-    # Unix file type lives in the high 16 bits; archivers often store permissions only.
-    ftype = stat.S_IFMT(info.external_attr >> 16)
-    if ftype == stat.S_IFLNK:
-        return "is a symbolic link"
-    if ftype and ftype not in (stat.S_IFREG, stat.S_IFDIR):
-        return "is not a regular file or folder"
-    target = (dest_root / name).resolve()
-    if target != dest_root and dest_root not in target.parents:
-        return "resolves outside the destination folder"
-    return None
-
-
-# Caps against zip bombs. MINDlarge's biggest split unpacks to a few GB of text that compresses
-# about 3-10x; a bomb of zeros compresses about 1000x.
-MAX_UNZIPPED_BYTES = 16 << 30
-MAX_RATIO = 100
-_RATIO_FLOOR = 1 << 20  # members smaller than this unpack to little whatever their ratio
-
-
-def safe_extract(zip_path: str | os.PathLike, dest_dir: str | os.PathLike, *,
-                 max_bytes: int = MAX_UNZIPPED_BYTES, max_ratio: float = MAX_RATIO) -> Path:
-    """Extract ``zip_path`` into ``dest_dir`` without letting any member escape it.
-
-    Every member is checked *before* anything is written: absolute names, ``..``
-    components, backslashes or drive letters, symlinks, and names that resolve outside
-    ``dest_dir`` are refused with a :class:`DataError` naming the member. The archive is
-    unpacked into a temp folder beside ``dest_dir`` and renamed into place at the end,
-    so a failure (bad member, CRC error, full disk) leaves no half-extracted folder.
-
-    The layout is kept as is: members at the top level land directly in ``dest_dir``;
-    an archive with a single top-level folder keeps that folder inside ``dest_dir``.
-    ``dest_dir`` must not exist yet, or be empty. Returns ``dest_dir``.
-
-    Zip bombs are refused: an archive that declares more than ``max_bytes`` unpacked, a member
-    that unpacks more than ``max_ratio`` times its compressed size, and a member that writes more
-    than it declared (the count is kept while writing, so a lying header is caught too).
-    """
-    zip_path = Path(zip_path)
-    dest_dir = Path(dest_dir)
-    if dest_dir.exists():
-        if not dest_dir.is_dir() or any(dest_dir.iterdir()):
-            raise DataError(
-                f"cannot extract {zip_path.name}: {dest_dir} already exists and is not an "
-                "empty folder; remove it and retry"
-            )
-    dest_root = dest_dir.resolve()
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"{zip_path} is not a readable zip archive ({exc})") from exc
-
-    with zf:
-        members = zf.infolist()
-        for info in members:
-            reason = _unsafe_reason(info, dest_root)
-            if reason is not None:
-                raise DataError(
-                    f"refusing to extract {zip_path.name}: member {info.filename!r} {reason}"
-                )
-            if info.file_size > _RATIO_FLOOR and info.file_size > max_ratio * max(1, info.compress_size):
-                raise DataError(
-                    f"refusing to extract {zip_path.name}: member {info.filename!r} unpacks "
-                    f"{info.file_size / max(1, info.compress_size):.0f} times its compressed size (a zip "
-                    f"bomb?); the cap is {max_ratio:g}", settings=("max_zip_ratio",))
-        declared = sum(info.file_size for info in members)
-        if declared > max_bytes:
-            raise DataError(f"refusing to extract {zip_path.name}: it unpacks to {declared:,} bytes, over the "
-                            f"cap of {max_bytes:,}", settings=("max_unzipped_gb",))
-
-        dest_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp",
-                                    dir=dest_dir.parent))
-        try:
-            for info in members:
-                target = tmp / info.filename
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                written = 0
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        if written > info.file_size:
-                            raise DataError(f"refusing to extract {zip_path.name}: member {info.filename!r} "
-                                            f"unpacks to more than the {info.file_size:,} bytes it declares")
-                        dst.write(chunk)
-            if dest_dir.exists():
-                dest_dir.rmdir()  # checked empty above; rename(2) needs it gone or empty
-            os.replace(tmp, dest_dir)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            raise DataError(f"{zip_path} is corrupt ({exc}); delete it and retry") from exc
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return dest_dir
-
-
 # ------------------------------------------------------------------------------- MIND
 
 
@@ -374,17 +216,14 @@ def _find_mind_folder(folder: Path) -> Path | None:
     if not folder.is_dir():
         return None
     candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
-    for cand in candidates:
-        if all((cand / name).is_file() for name in MIND_REQUIRED_FILES):
-            return cand
-    return None
+    return next((cand for cand in candidates if is_split_dir(cand)), None)
 
 
 def _check_mind_layout(zip_path: Path) -> None:
     """Refuse, before extracting, a zip that is valid but does not look like a MIND split."""
     with zipfile.ZipFile(zip_path) as zf:
         names = {PurePosixPath(n) for n in zf.namelist()}
-    for required in MIND_REQUIRED_FILES:
+    for required in SPLIT_FILES:
         if not any(p.name == required and len(p.parts) <= 2 for p in names):
             raise DataError(
                 f"{zip_path} does not look like a MIND archive: it has no {required}"
@@ -461,48 +300,3 @@ def download_mind(
             raise DataError(f"{zip_path} extracted to {folder} but holds no news.tsv")
         result[split] = found
     return result
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class TqdmProgress:
-    """``on_progress`` callback for :func:`download_mind` drawing one tqdm bar per split.
-
-    tqdm is imported lazily so the core module works without it. Use as a context
-    manager (or call :meth:`close`) so bars are closed even when a download fails.
-    """
-
-    def __init__(self, **tqdm_kwargs) -> None:
-        self._kwargs = dict(unit="B", unit_scale=True, unit_divisor=1024, leave=True)
-        self._kwargs.update(tqdm_kwargs)
-        self._bars: dict[str, object] = {}
-
-    def __call__(self, split: str, done: int, total: int | None) -> None:
-        from tqdm.auto import tqdm
-
-        bar = self._bars.get(split)
-        if bar is None:
-            bar = tqdm(total=total, initial=done, desc=split, **self._kwargs)
-            self._bars[split] = bar
-        if total != bar.total or done < bar.n:  # server restarted the body from zero
-            bar.reset(total=total)
-        bar.update(done - bar.n)
-        if total is not None and done >= total:
-            bar.close()
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
-        self._bars.clear()
-
-    def __enter__(self) -> "TqdmProgress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def tqdm_progress(**tqdm_kwargs) -> TqdmProgress:
-    """A fresh :class:`TqdmProgress`; pass it as ``download_mind(..., on_progress=...)``."""
-    return TqdmProgress(**tqdm_kwargs)

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..fileio import DataError, nram_home
+from .archive import safe_extract, verify_zip
 
-SIZES = ("demo", "small", "large")
+SIZES = ("demo", "small", "large")  # MIND's sizes, as in the official names MIND{size}_{split}
+SPLIT_FILES = ("news.tsv", "behaviors.tsv")  # what every split folder holds; the embeddings are optional
 
 
 def is_split_dir(path: Path) -> bool:
-    return (path / "news.tsv").is_file() and (path / "behaviors.tsv").is_file()
+    return all((path / name).is_file() for name in SPLIT_FILES)
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,6 @@ class Layout:
 
 def _extract_zip(zip_path: Path) -> Path:
     """Extract an official MIND zip once into NRAM_HOME/extracted and return the split folder."""
-    from .download import safe_extract, verify_zip
-
     verify_zip(zip_path, remove_bad=False)  # the user's own file: report, never delete
     stat = zip_path.stat()
     tag = hashlib.blake2b(f"{zip_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode(), digest_size=6)
