@@ -1,5 +1,5 @@
 """Serving a trained model over one split: rank an impression, rank the whole catalog,
-explain a score. The CLI and the app both call this; it caches the news vectors once.
+explain a score. The CLI and the app both call this; it encodes the news vectors once.
 """
 from __future__ import annotations
 
@@ -29,12 +29,43 @@ class Ranked:
     labels: np.ndarray | None = None
     metrics: dict[str, float] | None = None  # of the impression, when it has a click and a non-click
 
+    def top(self, n: int) -> Ranked:
+        """The first ``n`` (without labels and metrics, which speak of the whole list)."""
+        return Ranked(rows=self.rows[:n], scores=self.scores[:n], probabilities=self.probabilities[:n])
+
+    def rank_of(self) -> dict[int, int]:
+        """The 1-based rank of each news row in this list."""
+        return {int(row): rank for rank, row in enumerate(self.rows.tolist(), start=1)}
+
+    def score_of(self) -> dict[int, float]:
+        """The score of each news row in this list."""
+        return {int(row): float(score) for row, score in zip(self.rows.tolist(), self.scores.tolist())}
+
+
+def rank_change(before: int | None, after: int) -> str:
+    """A news' move between two rankings: ``=``, ``↑n`` (n places higher now), ``↓n``, or ``new``
+    when it was not ranked before.
+
+    >>> [rank_change(4, 1), rank_change(2, 7), rank_change(3, 3), rank_change(None, 5)]
+    ['↑3', '↓5', '=', 'new']
+    """
+    if before is None:
+        return "new"
+    if before == after:
+        return "="
+    return f"↑{before - after}" if before > after else f"↓{after - before}"
+
 
 class Recommender:
-    def __init__(self, model: NRAM, split: Split, *, news_vectors: torch.Tensor | None = None):
+    """A model serving one split. ``identity`` is what tells it from another recommender to a cache
+    of its answers (the app gives the run folder, the weights' version and the split's folder and name)."""
+
+    def __init__(self, model: NRAM, split: Split, *, news_vectors: torch.Tensor | None = None,
+                 identity: tuple = ()):
         self.model = model.eval()
         self.split = split
         self.news_vectors = news_vectors if news_vectors is not None else encode_all_news(model, split)
+        self.identity = identity
 
     # ---- scoring -----------------------------------------------------------------------
     @torch.inference_mode()
@@ -83,6 +114,12 @@ class Recommender:
         top = min(top, len(candidates))
         best = candidates[np.argpartition(-scores[candidates], top - 1)[:top]] if top else candidates[:0]
         return self._ranked(best, scores[best], None)
+
+    def vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """News vectors as float32 NumPy: of ``rows``, or of every news (row 0, padding, left out)."""
+        chosen = self.news_vectors[1:] if rows is None else self.news_vectors[torch.as_tensor(
+            np.asarray(rows, dtype=np.int64), device=self.news_vectors.device)]
+        return chosen.float().cpu().numpy()  # [N,D] or [len(rows),D]
 
     def catalog_scores(self, history: np.ndarray) -> np.ndarray:
         """Scores of every news (row 0 excluded) for the distribution chart."""

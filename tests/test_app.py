@@ -318,6 +318,63 @@ def test_unknown_user_id_shows_error():
     assert any("Unknown user id 'U-does-not-exist'" in e.value for e in at.error)
 
 
+def test_cached_scoring_is_keyed_by_the_recommenders_identity():
+    """Pages pass no cache key: a Recommender is cached by its run folder, weights and split, and the
+    cached scoring tells two recommenders apart by that identity alone."""
+    from nram_core.recommend import Recommender
+    from studio import cache
+
+    at = goto(new_app(), "recommendations")
+    c = ctx(at)
+    assert c.rec.identity == (c.model.key, c.model.mtime_ns, str(c.dataset.folder(c.split_name)), c.split_name)
+    assert c.recommender_for(c.model) is c.rec  # built once per process
+    imp = int(at.selectbox(key="impression_choice").value)
+    mine = cache.rank_impression(c.rec, imp)
+    assert np.array_equal(mine.scores, c.rec.rank_impression(imp).scores)
+    other = Recommender(c.rec.model, c.split, news_vectors=c.rec.news_vectors * 2, identity=("another run",))
+    theirs = cache.rank_impression(other, imp)
+    assert np.array_equal(theirs.scores, other.rank_impression(imp).scores)
+    assert not np.allclose(theirs.scores, mine.scores)
+    twin = Recommender(c.rec.model, c.split, news_vectors=c.rec.news_vectors * 2, identity=c.rec.identity)
+    assert np.array_equal(cache.rank_impression(twin, imp).scores, mine.scores)  # same identity: same answer
+    with pytest.raises(Exception, match="without an identity"):  # it would share every answer with its like
+        cache.rank_impression(Recommender(c.rec.model, c.split, news_vectors=c.rec.news_vectors), imp)
+
+
+def test_stale_widget_values_fall_back_to_an_option():
+    """A value left in the session that the widget cannot show (another dataset, a removed model, an
+    old version of the app) is replaced by a valid one before the widget is drawn, on every page."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    stale = {"dataset": "gone", "model": "/no/such/run", "rec_mode": "Bogus", "catalog_top": 7,
+             "catalog_category": "no-such-category", "att_head": "head 99", "att_title": "click:-1",
+             "whatif_mode": "Bogus", "whatif_top": "many", "download_size": "huge", "train_preset": "nope"}
+    for key, value in stale.items():
+        at.session_state[key] = value
+    at.run()
+    assert_clean(at)
+    assert at.selectbox(key="dataset").value == ctx(at).datasets[0].key
+    assert at.selectbox(key="model").value == ctx(at).models[0].key
+    user = users_where(at, lambda t: (t["history"] >= 5) & t["scorable"])[0]
+    pick_user(at, user)
+    goto(at, "recommendations")
+    assert_clean(at)
+    assert at.segmented_control(key="rec_mode").value == "Impression"
+    at.segmented_control(key="rec_mode").set_value("Catalog").run()
+    assert at.slider(key="catalog_top").value == 20 and at.selectbox(key="catalog_category").value == "All categories"
+    goto(at, "attention")
+    assert_clean(at)
+    assert at.selectbox(key="att_head").value == "mean" and at.selectbox(key="att_title").value == "candidate"
+    goto(at, "whatif")
+    assert_clean(at)
+    assert at.segmented_control(key="whatif_mode").value == "Impression candidates"
+    at.segmented_control(key="whatif_mode").set_value("Whole catalog").run()
+    assert at.slider(key="whatif_top").value == 20
+    goto(at, "data")
+    assert at.selectbox(key="download_size").value == "demo"
+    goto(at, "train")
+    assert at.selectbox(key="train_preset").value == "demo"
+
+
 # ---- attention --------------------------------------------------------------------------------------------
 def test_attention_charts_and_contributions_sum_to_score():
     at = new_app()
@@ -651,12 +708,14 @@ def test_training_cancel_and_one_run_at_a_time(studio_home):
     # one run at a time: the form is disabled, and a direct start is refused with a message
     assert next(b for b in at.button if b.label == "Start training").disabled
     c = ctx(at)
+    from nram_core.run_info import create_run_dir
     from studio.training import start_training
 
+    second = create_run_dir(studio_home / "runs", "second")
     problem = start_training(job, layout=c.dataset.layout, model_config=c.info.model_config,
-                             train_config=c.info.train_config, run_dir=studio_home / "runs" / "second", data_info={},
-                             label="second")
+                             train_config=c.info.train_config, run_dir=second, data_info={}, label="second")
     assert problem and "already in progress" in problem
+    assert not second.exists(), "a refused start leaves no folder behind"
     deadline = time.time() + 60
     while job.snapshot()["global_step"] < 2 and time.time() < deadline:
         time.sleep(0.2)
@@ -785,7 +844,7 @@ def test_export_of_a_users_view_is_one_self_contained_html_file():
     c = ctx(at)
     imp = int(at.selectbox(key="impression_choice").value)
     started = time.perf_counter()
-    html = view_report(c, imp, cache.rank_impression(c.rec, c.key, imp))
+    html = view_report(c, imp, cache.rank_impression(c.rec, imp))
     assert time.perf_counter() - started < 2.0
     assert html.startswith("<!DOCTYPE html>") and user in html and "<script" not in html.lower()
     assert "http://" not in html and "https://" not in html and "src=" not in html  # nothing to fetch

@@ -222,3 +222,24 @@ def loss_curve(steps: list[int], losses: list[float]) -> go.Figure:
     fig.update_yaxes(title="train loss")
     fig.update_layout(legend=dict(orientation="h", y=1.12))
     return _layout(fig, height=300)
+
+
+def news_map(points: pd.DataFrame, marked: list[tuple[str, list[int], str, str]]) -> go.Figure:
+    """Scatter of news ``points`` (columns x, y, row, title, category), one trace per category, and on
+    top one trace per ``(label, rows, symbol, colour)`` of ``marked`` (the user's clicks, the
+    recommendations), placed at those rows' points."""
+    fig = go.Figure()
+    scatter = go.Scattergl if len(points) > 5000 else go.Scatter  # WebGL only where SVG would be slow
+    for category, group in points.groupby("category", sort=True):
+        fig.add_trace(scatter(x=group["x"], y=group["y"], mode="markers", name=str(category),
+                              marker=dict(size=4, opacity=0.45), text=group["title"],
+                              hovertemplate="%{text}<extra>" + str(category) + "</extra>"))
+    by_row = points.set_index("row")
+    for label, rows, symbol, colour in marked:
+        chosen = by_row.reindex(rows)
+        fig.add_trace(go.Scatter(x=chosen["x"], y=chosen["y"], mode="markers", name=label, text=chosen["title"],
+                                 marker=dict(size=12, symbol=symbol, color=colour, line=dict(width=2, color=colour)),
+                                 hovertemplate="%{text}<extra>" + label + "</extra>"))
+    fig.update_layout(height=620, margin=dict(l=10, r=10, t=10, b=10), legend=dict(itemsizing="constant"),
+                      xaxis=dict(title="component 1", zeroline=False), yaxis=dict(title="component 2", zeroline=False))
+    return fig

@@ -22,9 +22,11 @@ import streamlit as st
 from nram_core.data.split import Split
 from nram_core.fileio import DataError
 from nram_core.run_info import RunInfo
+from nram_core.vocab_fit import VocabFit
 
 from . import cache, registry
 from .registry import DatasetEntry, ModelEntry
+from .widgets import keep_choice
 
 if TYPE_CHECKING:
     from nram_core.recommend import Recommender
@@ -48,7 +50,7 @@ class Ctx:
     info: RunInfo | None = None  # the chosen model's configs, vocabulary and state (no torch needed)
     split: Split | None = None
     rec: Recommender | None = None  # built by need_model(), on the first page that scores
-    fit: cache.Fit | None = None
+    fit: VocabFit | None = None
     users: pd.DataFrame | None = None
     user: str | None = None
     impressions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -59,7 +61,7 @@ class Ctx:
 
     @property
     def key(self) -> tuple:
-        """Identifies (dataset split, model) for st.cache_data."""
+        """Identifies the split as read (its folder, and the model whose vocabulary encoded it)."""
         usable = self.dataset is not None and self.dataset.ok and self.split_name
         folder = str(self.dataset.folder(self.split_name)) if usable else ""
         model = (self.model.key, self.model.mtime_ns) if self.model else ("", 0)
@@ -71,12 +73,15 @@ class Ctx:
             return None
         return str(self.dataset.layout.train)
 
-    @property
-    def recommender_args(self) -> tuple:
-        """What ``cache.get_recommender`` takes (and caches on) for this split and model."""
-        assert self.dataset is not None and self.split_name is not None and self.model is not None
-        return (self.split_name, str(self.dataset.folder(self.split_name)), self.train_folder, self.model.key,
-                self.model.mtime_ns)
+    def recommender_args(self, model: ModelEntry) -> tuple:
+        """What ``cache.get_recommender`` takes (and caches on) for ``model`` serving this split."""
+        assert self.dataset is not None and self.split_name is not None
+        return (model.key, model.mtime_ns, self.split_name, str(self.dataset.folder(self.split_name)),
+                self.train_folder)
+
+    def recommender_for(self, model: ModelEntry) -> Recommender:
+        """``model`` serving this split (the sidebar's, or the Compare page's second), built once per process."""
+        return cache.get_recommender(*self.recommender_args(model))
 
     @property
     def truth(self) -> dict:
@@ -94,8 +99,19 @@ class Ctx:
         return [words[t] for t in self.split.news.tokens[int(row)] if t]
 
     def news(self) -> pd.DataFrame:
+        """Titles, ids and category names by news row (``tables.news_frame``)."""
         assert self.split is not None
         return cache.news_frame(self.split, self.key)
+
+    def stats(self) -> dict:
+        """The split's figures and the tables behind the Overview charts (``tables.split_stats``)."""
+        assert self.split is not None
+        return cache.split_stats(self.split, self.key)
+
+    def search_titles(self, query: str) -> list[int]:
+        """News rows whose title contains ``query`` (case-insensitive), at most 25."""
+        assert self.split is not None
+        return cache.search_titles(self.split, self.key, query)
 
 
 def ctx() -> Ctx:
@@ -116,7 +132,7 @@ def load_recommender(c: Ctx) -> None:
     if c.rec is not None or c.model_error or c.info is None or c.split is None:
         return
     try:
-        c.rec = cache.get_recommender(*c.recommender_args)
+        c.rec = c.recommender_for(c.model)
     except (DataError, ValueError, RuntimeError, OSError) as exc:
         c.model_error = f"Model {c.model.path.name} cannot score this dataset: {exc}"
 
@@ -135,7 +151,7 @@ def warm_up(c: Ctx) -> None:
     """
     if c.info is None or c.model_error or c.split is None:
         return
-    args = c.recommender_args
+    args = c.recommender_args(c.model)
     with _warm_lock:
         if args in _warmed:
             return
@@ -145,7 +161,7 @@ def warm_up(c: Ctx) -> None:
         try:
             cache.get_recommender(*args)
         except Exception:  # noqa: BLE001 - need_model() builds it again on its page and shows the error there
-            logging.getLogger(__name__).warning("warm-up of %s failed; the model pages will say why", args[3],
+            logging.getLogger(__name__).warning("warm-up of %s failed; the model pages will say why", args[0],
                                                 exc_info=True)
 
     threading.Thread(target=build, name="nram-warm-up", daemon=True).start()
@@ -206,16 +222,12 @@ def need_user() -> Ctx:
 def cold_user_note(c: Ctx) -> None:
     if len(c.history) == 0:
         st.info(f"**{c.user} is a cold user**: no clicks in the history, so the user vector is zero and every "
-                "candidate gets the same score (0, probability 0.5). The ranking below is arbitrary.")
+                "candidate gets the same score (0, probability 0.5). Equal scores keep their listed order (the "
+                "tie rule), so the ranking and its metrics show only where the clicks were listed.")
 
 
 # ---- the sidebar -----------------------------------------------------------------------------
 PENDING_MODEL = "_pending_model"  # a run folder the sidebar should switch to on its next draw
-
-
-def _sanitize(key: str, options: list, default) -> None:
-    if st.session_state.get(key) not in options:
-        st.session_state[key] = default
 
 
 def _showcase_mask(table: pd.DataFrame, among: np.ndarray) -> np.ndarray:
@@ -258,7 +270,7 @@ def build_sidebar() -> Ctx:
     sb = st.sidebar
 
     by_key = {d.key: d for d in datasets}
-    _sanitize("dataset", list(by_key), datasets[0].key)
+    keep_choice("dataset", list(by_key))
     sb.selectbox("Dataset", list(by_key), key="dataset",
                  format_func=lambda k: by_key[k].label if by_key[k].ok else f"⚠ {by_key[k].label}",
                  help="The built-in demo corpus, folders from NRAM_DATA_DIRS or `-- --data DIR`, "
@@ -268,7 +280,7 @@ def build_sidebar() -> Ctx:
         c.dataset_error = f"This dataset cannot be used: {c.dataset.error}"
     splits = c.dataset.splits()
     if splits:
-        _sanitize("split", splits, splits[0])
+        keep_choice("split", splits)
         sb.radio("Split", splits, key="split", horizontal=True,
                  help="dev: the held-out day the model is evaluated on; train: what it learned from.")
         c.split_name = st.session_state["split"]
@@ -279,7 +291,7 @@ def build_sidebar() -> Ctx:
     if pending in by_model:  # "Use this model" on the Train page
         st.session_state["model"] = pending
     if model_keys:
-        _sanitize("model", model_keys, model_keys[0])
+        keep_choice("model", model_keys)
         sb.selectbox("Model", model_keys, key="model", format_func=lambda k: by_model[k].label,
                      help="The shipped demo model and every run under NRAM_HOME/runs.")
         c.model = by_model[st.session_state["model"]]

@@ -98,7 +98,7 @@ def view_report(c, impression: int, ranked: Ranked) -> str:
     news = c.news()
     recent = np.asarray(c.history, dtype=np.int64)[-c.info.model_config.history_len:]
     top = int(ranked.rows[0])
-    exp = cache.explain(c.rec, c.key, recent, np.array([top]))
+    exp = cache.explain(c.rec, recent, [top])
     best = (c.info.state or {}).get("best_auc")
     model_line = (f"model {c.model.label} · {c.info.num_parameters:,} parameters"
                   + (f" · best dev AUC {best:.4f}" if isinstance(best, (int, float)) else ""))

@@ -5,9 +5,7 @@ progress reaches the page through a trainer ``Callback`` that writes the job's s
 """
 from __future__ import annotations
 
-import re
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +16,6 @@ from nram_core.train import Callback, EpochInfo, StepInfo, Trainer, prepare_run
 from .jobs import BackgroundJob, JobContext
 
 MAX_LOSS_POINTS = 5000
-
-
-def run_folder_name(name: str, preset: str, root: Path) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-.") or preset
-    base = f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = root / base, 2
-    while path.exists():
-        path, n = root / f"{base}-{n}", n + 1
-    return path
 
 
 class _Progress(Callback):
@@ -70,7 +59,8 @@ class _Progress(Callback):
 
 def start_training(job: BackgroundJob, *, layout: Layout, model_config: ModelConfig, train_config: TrainConfig,
                    run_dir: Path, data_info: dict[str, Any], label: str) -> str | None:
-    """Start a training run on ``job``; returns None, or a message saying why it cannot start."""
+    """Start a training run into ``run_dir`` (``run_info.create_run_dir``) on ``job``; returns None, or a
+    message saying why it cannot start (and then removes ``run_dir`` if it is still empty)."""
 
     def work(context: JobContext) -> dict[str, Any] | None:
         completed = False
@@ -92,8 +82,11 @@ def start_training(job: BackgroundJob, *, layout: Layout, model_config: ModelCon
             if not kept and not completed and run_dir.is_dir():
                 shutil.rmtree(run_dir, ignore_errors=True)  # no epoch finished: leave no half run behind
 
-    return job.start(work, label=label, state={
+    problem = job.start(work, label=label, state={
         "run_dir": str(run_dir), "epoch": 0, "step": 0, "global_step": 0, "steps_in_epoch": 0, "total_steps": 0,
         "epochs": train_config.epochs, "batch_size": train_config.batch_size, "samples": 0,
         "phase": "loading the data", "samples_per_s": 0.0,
         "losses": [], "loss_steps": [], "epochs_log": [], "kept": False})
+    if problem and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()  # made for this start, which did not happen
+    return problem

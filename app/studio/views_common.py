@@ -8,6 +8,7 @@ import streamlit as st
 from nram_core.recommend import Ranked
 
 from .context import Ctx
+from .widgets import keep_choice
 
 RANKED_COLUMNS = {
     "score": st.column_config.NumberColumn("score", format="%.4f", help="user vector · news vector"),
@@ -46,8 +47,7 @@ def impression_label(c: Ctx, imp: int) -> str:
 def impression_picker(c: Ctx, *, label: str = "Impression") -> int:
     """Select one of the user's impressions (newest first); the choice is shared by every page."""
     options = [int(i) for i in c.impressions[::-1]]
-    if st.session_state.get("impression_choice") not in options:
-        st.session_state["impression_choice"] = options[0]
+    keep_choice("impression_choice", options)
     return int(st.selectbox(label, options, key="impression_choice", format_func=lambda i: impression_label(c, i),
                             help="The user's real impressions, newest first: the candidates shown and which "
                                  "were clicked."))

@@ -6,6 +6,7 @@ import streamlit as st
 
 from studio import charts, cache, views_common as vc
 from studio.context import need_user
+from studio.widgets import keep_choice
 
 c = need_user()
 st.title("Attention")
@@ -21,14 +22,11 @@ if len(recent) == 0:
 
 # ---- choose the candidate --------------------------------------------------------------------
 imp = vc.impression_picker(c, label="Impression the candidates come from")
-ranked = cache.rank_impression(c.rec, c.key, imp)
-catalog = cache.rank_catalog(c.rec, c.key, c.history, top=10)
-options: list[int] = []
-for row in list(ranked.rows) + list(catalog.rows):
-    if int(row) not in options:
-        options.append(int(row))
+ranked = cache.rank_impression(c.rec, imp)
+catalog = cache.rank_catalog(c.rec, c.history, top=10)
+options = list(dict.fromkeys(ranked.rows.tolist() + catalog.rows.tolist()))
 labels = dict(zip(ranked.rows.tolist(), ranked.labels.tolist()))
-in_imp = {int(r): i + 1 for i, r in enumerate(ranked.rows)}
+in_imp = ranked.rank_of()
 
 
 def _candidate_label(row: int) -> str:
@@ -37,11 +35,10 @@ def _candidate_label(row: int) -> str:
     return f"{news.at[row, 'title']} ({where})"
 
 
-if st.session_state.get("att_candidate") not in options:
-    st.session_state["att_candidate"] = options[0]
+keep_choice("att_candidate", options)
 candidate = int(st.selectbox("Candidate news", options, key="att_candidate", format_func=_candidate_label))
 
-exp = cache.explain(c.rec, c.key, recent, np.array([candidate]))
+exp = cache.explain(c.rec, recent, [candidate])
 score = float(exp.scores[0])
 total = float(exp.contributions[0].sum())
 
@@ -127,12 +124,10 @@ def _title_option_label(opt: str) -> str:
     return f"Click: {news.at[row, 'title']}"
 
 
-if st.session_state.get("att_title") not in title_options:
-    st.session_state["att_title"] = "candidate"
+keep_choice("att_title", title_options)
 heads = c.info.model_config.num_heads
 head_options = ["mean"] + [f"head {h + 1}" for h in range(heads)]
-if st.session_state.get("att_head") not in head_options:
-    st.session_state["att_head"] = "mean"
+keep_choice("att_head", head_options)
 col_t, col_h = st.columns([3, 1])
 chosen = col_t.selectbox("Title", title_options, key="att_title", format_func=_title_option_label)
 head = col_h.selectbox("Head", head_options, key="att_head", help="one attention head, or the mean over heads")

@@ -6,9 +6,11 @@ import pandas as pd
 import streamlit as st
 
 from nram_core.fileio import DataError
+from nram_core.recommend import rank_change
 
 from studio import cache, registry, views_common as vc
 from studio.context import need_user
+from studio.widgets import keep_choice
 
 c = need_user()
 st.title("Compare")
@@ -18,22 +20,19 @@ if not others:
             "self-attention, or the same model for fewer epochs) to compare it with this one.")
     st.stop()
 by_key = {m.key: m for m in others}
-if st.session_state.get("compare_model") not in by_key:
-    st.session_state["compare_model"] = others[0].key
+keep_choice("compare_model", list(by_key))
 second_key = st.selectbox("Compare the sidebar's model with", list(by_key), key="compare_model",
                           format_func=lambda k: by_key[k].label)
 second = by_key[second_key]
 try:
-    rec_b = cache.get_recommender(c.split_name, str(c.dataset.folder(c.split_name)), c.train_folder, second.key,
-                                  second.mtime_ns)
+    rec_b = c.recommender_for(second)
 except (DataError, ValueError, RuntimeError, OSError) as exc:
     st.error(registry.shown_text(f"Model {second.label} cannot score this dataset: {exc}"))
     st.stop()
-key_b = (c.key[0], c.key[1], second.key, second.mtime_ns)
 
 imp = vc.impression_picker(c)
-a = cache.rank_impression(c.rec, c.key, imp)
-b = cache.rank_impression(rec_b, key_b, imp)
+a = cache.rank_impression(c.rec, imp)
+b = cache.rank_impression(rec_b, imp)
 st.caption(f"User **{c.user}** · A = {c.model.label} (the sidebar's model) · B = {second.label}. Both rank the "
            "same candidates with the same history; the news rows are the dataset's, so they line up.")
 
@@ -49,22 +48,13 @@ if not (a.metrics and b.metrics):
     st.info("This impression's metrics need at least one click and one non-click among its candidates.")
 
 news = c.news()
-rank_a = {int(r): i + 1 for i, r in enumerate(a.rows)}
-rank_b = {int(r): i + 1 for i, r in enumerate(b.rows)}
-score_b = {int(r): float(s) for r, s in zip(b.rows, b.scores)}
+rank_a, rank_b, score_b = a.rank_of(), b.rank_of(), b.score_of()
 rows = np.asarray(a.rows, dtype=np.int64)
 labels = dict(zip(a.rows.tolist(), a.labels.tolist())) if a.labels is not None else {}
-
-
-def _move(row: int) -> str:
-    change = rank_a[row] - rank_b[row]
-    return "=" if change == 0 else (f"↑{change}" if change > 0 else f"↓{-change}")
-
-
 table = pd.DataFrame({
     "rank A": [rank_a[int(r)] for r in rows],
     "rank B": [rank_b[int(r)] for r in rows],
-    "B vs A": [_move(int(r)) for r in rows],
+    "B vs A": [rank_change(rank_a[int(r)], rank_b[int(r)]) for r in rows],
     "clicked": ["✓" if labels.get(int(r), 0) > 0 else "" for r in rows],
     "title": news["title"].to_numpy()[rows],
     "category": news["category"].to_numpy()[rows],

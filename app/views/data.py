@@ -11,6 +11,7 @@ from nram_core.fileio import DataError
 
 from studio import cache, registry
 from studio.context import ctx
+from studio.widgets import keep_choice
 
 SIZE_NOTES = {"demo": "MIND-demo: about 5k users, tens of MB", "small": "MIND-small: 50k users, about 0.5 GB",
               "large": "MIND-large: 1M users, several GB"}
@@ -66,8 +67,7 @@ base_url = os.environ.get("NRAM_MIND_BASE_URL") or None  # a mirror, e.g. inside
 st.caption(("From the mirror `" + base_url + "`" if base_url else "From Microsoft's public host")
            + ", resuming a broken download and checking every archive. Needs a network connection.")
 left, right = st.columns([1, 2])
-if st.session_state.get("download_size") not in MIND_SIZES:
-    st.session_state["download_size"] = "demo"
+keep_choice("download_size", MIND_SIZES, default="demo")
 size = left.selectbox("Size", MIND_SIZES, key="download_size", format_func=lambda s: SIZE_NOTES.get(s, s))
 dest = default_dest(size)
 right.text_input("Saved to", str(dest), disabled=True, key="download_dest")

@@ -6,7 +6,6 @@ The suite runs as the app's background job (``studio.jobs``, started by
 """
 from __future__ import annotations
 
-import re
 import traceback
 from pathlib import Path
 
@@ -19,12 +18,14 @@ from nram_core.config import PRESETS
 from nram_core.data.layout import Layout
 from nram_core.fileio import DataError
 from nram_core.metrics import HISTORY_SEGMENTS, METRIC_NAMES
+from nram_core.run_info import run_slug
 
 from studio import registry
 from studio.context import ctx
 from studio.jobs import ACTIVE, BackgroundJob
-from studio.cache import suite_job
+from studio.cache import suite_job, suite_tables
 from studio.suites import start_suite
+from studio.widgets import valid_choice
 
 POLL_SECONDS = 2.0
 SUITE_HELP = {
@@ -47,22 +48,8 @@ def data_choices() -> dict[str, Layout]:
             if d.ok and d.layout is not None and d.layout.train is not None and d.layout.dev is not None}
 
 
-@st.cache_data(show_spinner=False)
-def load_suite(folder: str, stamp: float) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    records = ex.read_records(folder)
-    rows = pd.DataFrame(ex.results_rows(records))
-    segments = pd.DataFrame(ex.segment_rows(records))
-    report = (Path(folder) / "results.md").read_text(encoding="utf-8") if (Path(folder) / "results.md").is_file() else ""
-    return rows, segments, report
-
-
-def suite_stamp(folder: Path) -> float:
-    results = folder / "results.csv"
-    return results.stat().st_mtime if results.is_file() else 0.0
-
-
 def show_results(folder: Path) -> None:
-    rows, segments, report = load_suite(str(folder), suite_stamp(folder))
+    rows, segments, report = suite_tables(folder)
     if rows.empty:
         st.info("No model of this suite has finished yet.")
         return
@@ -140,7 +127,7 @@ def start_form(job: BackgroundJob) -> None:
         st.error("No dataset with a train and a dev split is in the sidebar's list; add one on the Data page.")
         return
     layout = choices[data_label]
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", data_label).strip("-.") or "data"
+    slug = run_slug(data_label, "data")
     out = ex.experiments_dir() / f"{suite}-{preset}-e{int(epochs)}-{slug}-i{int(max_imp)}-d{int(max_dev)}"
     message = start_suite(job, label=out.name, suite=suite, layout=layout, out=out, preset=preset,
                           epochs=int(epochs), seeds=int(seeds),
@@ -204,7 +191,7 @@ def page() -> None:
         return
     names = [s.name for s in suites]
     wanted = Path(st.session_state.get("exp_loaded", "")).name
-    chosen = st.selectbox("Suite to show", names, index=names.index(wanted) if wanted in names else 0,
+    chosen = st.selectbox("Suite to show", names, index=names.index(valid_choice(wanted, names)),
                           help=f"Suite folders under {registry.shown_path(ex.experiments_dir())}")
     try:
         show_results(suites[names.index(chosen)])

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from studio import cache, charts, registry
+from studio import charts, registry
 from studio.context import fit_warning, need_split
 
 c = need_split()
 st.title("Overview")
 st.caption(f"{c.dataset.label} · {c.split_name} split · `{registry.shown_path(c.dataset.folder(c.split_name))}`")
-stats = cache.split_stats(c.split, c.key)
+stats = c.stats()
 
 cols = st.columns(6)
 cols[0].metric("News", f"{stats['news']:,}")
@@ -86,6 +86,7 @@ with card_left:
     st.markdown("**Configuration**")
     rows = [("model", k, str(v)) for k, v in vars(run.model_config).items()]
     rows += [("train", k, str(v)) for k, v in vars(run.train_config).items()]
+    rows += [("runtime", k, str(v)) for k, v in vars(run.runtime_config).items()]
     st.dataframe(pd.DataFrame(rows, columns=["part", "field", "value"]),
                  hide_index=True, width="stretch", height=300)
     data = run.data or {}

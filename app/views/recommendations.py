@@ -6,6 +6,7 @@ import streamlit as st
 from studio import charts, cache, views_common as vc
 from studio.export import view_report
 from studio.context import cold_user_note, need_user
+from studio.widgets import keep_choice
 
 c = need_user()
 st.title("Recommendations")
@@ -22,16 +23,15 @@ with st.expander(f"History: {len(c.history)} clicked news, newest first", expand
     else:
         st.caption("No clicks.")
 
-if st.session_state.get("rec_mode") not in ("Impression", "Catalog"):
-    st.session_state["rec_mode"] = "Impression"
-mode = st.segmented_control("Mode", ["Impression", "Catalog"], key="rec_mode",
+modes = ["Impression", "Catalog"]
+keep_choice("rec_mode", modes)
+mode = st.segmented_control("Mode", modes, key="rec_mode",
                             help="Impression: rank what the user was really shown. Catalog: rank every news.")
-if mode is None:
-    mode = "Impression"
+mode = mode or modes[0]  # a click on the chosen segment clears it
 
 if mode == "Impression":
     imp = vc.impression_picker(c)
-    ranked = cache.rank_impression(c.rec, c.key, imp)
+    ranked = cache.rank_impression(c.rec, imp)
     metrics = ranked.metrics
     cols = st.columns(4)
     for col, (name, key) in zip(cols, (("AUC", "auc"), ("MRR", "mrr"), ("nDCG@5", "ndcg@5"), ("nDCG@10", "ndcg@10"))):
@@ -54,20 +54,17 @@ if mode == "Impression":
                             "why the top news ranks first.")
 else:
     left, right = st.columns([1, 2])
-    if not isinstance(st.session_state.get("catalog_top"), int):
-        st.session_state["catalog_top"] = 20
+    keep_choice("catalog_top", range(5, 101, 5), default=20)
     top = left.slider("How many", 5, 100, step=5, key="catalog_top")
     categories = ["All categories"] + list(c.split.news.categories)
-    if st.session_state.get("catalog_category") not in categories:
-        st.session_state["catalog_category"] = categories[0]
+    keep_choice("catalog_category", categories)
     category = right.selectbox("Category", categories, key="catalog_category")
-    ranked = cache.rank_catalog(c.rec, c.key, c.history, top=top,
-                                  category=None if category == categories[0] else category)
+    ranked = cache.rank_catalog(c.rec, c.history, top=top, category=None if category == categories[0] else category)
     st.dataframe(vc.ranked_table(news, ranked), hide_index=True, width="stretch", key="rec_catalog",
                  column_config=vc.RANKED_COLUMNS)
     st.caption(f"Top {len(ranked.rows)} of the {len(news) - 1:,} news in the catalog; the {len(c.history)} "
                "news already in the history are left out.")
-    scores = cache.catalog_scores(c.rec, c.key, c.history)
+    scores = cache.catalog_scores(c.rec, c.history)
     threshold = float(ranked.scores[-1]) if len(ranked.scores) else None
     st.subheader("Score distribution over the whole catalog")
     st.altair_chart(charts.histogram(scores, xlabel="score (user · news)", vline=threshold,

@@ -9,14 +9,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from nram_core.run_info import read_config, read_state, run_status
 from nram_core.config import PRESETS, preset as get_preset
-from nram_core.fileio import DataError
+from nram_core.run_info import create_run_dir, data_info
 
 from studio import charts, cache, registry
 from studio.context import PENDING_MODEL, TRAIN_PREFILL, ctx
 from studio.jobs import ACTIVE
-from studio.training import run_folder_name, start_training
+from studio.training import start_training
+from studio.widgets import keep_choice, valid_choice
 
 
 STUDIO_BUDGET = {"epochs": 2, "max_impressions": 4000, "max_dev_impressions": 1000}
@@ -29,41 +29,9 @@ if st.session_state.pop("_train_started", None):
 
 
 # ---- runs table ----------------------------------------------------------------------------------
-@st.cache_data(ttl=5, show_spinner=False)
-def runs_table(stamp: tuple) -> pd.DataFrame:
-    rows = []
-    for folder in registry.list_run_folders():
-        try:
-            config = read_config(folder)
-            state = read_state(folder)
-        except DataError:
-            continue
-        model, train = config.get("model", {}), config.get("train", {})
-        history = state.get("history") or []
-        best = history[state["best_epoch"] - 1]["metrics"] if state.get("best_epoch") and history else {}
-        best = best or {}
-        rows.append({
-            "run": folder.name if folder != registry.demo_model_dir() else "demo model (shipped)",
-            "preset": (config.get("data") or {}).get("preset", ""),
-            "status": run_status(state),
-            "epochs": state.get("epochs_done", 0),
-            "heads × dim": f"{model.get('num_heads')}×{model.get('head_dim')}",
-            "title/history": f"{model.get('title_len')}/{model.get('history_len')}",
-            "batch": train.get("batch_size"), "K": train.get("negatives"), "lr": train.get("lr"),
-            "train imps cap": train.get("max_impressions"),
-            "auc": best.get("auc"), "mrr": best.get("mrr"), "ndcg@5": best.get("ndcg@5"),
-            "ndcg@10": best.get("ndcg@10"),
-            "minutes": sum(h.get("seconds", 0) for h in history) / 60,
-            "folder": str(folder),
-        })
-    return pd.DataFrame(rows)
-
-
 def show_runs_table() -> None:
     st.header("All runs")
-    stamp = tuple((str(p), (p / "state.json").stat().st_mtime_ns if (p / "state.json").exists() else 0)
-                  for p in registry.list_run_folders())
-    table = runs_table(stamp)
+    table = cache.runs_table()
     if not table.empty:  # what this app's own job knows: the run it trains now, or the run that failed
         snap = job.snapshot()
         if snap.get("run_dir"):
@@ -96,8 +64,7 @@ if registry.public_mode():
 
 # ---- the form ---------------------------------------------------------------------------------
 names = sorted(PRESETS)
-if st.session_state.get("train_preset") not in names:
-    st.session_state["train_preset"] = "demo"
+keep_choice("train_preset", names, default="demo")
 preset_name = st.selectbox("Preset", names, key="train_preset",
                            help="demo: small and quick on a CPU; paper: the NRMS paper's sizes (slow on a CPU).")
 mc, tc = get_preset(preset_name)
@@ -132,8 +99,8 @@ with st.form("train_form"):
     a, b, d, e = st.columns(4)
     vector_choices = ["corpus", "none"]
     word_vectors = a.selectbox(
-        "Word vectors", vector_choices, index=vector_choices.index(tc.word_vectors)
-        if tc.word_vectors in vector_choices else 0, key=f"tf_vectors_{p}",
+        "Word vectors", vector_choices, index=vector_choices.index(valid_choice(tc.word_vectors, vector_choices)),
+        key=f"tf_vectors_{p}",
         help="corpus: word2vec trained on the dataset's news titles and abstracts (no clicks), the "
              "default; none: random word embeddings.")
     use_categories = b.checkbox("Fuse categories", value=mc.use_categories, key=f"tf_cats_{p}",
@@ -153,15 +120,13 @@ if job.busy:
     st.caption("A run is training now; this app trains one model at a time. Cancel it below or wait for it.")
 
 if submitted:
-    model_cfg = dataclasses.replace(mc, num_heads=int(heads), head_dim=int(head_dim), title_len=int(title_len),
-                                    history_len=int(history_len), use_categories=bool(use_categories),
-                                    residual=bool(residual), word_dim=int(word_dim))
-    train_cfg = dataclasses.replace(tc, epochs=int(epochs), batch_size=int(batch_size), negatives=int(negatives),
-                                    lr=float(lr), max_impressions=int(max_impressions), max_steps=int(max_steps),
-                                    max_dev_impressions=int(max_dev), word_vectors=word_vectors)
-    try:
-        model_cfg.validate(data_sizes=False)
-        train_cfg.validate()
+    try:  # each config checks its fields as it is made
+        model_cfg = dataclasses.replace(mc, num_heads=int(heads), head_dim=int(head_dim), title_len=int(title_len),
+                                        history_len=int(history_len), use_categories=bool(use_categories),
+                                        residual=bool(residual), word_dim=int(word_dim))
+        train_cfg = dataclasses.replace(tc, epochs=int(epochs), batch_size=int(batch_size), negatives=int(negatives),
+                                        lr=float(lr), max_impressions=int(max_impressions), max_steps=int(max_steps),
+                                        max_dev_impressions=int(max_dev), word_vectors=word_vectors)
     except ValueError as exc:
         st.error(f"Invalid setting: {exc}")
     else:
@@ -169,12 +134,11 @@ if submitted:
             st.error("Training needs a dataset with a train split. Pick one in the sidebar "
                      + (f"({c.dataset.error})" if c.dataset and c.dataset.error else "") + ".")
         else:
-            run_dir = run_folder_name(name, preset_name, registry.runs_dir())
-            data_info = {"train": str(c.dataset.layout.train),
-                         "dev": str(c.dataset.layout.dev) if c.dataset.layout.dev else None,
-                         "preset": preset_name, "dataset": c.dataset.label, "source": "nram-studio"}
+            run_dir = create_run_dir(registry.runs_dir(), name, fallback=preset_name)
             problem = start_training(job, layout=c.dataset.layout, model_config=model_cfg, train_config=train_cfg,
-                                     run_dir=run_dir, data_info=data_info, label=run_dir.name)
+                                     run_dir=run_dir, label=run_dir.name,
+                                     data_info=data_info(c.dataset.layout, preset=preset_name,
+                                                         dataset=c.dataset.label, source="nram-studio"))
             if problem:
                 st.error(problem)
             else:

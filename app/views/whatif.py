@@ -4,8 +4,11 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from nram_core.recommend import rank_change
+
 from studio import cache, views_common as vc
 from studio.context import need_user
+from studio.widgets import keep_choice
 
 c = need_user()
 st.title("What-if")
@@ -50,7 +53,7 @@ st.pills("Clicks in the edited history (oldest first): highlighted = kept, grey 
          format_func=lambda r: _short(news.at[r, "title"]) + (" (added)" if r not in original else ""))
 left, right, reset = st.columns([3, 3, 1], vertical_alignment="bottom")
 query = left.text_input("Find news by title to add", key="whatif_query", placeholder="e.g. quarterback")
-hits = cache.search_titles(c.split, c.key, query) if query else []
+hits = c.search_titles(query) if query else []
 if query and not hits:
     right.caption("No title contains that text.")
 if hits:
@@ -67,41 +70,28 @@ st.markdown(f"**Edits:** {len(removed)} click(s) removed, {len(added)} added →
 if len(edited) == 0:
     st.info("The edited history is empty: a cold user, so every candidate gets the same score.")
 
-if st.session_state.get("whatif_mode") not in ("Impression candidates", "Whole catalog"):
-    st.session_state["whatif_mode"] = "Impression candidates"
-mode = st.segmented_control("Rank", ["Impression candidates", "Whole catalog"], key="whatif_mode")
-mode = mode or "Impression candidates"
-
-
-def _change(before: int | None, after: int) -> str:
-    if before is None:
-        return "new"
-    if before == after:
-        return "="
-    return f"↑{before - after}" if before > after else f"↓{after - before}"
-
+modes = ["Impression candidates", "Whole catalog"]
+keep_choice("whatif_mode", modes)
+mode = st.segmented_control("Rank", modes, key="whatif_mode") or modes[0]  # a click on the chosen one clears it
 
 if mode == "Impression candidates":
     imp = vc.impression_picker(c)
-    base = cache.rank_impression(c.rec, c.key, imp, history=original)
-    new = cache.rank_impression(c.rec, c.key, imp, history=edited)
+    base = cache.rank_impression(c.rec, imp, history=original)
+    new = cache.rank_impression(c.rec, imp, history=edited)
     shown = new
+    old_rank = base.rank_of()
 else:
-    if not isinstance(st.session_state.get("whatif_top"), int):
-        st.session_state["whatif_top"] = 20
+    keep_choice("whatif_top", range(5, 51, 5), default=20)
     top = st.slider("How many", 5, 50, step=5, key="whatif_top")
     everything = len(news) - 1  # rank the whole catalog, so that a rank change is known for every news
-    base = cache.rank_catalog(c.rec, c.key, original, top=everything)
-    new = cache.rank_catalog(c.rec, c.key, edited, top=everything)
-    shown = type(new)(rows=new.rows[:top], scores=new.scores[:top], probabilities=new.probabilities[:top])
-old_rank = {int(r): i + 1 for i, r in enumerate(base.rows)}
-old_score = {int(r): float(s) for r, s in zip(base.rows, base.scores)}
-cutoff = len(shown.rows)
+    base = cache.rank_catalog(c.rec, original, top=everything)
+    new = cache.rank_catalog(c.rec, edited, top=everything)
+    shown = new.top(top)
+    old_rank = base.top(top).rank_of()  # a news that was below the list shown is "new" in it
+old_score = base.score_of()
 table = vc.ranked_table(news, shown)
-table.insert(1, "change", [_change(old_rank.get(int(r)) if mode == "Impression candidates" or
-                                   old_rank.get(int(r), cutoff + 1) <= cutoff else None, i + 1)
-                           for i, r in enumerate(shown.rows)])
-table["score before"] = [old_score.get(int(r), np.nan) for r in shown.rows]
+table.insert(1, "change", [rank_change(old_rank.get(row), rank) for rank, row in enumerate(shown.rows.tolist(), 1)])
+table["score before"] = [old_score.get(row, np.nan) for row in shown.rows.tolist()]
 moved = int((table["change"] != "=").sum())
 st.dataframe(table, hide_index=True, width="stretch", key="whatif_table",
              column_config={**vc.RANKED_COLUMNS,
