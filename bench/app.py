@@ -38,9 +38,7 @@ DEMO_TARGET_MS, LARGE_TARGET_MS, FIRST_LOAD_TARGET_S, EXPORT_TARGET_MS = 300.0, 
 
 def _run(at, step=None) -> float:
     """Seconds for one rerun (after ``step`` set a widget or switched the page); fails on an app error."""
-    started = time.perf_counter()
-    (step(at) if step is not None else at).run()
-    seconds = time.perf_counter() - started
+    _, seconds = common.timed(lambda: (step(at) if step is not None else at).run())
     problems = [e.value for e in at.exception] + [e.value for e in at.error]
     if problems:
         raise SystemExit(f"error: the app showed an error: {problems[0]}")
@@ -83,9 +81,7 @@ def _export_seconds(at) -> float:
 
     c = at.session_state[CTX_KEY]
     impression = int(at.selectbox(key="impression_choice").value)
-    started = time.perf_counter()
-    html = view_report(c, impression, cache.rank_impression(c.rec, c.key, impression))
-    seconds = time.perf_counter() - started
+    html, seconds = common.timed(lambda: view_report(c, impression, cache.rank_impression(c.rec, impression)))
     if "<!DOCTYPE html>" not in html:
         raise SystemExit("error: the export produced no page")
     return seconds
@@ -113,14 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             prepare_s = _prepare(folder) if args.prepared else None
             record = _measure(AppTest, folder, rng, users=args.users, split=args.split)
-            record.update(prepared=args.prepared, prepare_s=prepare_s)
+            record["prepare_s"] = prepare_s
         finally:
             for name, value in saved_env.items():
                 if value is None:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
-    common.emit({**record, "machine": common.machine()})
+    common.emit("app", record, args=args)
     return 0
 
 
@@ -136,9 +132,9 @@ def _prepare(folder: Path) -> float:
             "from nram_core.run_info import read_run_info; info = read_run_info(sys.argv[1]); "
             "layout = resolve_layout(sys.argv[2]); "
             "[info.load_split(n, f) for n, f in (('train', layout.train), ('dev', layout.dev)) if f is not None]")
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, str(demo_model_dir()), str(folder)], check=True)
-    return round(time.perf_counter() - started, 1)
+    _, seconds = common.timed(lambda: subprocess.run([sys.executable, "-c", code, str(demo_model_dir()), str(folder)],
+                                                     check=True))
+    return round(seconds, 1)
 
 
 def _measure(AppTest, folder: Path, rng: random.Random, *, users: int, split: str) -> dict:
@@ -169,7 +165,7 @@ def _measure(AppTest, folder: Path, rng: random.Random, *, users: int, split: st
     slowest = max((max(v) for v in per_step.values()), default=0.0)
     target = DEMO_TARGET_MS if impressions <= 10_000 else LARGE_TARGET_MS
     return {
-        "bench": "app", "dataset": chosen.label, "split": c.split_name, "news": len(c.split.news) - 1,
+        "dataset": chosen.label, "split": c.split_name, "news": len(c.split.news) - 1,
         "impressions": impressions, "users_visited": len(picked), "first_load_s": round(first_load, 3),
         "first_load_target_s": FIRST_LOAD_TARGET_S,
         "interaction_p50_ms": {k: round(float(np.median(v)), 1) for k, v in per_step.items()},

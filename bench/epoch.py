@@ -20,9 +20,6 @@ from __future__ import annotations
 import time
 
 from nram_core.callbacks import Callback
-from nram_core.data.layout import resolve_layout
-from nram_core.data.split import Corpus, load_corpus
-from nram_core.train import Trainer, pick_device, seed_everything
 
 from . import common
 
@@ -68,30 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=20, help="steps left out of samples_per_s")
     p.add_argument("--every", type=int, default=500, help="steps between two RSS samples")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers building batches")
-    args = p.parse_args(argv)
-    common.apply_threads(args.threads)
-    device = pick_device(args.device)
-    started = time.perf_counter()
+    args, device = common.start(p, argv)
     with common.corpus_dir(args.data) as folder:
-        model_cfg, train_cfg = common.preset(args.preset)
-        corpus = load_corpus(resolve_layout(folder), title_len=model_cfg.title_len,
-                             min_count=train_cfg.min_word_count, splits=("train",))
-    load_s = time.perf_counter() - started
-    model_cfg, train_cfg = common.configs(args.preset, len(corpus.vocab), epochs=1, max_steps=args.max_steps,
-                                          num_workers=args.workers, seed=args.seed, word_vectors="none")
-    seed_everything(args.seed)
+        prepared, load_s = common.timed(lambda: common.prepare(
+            args, folder, dev=False, epochs=1, max_steps=args.max_steps, seed=args.seed, word_vectors="none"))
     watch = _Watch(warmup=args.warmup, every=args.every)
-    trainer = Trainer(model_config=model_cfg, train_config=train_cfg,
-                      corpus=Corpus(vocab=corpus.vocab, train=corpus.train, dev=None), device=str(device),
-                      callbacks=[watch])
+    trainer = common.train_only(prepared, device=str(device), callbacks=[watch],
+                                runtime=common.runtime(num_workers=args.workers))
     rss_before = rss_mb()[0]
     trainer.fit()
     seconds = (watch.ended - watch.started) if watch.started and watch.ended else float("nan")
     rate = watch.samples / seconds if seconds == seconds and seconds > 0 else None
     steps_done = watch.rss[-1][0]
-    common.emit({
-        "bench": "epoch", "preset": args.preset, "precision": trainer.precision, "workers": args.workers,
-        "impressions": corpus.train.num_impressions, "samples_in_epoch": trainer.batches.num_samples,
+    common.emit("epoch", {
+        "device": str(device), "precision": trainer.precision, "impressions": prepared.corpus.train.num_impressions,
+        "samples_in_epoch": trainer.batches.num_samples,
         "steps_in_epoch": watch.steps_in_epoch, "steps_done": steps_done,
         "whole_epoch": steps_done >= watch.steps_in_epoch,
         "samples_per_s": round(rate, 1) if rate else None,
@@ -102,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "anon_start_mb": round(watch.rss[0][1][1], 1), "anon_end_mb": round(watch.rss[-1][1][1], 1),
         "anon_max_mb": round(max(a for _, (_, a) in watch.rss), 1),
         "rss_by_step": [[s, round(r, 1), round(a, 1)] for s, (r, a) in watch.rss[:: max(1, len(watch.rss) // 12)]],
-        "peak_rss_mb": common.peak_rss_mb(), "machine": common.machine(device),
-    })
+        "peak_rss_mb": common.peak_rss_mb(),
+    }, args=args, device=device)
     return 0
 
 

@@ -19,8 +19,6 @@ everywhere, are where float rounding can swap two candidates.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -31,12 +29,6 @@ from nram_core.scoring import (dot_scores, encode_all_news, encode_impression_us
 
 from . import common
 from .baseline import naive_score_impressions
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def _distinct_histories(split, n: int, history_len: int) -> int:
@@ -70,7 +62,8 @@ def auc_changes(ours: np.ndarray, plain: np.ndarray, labels: np.ndarray, offsets
     ...     "per_impression_auc_max_diff_without_exact_ties"]
     1.0
     """
-    per = [per_impression_metrics(labels, -impression_ranks(s, offsets), offsets)[:, 0] for s in (ours, plain)]  # 2 x [I]
+    per = [per_impression_metrics(labels, -impression_ranks(s, offsets), offsets)[:, 0]
+           for s in (ours, plain)]  # 2 x [M] -> 2 x [I]
     diff = np.abs(per[0] - per[1])  # [I]
     valid = ~np.isnan(diff)  # [I] impressions with a click and a non-click
     swaps = np.zeros(len(diff))  # [I] share of click/non-click pairs strictly ordered both ways, flipped
@@ -102,12 +95,12 @@ def main(argv=None) -> int:
     p.add_argument("--impressions", type=int, default=0, help="first N dev impressions for both paths (0: all)")
     p.add_argument("--baseline-impressions", type=int, default=0,
                    help="time the reference on the first N only (0: the same as --impressions)")
-    p.add_argument("--rounds", type=int, default=2, help="timed runs of our evaluation; the best counts")
+    p.add_argument("--rounds", type=int, default=2, help="timed runs of each path, in turns; the best counts")
     p.add_argument("--batch-size", type=int, default=1024, help="our encoding batch")
     p.add_argument("--baseline-batch-size", type=int, default=64, help="impressions per reference batch")
     p.add_argument("--run", help="a run folder: score its trained model (default: an untrained --preset model)")
-    args = p.parse_args(argv)
-    device, corpus, split, model = common.scoring_setup(args)
+    args, device = common.start(p, argv)
+    split, model = common.scoring_setup(args, device)
     n = split.num_impressions if not args.impressions else min(args.impressions, split.num_impressions)
     n_base = n if not args.baseline_impressions else min(args.baseline_impressions, n)
     amp = device.type == "cuda"
@@ -117,20 +110,17 @@ def main(argv=None) -> int:
                               amp=amp and precompute, precompute=precompute)
 
     run(True, min(n, 64)), run(False, min(n, 64))  # warm-up, both paths
-    ours_s, fp32_s = [], []
-    for _ in range(args.rounds):  # alternating, so that both see the same machine load
-        ours_s.append(_timed(lambda: run(True))[1])
-        fp32_s.append(_timed(lambda: run(False))[1])
-    ours_s, fp32_s = min(ours_s), min(fp32_s)
+    laps = common.best_of_rounds({"ours": lambda: run(True), "fp32": lambda: run(False)}, args.rounds)
+    ours_s, fp32_s = laps["ours"].best.seconds, laps["fp32"].best.seconds
     agreement = _per_impression_auc_diff(model, split, n, args.batch_size, amp)
-    news_vectors, news_s = _timed(lambda: encode_all_news(model, split, batch_size=args.batch_size, amp=amp))
-    users, users_s = _timed(lambda: encode_impression_users(model, split, news_vectors, np.arange(n),
-                                                            batch_size=args.batch_size, amp=amp))
+    news_vectors, news_s = common.timed(lambda: encode_all_news(model, split, batch_size=args.batch_size, amp=amp))
+    users, users_s = common.timed(lambda: encode_impression_users(model, split, news_vectors, np.arange(n),
+                                                                  batch_size=args.batch_size, amp=amp))
     b = split.behaviors
     offsets = b.candidate_offsets[: n + 1]
-    scores, score_s = _timed(lambda: dot_scores(users, news_vectors, offsets, b.candidates[: offsets[-1]]))
+    scores, score_s = common.timed(lambda: dot_scores(users, news_vectors, offsets, b.candidates[: offsets[-1]]))
     labels = b.labels[: offsets[-1]]
-    per, metrics_s = _timed(lambda: ranked_metrics(labels, impression_ranks(scores, offsets), offsets))  # [I,4]
+    per, metrics_s = common.timed(lambda: ranked_metrics(labels, impression_ranks(scores, offsets), offsets))  # [I,4]
     result = mean_metrics(per)
 
     def reference():
@@ -139,12 +129,11 @@ def main(argv=None) -> int:
         end = int(split.behaviors.candidate_offsets[n_base])
         return flat, evaluate_flat(split.behaviors.labels[:end], flat, split.behaviors.candidate_offsets[: n_base + 1])
 
-    (base_scores, base_result), base_s = _timed(reference)
+    (base_scores, base_result), base_s = common.timed(reference)
     ours_rate, base_rate = n / ours_s, n_base / base_s
     titles_per_impression = model.config.history_len + np.diff(split.behaviors.candidate_offsets[: n + 1]).mean()
-    common.emit({
-        "bench": "evaluate", "preset": None if args.run else args.preset, "run": args.run, "device": str(device), "impressions": n,
-        "baseline_impressions": n_base, "machine": common.machine(device),
+    common.emit("evaluate", {
+        "device": str(device), "impressions": n, "baseline_impressions": n_base,
         "impressions_per_s": round(ours_rate, 1), "seconds": round(ours_s, 3),
         "baseline_impressions_per_s": round(base_rate, 2), "baseline_seconds": round(base_s, 3),
         "speedup": round(ours_rate / base_rate, 1),
@@ -157,7 +146,7 @@ def main(argv=None) -> int:
         "auc": round(result.auc, 6), "baseline_auc": round(base_result.auc, 6),
         "auc_on_baseline_impressions": round(_auc_of_first(scores, split, n_base), 6),
         "max_score_diff": float(np.abs(scores[: len(base_scores)] - base_scores).max()) if len(base_scores) else 0.0,
-    })
+    }, args=args, device=device)
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import emit
+from . import common
 from .server import proc_stat, streamlit_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = [r for r in records if r["ok"]]
     first = [r["first_page_s"] for r in records if "first_page_s" in r]
     visits = [r["visit_s"] for r in ok]
-    emit({
-        "bench": "load", "sessions": args.sessions, "public": args.public, "ok": len(ok),
+    common.emit("load", {
+        "ok": len(ok),
         "errors": [r["error"] for r in records if not r["ok"]][:5], "failed": len(records) - len(ok),
         "first_page_p50_s": round(float(np.percentile(first, 50)), 2) if first else None,
         "first_page_p95_s": round(float(np.percentile(first, 95)), 2) if first else None,
@@ -143,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "server_cpu_s_per_session": round((cpu_after - cpu_before) / max(1, args.sessions), 2),
         "server_rss_before_mb": round(rss_before, 1), "server_rss_peak_mb": round(watch.peak, 1),
         "rss_added_per_session_mb": round((watch.peak - rss_before) / max(1, args.sessions), 1),
-        "machine": {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)},
-    })
+    }, args=args)
     return 0 if len(ok) == len(records) else 1
 
 

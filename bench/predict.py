@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from . import common
@@ -87,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nram-bench-predict-") as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
-        started = time.perf_counter()
-        candidates = write_test_split(Path(args.data), work / "test", args.rows)
-        write_s = time.perf_counter() - started
+        candidates, write_s = common.timed(lambda: write_test_split(Path(args.data), work / "test", args.rows))
         command = [sys.executable, "-m", "bench.rss", "--", sys.executable, "-m", "nram_core", "predict",
                    "--run", args.run, "--data", str(work / "test"), "--out", str(work / "out")]
         done = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
@@ -101,13 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         told = next(record for record in map(_json_or_none, reversed(done.stderr.splitlines()))
                     if record and "prediction" in record)  # predict's own line (bench.rss passes it to stderr)
         predicted = check_prediction(work / "out" / "prediction.txt", args.rows)
-        common.emit({
-            "bench": "predict", "rows": args.rows, "candidates": candidates, "write_split_s": round(write_s, 1),
+        common.emit("predict", {
+            "candidates": candidates, "write_split_s": round(write_s, 1),
             "predict_s": rss["seconds"], "predict_peak_rss_mb": rss["peak_rss_mb"], **predicted,
             "unknown_candidates": told["unknown_candidates"], "cold_users": told["cold_users"],
             "zip_mb": round((work / "out" / "prediction.zip").stat().st_size / 2**20, 1),
-            "run": Path(args.run).name, "machine": common.machine(),
-        })
+        }, args=args)
     return 0
 
 

@@ -10,7 +10,6 @@ with generated titles (each an existing title's words in a new random order, cat
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 
@@ -45,12 +44,7 @@ def pad_catalog(split: Split, size: int, seed: int = 0) -> Split:
 
 
 def _latencies(fn, requests: list) -> list[float]:
-    out = []
-    for request in requests:
-        start = time.perf_counter()
-        fn(request)
-        out.append(time.perf_counter() - start)
-    return out
+    return [common.timed(lambda: fn(request))[1] for request in requests]
 
 
 def main(argv=None) -> int:
@@ -60,13 +54,11 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-requests", type=int, default=50, help="timed reference impression requests")
     p.add_argument("--baseline-catalog-requests", type=int, default=1, help="timed reference catalog requests")
     p.add_argument("--top", type=int, default=10)
-    args = p.parse_args(argv)
-    device, corpus, split, model = common.scoring_setup(args)
+    args, device = common.start(p, argv)
+    split, model = common.scoring_setup(args, device)
     split = pad_catalog(split, args.catalog, seed=args.seed) if args.catalog else split
 
-    start = time.perf_counter()
-    rec = Recommender(model, split)
-    cache_s = time.perf_counter() - start
+    rec, cache_s = common.timed(lambda: Recommender(model, split))
     rng = np.random.default_rng(args.seed)
     impressions = rng.integers(0, split.num_impressions, size=args.requests).tolist()
     histories = [split.history_of(i) for i in impressions]
@@ -86,9 +78,8 @@ def main(argv=None) -> int:
     base_catalog_s = _latencies(lambda h: naive_rank(model, tokens, h, catalog, device=device),
                                 histories[: args.baseline_catalog_requests])
     p50 = common.percentile_ms
-    common.emit({
-        "bench": "recommend", "preset": args.preset, "device": str(device), "machine": common.machine(device),
-        "catalog_news": int(len(catalog)), "cache_build_s": round(cache_s, 3), "requests": args.requests,
+    common.emit("recommend", {
+        "device": str(device), "catalog_news": int(len(catalog)), "cache_build_s": round(cache_s, 3),
         "impression_candidates_mean": round(float(np.mean([len(split.candidates_of(i)[0]) for i in impressions])), 1),
         "impression_p50_ms": p50(impression_s, 50), "impression_p95_ms": p50(impression_s, 95),
         "catalog_p50_ms": p50(catalog_s, 50), "catalog_p95_ms": p50(catalog_s, 95),
@@ -97,7 +88,7 @@ def main(argv=None) -> int:
         "baseline_catalog_p50_ms": p50(base_catalog_s, 50),
         "speedup": round(p50(base_impression_s, 50) / p50(impression_s, 50), 1),
         "catalog_speedup": round(p50(base_catalog_s, 50) / p50(catalog_s, 50), 1),
-    })
+    }, args=args, device=device)
     return 0
 
 

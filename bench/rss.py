@@ -9,7 +9,6 @@ from __future__ import annotations
 import resource
 import subprocess
 import sys
-import time
 
 from . import common
 
@@ -21,12 +20,10 @@ def main(argv=None) -> int:
     if not argv:
         print("usage: python -m bench.rss -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
-    start = time.perf_counter()
-    done = subprocess.run(argv, stdout=sys.stderr)
-    seconds = time.perf_counter() - start
+    done, seconds = common.timed(lambda: subprocess.run(argv, stdout=sys.stderr))
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child (Linux: KiB)
-    common.emit({"bench": "rss", "command": " ".join(argv), "returncode": done.returncode,
-                 "seconds": round(seconds, 1), "peak_rss_mb": round(peak_kib / 1024, 1)})
+    common.emit("rss", {"returncode": done.returncode, "seconds": round(seconds, 1),
+                        "peak_rss_mb": round(peak_kib / 1024, 1)}, args={"command": " ".join(argv)})
     return done.returncode
 
 

@@ -7,10 +7,12 @@ Ours is ``nram_core.train.Trainer.fit`` itself (unique-news batches, trimmed pad
 pre-tokenised arrays, length-chunked titles, bf16 matmuls where the CPU has them, fused
 Adam, workers/compile per the flags); the reference is ``bench.baseline.NaiveTrainSamples``
 through a DataLoader and ``naive_logits``. The same Trainer on its plain fp32 path
-(``TrainConfig.plain_fp32``: every GEMM in fp32, titles cut to the batch's longest, Adam's
+(``RuntimeConfig.plain_fp32``: every GEMM in fp32, titles cut to the batch's longest, Adam's
 per-tensor loop, ``F.dropout``'s masks, as the Trainer ran before issue 14) is timed in the
 same rounds: ``speedup_vs_fp32_eager``.
-``peak_rss_mb`` is the process peak after our rounds and before any reference step.
+The Trainers come from ``prepare_run`` on the train split (random word vectors: the vectors'
+values do not change a step's work). ``peak_rss_mb`` is the process peak before any reference
+step.
 """
 from __future__ import annotations
 
@@ -21,12 +23,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nram_core.data.layout import resolve_layout
-
-from nram_core.data.split import Corpus, load_corpus
+from nram_core.fastpath import autocast_for
 from nram_core.model import NRAM
-from nram_core.scoring import autocast_for
-from nram_core.train import Callback, Trainer, pick_device, seed_everything
+from nram_core.train import Callback, Trainer, seed_everything
 
 from . import common
 from .baseline import NaiveTrainSamples, naive_logits
@@ -45,7 +44,8 @@ class _StepClock(Callback):
         elif info.global_step > self.warmup:
             batches = trainer.batches
             last = info.step == info.steps_in_epoch
-            self.samples += batches.num_samples - (len(batches) - 1) * batches.batch_size if last else batches.batch_size
+            full = batches.batch_size
+            self.samples += batches.num_samples - (len(batches) - 1) * full if last else full
             self.steps += 1
             self.end = now
 
@@ -55,19 +55,17 @@ def _cuda_sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def ours_round(trainer: Trainer, warmup: int, steps: int) -> tuple[float, float]:
-    """(samples/s, s/step) of ``steps`` Trainer steps after ``warmup`` steps."""
+def ours_round(trainer: Trainer, warmup: int, steps: int) -> common.Lap:
+    """``steps`` Trainer steps after ``warmup`` steps: their seconds, samples (work) and steps (value)."""
     clock = _StepClock(warmup)
     trainer.callbacks = [clock]
     trainer.train_config = dataclasses.replace(trainer.train_config, max_steps=warmup + steps)
     trainer.fit()
-    elapsed = clock.end - clock.start
-    return clock.samples / elapsed, elapsed / clock.steps
+    return common.Lap(clock.end - clock.start, work=clock.samples, value=clock.steps)
 
 
-def baseline_round(loader_iter, model, optimizer, device, amp: bool, warmup: int, steps: int,
-                   batch_size: int) -> tuple[float, float]:
-    """(samples/s, s/step) of the reference loop: per-sample tokenising loader, every title encoded."""
+def baseline_round(loader_iter, model, optimizer, device, amp: bool, warmup: int, steps: int) -> common.Lap:
+    """The same for the reference loop: per-sample tokenising loader, every title encoded."""
     model.train()
     start = samples = 0
     for step in range(warmup + steps):
@@ -85,8 +83,7 @@ def baseline_round(loader_iter, model, optimizer, device, amp: bool, warmup: int
         optimizer.step()
         loss.item()
         samples += len(labels)
-    elapsed = time.perf_counter() - start
-    return samples / elapsed, elapsed / steps
+    return common.Lap(time.perf_counter() - start, work=samples, value=steps)
 
 
 def _forever(loader):
@@ -103,7 +100,7 @@ def _parser():
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers, for both paths")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 matmuls: autocast + TF32 on CUDA (both paths), the Linear GEMMs on a CPU with bf16")
-    p.add_argument("--title-chunk", type=int, help="TrainConfig.title_chunk for our path (default: the preset's)")
+    p.add_argument("--title-chunk", type=int, help="RuntimeConfig.title_chunk for our path (default: its default)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile our step (and time the eager step in the same rounds)")
     p.add_argument("--compare-workers", type=int,
@@ -112,8 +109,9 @@ def _parser():
     return p
 
 
-def _naive_path(corpus, model, model_cfg, train_cfg, args, device):
+def _naive_path(prepared, model, args, device):
     """The reference loader (an endless iterator) and its own Adam over the same parameters."""
+    corpus, model_cfg, train_cfg = prepared.corpus, prepared.model_config, prepared.train_config
     samples = NaiveTrainSamples(corpus.train, corpus.vocab, title_len=model_cfg.title_len,
                                 history_len=model_cfg.history_len, negatives=train_cfg.negatives, seed=args.seed)
     loader = torch.utils.data.DataLoader(samples, batch_size=train_cfg.batch_size, shuffle=True,
@@ -124,80 +122,78 @@ def _naive_path(corpus, model, model_cfg, train_cfg, args, device):
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    args, device = common.start(_parser(), argv)
     args.warmup = max(1, args.warmup)
-    common.apply_threads(args.threads)
-    device = pick_device(args.device)
     with common.corpus_dir(args.data) as folder:
-        load_start = time.perf_counter()
-        corpus = load_corpus(resolve_layout(folder), title_len=common.preset(args.preset)[0].title_len,
-                             splits=("train",))
-        load_s = time.perf_counter() - load_start
-    model_cfg, train_cfg = common.configs(args.preset, len(corpus.vocab), batch_size=args.batch_size,
-                                          num_workers=args.workers, amp=args.amp, compile=args.compile,
-                                          epochs=10_000, seed=args.seed)
-    if args.title_chunk is not None:
-        train_cfg = dataclasses.replace(train_cfg, title_chunk=args.title_chunk)
+        prepared, load_s = common.timed(lambda: common.prepare(
+            args, folder, dev=False, batch_size=args.batch_size, epochs=10_000, seed=args.seed, word_vectors="none"))
+    runtime = common.runtime(num_workers=args.workers, amp=args.amp, compile=args.compile, title_chunk=args.title_chunk)
     seed_everything(args.seed)
-    model = NRAM(model_cfg)
-    train_only = Corpus(corpus.vocab, corpus.train, None)  # no dev split: no evaluation inside the timing
+    model = NRAM(prepared.model_config)  # shared by every path: same weights, same work
 
     def trainer(config):
-        return Trainer(model_config=model_cfg, train_config=config, corpus=train_only, device=str(device),
-                       model=model)
+        return common.train_only(prepared, runtime=config, device=str(device), model=model)
 
-    trainers = {"ours": trainer(train_cfg)}  # the variants share the model: same weights, same work
-    trainers["fp32_eager"] = trainer(dataclasses.replace(train_cfg.plain_fp32(), compile=False))
+    paths = {"ours": trainer(runtime), "fp32_eager": trainer(dataclasses.replace(runtime.plain_fp32(), compile=False))}
     if args.compile:
-        trainers["eager"] = trainer(dataclasses.replace(train_cfg, compile=False))
+        paths["eager"] = trainer(dataclasses.replace(runtime, compile=False))
     if args.compare_workers is not None:
-        trainers["workers"] = trainer(dataclasses.replace(train_cfg, num_workers=args.compare_workers))
-    epoch_samples = trainers["ours"].batches.num_samples
-    record = {"bench": "train", "preset": args.preset, "device": str(device), "batch_size": train_cfg.batch_size,
-              "workers": args.workers, "amp": args.amp, "precision": trainers["ours"].precision,
-              "title_chunk": train_cfg.title_chunk, "compile": args.compile,
-              "steps": args.steps, "rounds": args.rounds, "corpus_load_s": round(load_s, 3),
-              "epoch_samples": epoch_samples, "machine": common.machine(device)}
+        paths["workers"] = trainer(dataclasses.replace(runtime, num_workers=args.compare_workers))
+    ours = paths["ours"]
+    figures = {"device": str(device), "batch_size": prepared.train_config.batch_size, "precision": ours.precision,
+               "title_chunk": runtime.title_chunk, "corpus_load_s": round(load_s, 3),
+               "epoch_samples": ours.batches.num_samples}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    timed: dict[str, list[tuple[float, float]]] = {name: [] for name in [*trainers, "baseline"]}
-    naive = optimizer = None
-    for round_no in range(args.rounds):
-        for name, variant in trainers.items():
-            timed[name].append(ours_round(variant, args.warmup, args.steps))
-        if round_no == 0:  # our peak, before any reference step
-            record["peak_rss_mb"] = common.peak_rss_mb()
-            if device.type == "cuda":
-                record["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-                torch.cuda.reset_peak_memory_stats(device)
-        if args.no_baseline:
-            continue
-        if naive is None:
-            naive, optimizer = _naive_path(corpus, model, model_cfg, train_cfg, args, device)
-        timed["baseline"].append(baseline_round(naive, model, optimizer, device, args.amp, args.warmup,
-                                                args.steps, train_cfg.batch_size))
-    best = {name: max(rounds) for name, rounds in timed.items() if rounds}  # (samples/s, s/step) of the best round
-    ours = best["ours"][0]
-    record.update(samples_per_s=round(ours, 2), ms_per_step=round(best["ours"][1] * 1e3, 2),
-                  rounds_samples_per_s=[round(r[0], 2) for r in timed["ours"]],
-                  projected_epoch_s=round(epoch_samples / ours, 1))
-    record.update(fp32_eager_samples_per_s=round(best["fp32_eager"][0], 2),
-                  speedup_vs_fp32_eager=round(ours / best["fp32_eager"][0], 2))
-    if "eager" in best:
-        record.update(eager_samples_per_s=round(best["eager"][0], 2), compile_speedup=round(ours / best["eager"][0], 2))
-    if "workers" in best:
-        record.update(compare_workers=args.compare_workers, compare_workers_samples_per_s=round(best["workers"][0], 2),
-                      compare_workers_speedup=round(best["workers"][0] / ours, 2))
-    if "baseline" in best:
-        base = best["baseline"][0]
-        record.update(baseline_samples_per_s=round(base, 2), baseline_ms_per_step=round(best["baseline"][1] * 1e3, 2),
-                      baseline_rounds_samples_per_s=[round(r[0], 2) for r in timed["baseline"]],
-                      baseline_projected_epoch_s=round(epoch_samples / base, 1), speedup=round(ours / base, 2),
-                      process_peak_rss_mb=common.peak_rss_mb())
-        if device.type == "cuda":
-            record["baseline_peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    common.emit(record)
+    rounds = {name: (lambda t=t: ours_round(t, args.warmup, args.steps)) for name, t in paths.items()}
+    if not args.no_baseline:
+        rounds["baseline"] = _baseline_path(prepared, model, args, device, figures)
+    laps = common.best_of_rounds(rounds, args.rounds)
+    figures.setdefault("peak_rss_mb", common.peak_rss_mb())  # no reference path: after all our rounds
+    if "baseline" in laps and device.type == "cuda":
+        figures["baseline_peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    common.emit("train", {**figures, **_figures(laps, figures["epoch_samples"])}, args=args, device=device)
     return 0
+
+
+def _baseline_path(prepared, model, args, device, figures: dict):
+    """One round of the reference loop; its first call notes our peak memory, before any reference step."""
+    state = {}
+
+    def one_round() -> common.Lap:
+        if not state:
+            figures["peak_rss_mb"] = common.peak_rss_mb()
+            if device.type == "cuda":
+                figures["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+                torch.cuda.reset_peak_memory_stats(device)
+            state["loader"], state["optimizer"] = _naive_path(prepared, model, args, device)
+        return baseline_round(state["loader"], model, state["optimizer"], device, args.amp, args.warmup, args.steps)
+    return one_round
+
+
+def _figures(laps: dict[str, common.Laps], epoch_samples: int) -> dict:
+    """Samples/s of each path's best round (``Lap.value``: its steps), and the ratios."""
+    best = {name: path.best for name, path in laps.items()}
+    ours = best["ours"].rate
+    out = {"samples_per_s": round(ours, 2), "ms_per_step": round(best["ours"].seconds / best["ours"].value * 1e3, 2),
+           "rounds_samples_per_s": [round(lap.rate, 2) for lap in laps["ours"]],
+           "projected_epoch_s": round(epoch_samples / ours, 1),
+           "fp32_eager_samples_per_s": round(best["fp32_eager"].rate, 2),
+           "speedup_vs_fp32_eager": round(ours / best["fp32_eager"].rate, 2)}
+    if "eager" in best:
+        out.update(eager_samples_per_s=round(best["eager"].rate, 2),
+                   compile_speedup=round(ours / best["eager"].rate, 2))
+    if "workers" in best:
+        out.update(compare_workers_samples_per_s=round(best["workers"].rate, 2),
+                   compare_workers_speedup=round(best["workers"].rate / ours, 2))
+    if "baseline" in best:
+        base = best["baseline"]
+        out.update(baseline_samples_per_s=round(base.rate, 2),
+                   baseline_ms_per_step=round(base.seconds / base.value * 1e3, 2),
+                   baseline_rounds_samples_per_s=[round(lap.rate, 2) for lap in laps["baseline"]],
+                   baseline_projected_epoch_s=round(epoch_samples / base.rate, 1), speedup=round(ours / base.rate, 2),
+                   process_peak_rss_mb=common.peak_rss_mb())
+    return out
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Each benchmark runs once with a tiny budget and prints one JSON line with positive figures."""
+"""Each benchmark runs once with a tiny budget and prints one strict JSON line: its figures (positive
+where they are rates or sizes), its settings and the machine."""
+import doctest
 import importlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +15,38 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def one_record(stdout: str, name: str) -> dict:
+    """The single line of ``stdout``, read as strict JSON (NaN or Infinity fail), with its three parts."""
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 1, lines
+
+    def reject(constant):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    record = json.loads(lines[0], parse_constant=reject)
+    assert record["bench"] == name.replace(" ", "-") and isinstance(record["settings"], dict)
+    assert record["machine"]["cpus"] >= 1 and record["machine"]["torch"]
+    return record
+
+
 def run_bench(name, *args):
     """``python -m bench.NAME ARGS`` in a child process: its one JSON line."""
     done = subprocess.run([sys.executable, "-m", f"bench.{name}", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
-    assert len(lines) == 1, done.stdout
-    return json.loads(lines[0])
+    return one_record(done.stdout, name)
 
 
 def run_in_process(capsys, name, *args):
-    """The same, in this process (saves a torch import per bench); torch's thread count is restored."""
-    module = importlib.import_module(f"bench.{name}")
+    """The same, in this process (saves a torch import per bench); torch's thread count is restored.
+    ``name`` may carry a subcommand: ``"candidates score"`` is bench ``candidates-score``."""
+    module = importlib.import_module(f"bench.{name.split()[0]}")
     threads = torch.get_num_threads()
     try:
-        assert module.main([str(a) for a in args]) == 0
+        assert module.main([*name.split()[1:], *map(str, args)]) == 0
     finally:
         torch.set_num_threads(threads)
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1, lines
-    return json.loads(lines[0])
+    return one_record(capsys.readouterr().out, name)
 
 
 def assert_positive(record, keys):
@@ -42,13 +56,46 @@ def assert_positive(record, keys):
         assert isinstance(record[key], (int, float)) and record[key] > 0, (key, record[key])
 
 
+def test_best_of_rounds_takes_turns_and_keeps_each_paths_best():
+    from bench.common import Lap, best_of_rounds
+
+    calls, rates = [], {"a": iter([1.0, 3.0, 2.0]), "b": iter([5.0, 4.0, 6.0])}
+
+    def path(name):
+        def run():
+            calls.append(name)
+            return Lap(1.0, work=next(rates[name]), value=len(calls))
+        return run
+
+    laps = best_of_rounds({"a": path("a"), "b": path("b")}, rounds=3)
+    assert calls == ["a", "b"] * 3  # round-robin: every round runs every path once, in turn
+    assert [lap.rate for lap in laps["a"]] == [1.0, 3.0, 2.0]
+    assert (laps["a"].best.rate, laps["a"].best.value) == (3.0, 3) and laps["b"].best.value == 6
+    timed = best_of_rounds({"sleep": lambda: time.sleep(0.01) or "done"}, rounds=2)["sleep"]
+    assert len(timed) == 2 and timed.best.seconds >= 0.01 and timed.best.value == "done"
+
+
+def test_common_doctests():
+    from bench import common
+
+    assert doctest.testmod(common).failed == 0
+
+
+def test_emit_writes_one_strict_line(capsys):
+    from bench.common import emit
+
+    emit("probe", {"ratio": float("nan"), "rounds": [1.5, float("inf")]}, args={"data": Path("x")})
+    r = one_record(capsys.readouterr().out, "probe")
+    assert r["ratio"] is None and r["rounds"] == [1.5, None] and r["settings"] == {"data": "x"}
+
+
 def test_bench_train(demo_corpus, capsys):
     r = run_in_process(capsys, "train", "--data", demo_corpus, "--preset", "demo", "--steps", 2, "--warmup", 1, "--rounds", 1,
                   "--threads", 1)
     assert_positive(r, ["samples_per_s", "baseline_samples_per_s", "speedup", "peak_rss_mb", "ms_per_step",
                         "baseline_ms_per_step", "projected_epoch_s", "epoch_samples", "fp32_eager_samples_per_s",
                         "speedup_vs_fp32_eager"])
-    assert r["bench"] == "train" and r["preset"] == "demo" and r["machine"]["cpus"] >= 1
+    assert r["settings"]["preset"] == "demo" and r["settings"]["steps"] == 2
     assert r["precision"] in ("fp32 (amp asked, but this cpu has no native bf16 matmuls)", "bf16 matmuls, fp32 weights")
 
 
@@ -68,7 +115,7 @@ def test_bench_evaluate_scores_a_trained_run(demo_corpus, capsys):
     shipped = ROOT / "assets" / "demo_model"
     r = run_in_process(capsys, "evaluate", "--data", demo_corpus, "--run", shipped, "--impressions", 60,
                        "--rounds", 1, "--threads", 1)
-    assert r["run"] == str(shipped) and r["preset"] is None and r["impressions"] == 60
+    assert r["settings"]["run"] == str(shipped) and r["settings"]["preset"] is None and r["impressions"] == 60
     # Both from scores (``auc`` breaks a cold user's tied scores by rank, as evaluate_split does).
     assert r["auc_on_baseline_impressions"] == pytest.approx(r["baseline_auc"], abs=1e-4)
     assert r["auc"] > 0.65 and r["baseline_auc"] > 0.65  # a trained model, not chance
@@ -95,30 +142,6 @@ def test_auc_changes_tell_rounding_swaps_from_broken_exact_ties():
     assert same["impressions_auc_changed"] == 0 and same["per_impression_auc_max_diff"] == 0.0
 
 
-def test_bench_filed_times_the_code_the_issue_was_filed_against(demo_corpus, capsys):
-    from bench.filed import FILED_COMMIT, FiledError, resolve_commit
-
-    try:
-        resolve_commit(FILED_COMMIT)
-    except FiledError:
-        pytest.skip(f"needs this repository's git history (commit {FILED_COMMIT})")
-    shipped = ROOT / "assets" / "demo_model"  # trained: no near-tied candidates for rounding to swap
-    r = run_in_process(capsys, "filed", "--data", demo_corpus, "--run", shipped, "--impressions", 40,
-                       "--rounds", 1, "--threads", 1)
-    assert r["commit"] == FILED_COMMIT and r["impressions"] == 40 and r["run"] == str(shipped)
-    assert_positive(r, ["seconds", "plain_seconds", "filed_seconds", "speedup_vs_filed", "speedup_vs_fp32"])
-    assert r["plain_auc"] == pytest.approx(r["filed_auc"], abs=1e-6) and r["filed_auc"] > 0.65
-    assert r["auc"] == pytest.approx(r["filed_auc"], abs=1e-3)
-    assert not [name for name in sys.modules if name.startswith("nram_core_filed")]
-
-
-def test_bench_filed_refuses_an_unknown_commit_in_one_line(demo_corpus, capsys):
-    module = importlib.import_module("bench.filed")
-    assert module.main(["--data", str(demo_corpus), "--preset", "demo", "--commit", "0000000"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("bench.filed: cannot read commit 0000000") and "\n" not in err
-
-
 def test_bench_recommend(demo_corpus, capsys):
     r = run_in_process(capsys, "recommend", "--data", demo_corpus, "--preset", "demo", "--catalog", 4000, "--requests", 5,
                   "--baseline-requests", 2, "--threads", 1)
@@ -135,13 +158,13 @@ def test_bench_prepare_generates_the_demo_corpus_without_data():
 
 def test_bench_rss_reports_a_commands_peak():
     r = run_bench("rss", "--", sys.executable, "-c", "x = bytearray(50 * 2**20)")
-    assert r["returncode"] == 0 and r["peak_rss_mb"] >= 50
+    assert r["returncode"] == 0 and r["peak_rss_mb"] >= 50 and r["settings"]["command"].startswith(sys.executable)
 
 
 def test_bench_app(demo_corpus, capsys):
     """The studio's interaction times through AppTest: a first load, then one visitor's clicks."""
     r = run_in_process(capsys, "app", "--data", demo_corpus, "--users", 1)
-    assert r["bench"] == "app" and r["users_visited"] == 1 and r["impressions"] > 0
+    assert r["users_visited"] == 1 and r["impressions"] > 0
     assert_positive(r, ["first_load_s", "max_ms", "target_ms", "export_max_ms", "export_target_ms"])
     steps = {"pick_user", "switch_impression", "catalog_mode", "catalog_category", "attention_page",
              "attention_head", "whatif_page", "whatif_remove_clicks", "news_map_page", "overview_page"}
@@ -150,20 +173,14 @@ def test_bench_app(demo_corpus, capsys):
 
 
 def test_bench_profile(demo_corpus, capsys):
-    """Where a step's and an evaluation's CPU time goes: two JSON lines with each phase's top operators."""
-    module = importlib.import_module("bench.profile")
-    threads = torch.get_num_threads()
-    try:
-        assert module.main(["--data", str(demo_corpus), "--preset", "demo", "--steps", "1", "--impressions", "40",
-                            "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines() if line.startswith("{")]
-    assert [r["phase"] for r in lines] == ["train_step", "evaluate_split"]
-    for r in lines:
-        shares = [op["self_cpu_share"] for op in r["top"]]
-        assert r["top"] and 0 < sum(shares) <= 1.001 and shares == sorted(shares, reverse=True)
-    assert any("mm" in op["op"] for op in lines[0]["top"])  # matrix products lead a training step
+    """Where a step's and an evaluation's CPU time goes: each phase's top operators, in one line."""
+    r = run_in_process(capsys, "profile", "--data", demo_corpus, "--preset", "demo", "--steps", 1,
+                       "--impressions", 40, "--threads", 1)
+    assert r["train_step"]["s_per_step"] > 0 and r["evaluate_split"]["s"] > 0
+    for phase in (r["train_step"], r["evaluate_split"]):
+        shares = [op["self_cpu_share"] for op in phase["top"]]
+        assert phase["top"] and 0 < sum(shares) <= 1.001 and shares == sorted(shares, reverse=True)
+    assert any("mm" in op["op"] for op in r["train_step"]["top"])  # matrix products lead a training step
 
 
 def test_bench_candidates(tmp_path, demo_corpus, capsys):
@@ -174,8 +191,8 @@ def test_bench_candidates(tmp_path, demo_corpus, capsys):
                 "--head-dim", "8", "--epochs", "1", "--max-steps", "3", "--max-dev-impressions", "50",
                 "--word-vectors", "none", "--no-progress"]) == 0
     capsys.readouterr()
-    r = run_in_process(capsys, "candidates", "score", "--run", run, "--data", demo_corpus, "--rounds", 1)
-    assert r["bench"] == "candidates-score" and r["fp32_plain"]["speedup_vs_fp32"] == 1.0
+    r = run_in_process(capsys, "candidates score", "--run", run, "--data", demo_corpus, "--rounds", 1)
+    assert r["fp32_plain"]["speedup_vs_fp32"] == 1.0
     # exact up to float rounding, which can still swap near-tied candidates of a barely trained model
     assert abs(r["default_precompute"]["mean_auc_diff"]) < 1e-3
     for name in ("default_precompute", "precompute_bf16_matmuls", "int8_dynamic", "bf16_autocast"):
@@ -183,9 +200,9 @@ def test_bench_candidates(tmp_path, demo_corpus, capsys):
 
 
 def test_bench_candidates_train(demo_corpus, capsys):
-    r = run_in_process(capsys, "candidates", "train", "--data", demo_corpus, "--preset", "demo", "--steps", 1,
+    r = run_in_process(capsys, "candidates train", "--data", demo_corpus, "--preset", "demo", "--steps", 1,
                        "--warmup", 1, "--rounds", 1)
-    assert r["bench"] == "candidates-train" and r["fp32_plain"]["speedup_vs_fp32_plain"] == 1.0
+    assert r["fp32_plain"]["speedup_vs_fp32_plain"] == 1.0
     for name in ("fast_dropout", "title_chunk", "bf16_matmuls", "fused_adam", "default",
                  "default_adam_foreach"):
         assert r[name]["samples_per_s"] > 0
@@ -194,7 +211,7 @@ def test_bench_candidates_train(demo_corpus, capsys):
 def test_bench_parity(demo_corpus, capsys):
     r = run_in_process(capsys, "parity", "--data", demo_corpus, "--preset", "demo", "--seeds", 1,
                        "--max-impressions", 100)
-    assert r["bench"] == "parity" and len(r["default"]) == len(r["fp32"]) == 1
+    assert len(r["default"]) == len(r["fp32"]) == 1
     assert 0 < r["default_mean_auc"] < 1 and 0 < r["fp32_mean_auc"] < 1
 
 
@@ -209,5 +226,5 @@ def test_bench_epoch_reports_rss_along_the_epoch(demo_corpus, capsys):
 
 def test_bench_predict_checks_a_test_like_submission(demo_corpus, capsys):
     r = run_in_process(capsys, "predict", "--data", demo_corpus, "--rows", 400)
-    assert r["lines"] == r["rows"] == 400 and r["ranked_candidates"] == r["candidates"] > 400
+    assert r["lines"] == r["settings"]["rows"] == 400 and r["ranked_candidates"] == r["candidates"] > 400
     assert_positive(r, ["predict_s", "predict_peak_rss_mb"])
