@@ -10,7 +10,7 @@
 # Every step prints one JSON line, also saved under OUT_DIR. MIND-small scale: about 6-8 minutes on
 # an H100 (~40 s to generate the corpus, ~1 min to prepare it, the epoch, the benchmarks). MIND-large
 # scale (73k steps of 64, 376k dev impressions): generating and preparing take several minutes on
-# their own (docs/benchmarks.md, "Toward MIND-large"); the epoch's train and dev-evaluation seconds
+# their own (docs/benchmarks.md, "MIND-large scale"); the epoch's train and dev-evaluation seconds
 # come from the run's metrics.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
