@@ -33,7 +33,7 @@ from . import common
 def score_main(args: argparse.Namespace) -> dict:
     import torch
 
-    from nram_core.fastpath import Linear, kernels
+    from nram_core.fastpath import kernels
     from nram_core.metrics import impression_ranks, per_impression_metrics
     from nram_core.scoring import score_impressions
 
@@ -47,14 +47,8 @@ def score_main(args: argparse.Namespace) -> dict:
         return common.Lap(seconds, value=per_impression_metrics(labels, -impression_ranks(scores, offsets),
                                                                  offsets)[:, 0])
 
-    plain_copy = copy.deepcopy(model)
-    for module in list(plain_copy.modules()):  # the quantiser converts exact nn.Linear modules only
-        for name, child in list(module.named_children()):
-            if isinstance(child, Linear):
-                layer = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
-                layer.load_state_dict(child.state_dict())
-                setattr(module, name, layer)
-    int8 = torch.ao.quantization.quantize_dynamic(plain_copy, {torch.nn.Linear}, dtype=torch.qint8)
+    # a loaded run is not installed (plain nn.Linear layers), which is what the quantiser converts
+    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
     variants = {
         "fp32_plain": (model, contextlib.nullcontext, False),
         "default_precompute": (model, contextlib.nullcontext, True),

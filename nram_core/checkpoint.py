@@ -155,7 +155,7 @@ def resume(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opti
         return {}
     try:  # through the dataclass: a run saved before a field existed has that field's default
         saved_model = to_dict(from_dict(ModelConfig, read_config(run_dir)["model"]))
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{run_dir / 'config.json'}: missing or bad field ({exc})") from exc
     if saved_model != to_dict(model_config):
         raise DataError(f"{run_dir}: resuming with a different model config than the saved run")

@@ -53,11 +53,11 @@ class ModelConfig:
         return self.num_heads * self.head_dim if self.self_attention else self.word_dim
 
     def __post_init__(self) -> None:
-        self.validate(data_sizes=False)  # the sizes from the data come later: ``check_data_sizes``
+        self.validate()  # the sizes from the data come later: ``check_data_sizes``
 
-    def validate(self, *, data_sizes: bool = True) -> None:
-        """Raise ValueError on a bad field (every config runs this when it is made, without the data
-        sizes). ``data_sizes=False`` skips the sizes that come from the data (the category counts).
+    def validate(self) -> None:
+        """Raise ValueError on a bad field (every config runs this when it is made; the sizes that come
+        from the data are ``check_data_sizes``).
 
         >>> ModelConfig(num_heads=0)
         Traceback (most recent call last):
@@ -75,8 +75,6 @@ class ModelConfig:
                              f"{self.head_dim} != {self.word_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if data_sizes:
-            self.check_data_sizes()
 
     def check_data_sizes(self) -> None:
         """Raise ValueError when a size that comes from the data is missing (the category counts of a

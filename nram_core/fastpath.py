@@ -127,7 +127,7 @@ class FusedSelfAttention(MultiHeadSelfAttention):
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         layers = (self.q, self.k, self.v)
-        # a quantised copy (bench.candidates) swaps in other layer types: they run one by one
+        # a layer that is not this module's Linear (e.g. a quantised one) has no matmul_dtype: one by one
         lows = {layer.matmul_dtype if isinstance(layer, Linear) else None for layer in layers}
         low = lows.pop() if len(lows) == 1 else None
         if low is None or x.dtype == low:
@@ -320,7 +320,7 @@ def cuda_precision(device: torch.device, amp: bool) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class StepKernels:
-    """How every training step computes: ``TrainConfig.amp``/``title_chunk``/``fast_dropout`` on
+    """How every training step computes: ``RuntimeConfig.amp``/``title_chunk``/``fast_dropout`` on
     ``device`` (``precision`` says which GEMMs that gave, in one line)."""
 
     device: torch.device

@@ -145,8 +145,8 @@ class Trainer:
         corpus' category ids refer to (``data.split.with_train_categories``), saved with the run.
         ``word_vectors``: the starting word embeddings (a model with ``news_encoder.embedding``).
         ``runtime``: how the run computes (workers, precision, kernels); the plain fp32 path is
-        ``RuntimeConfig().plain_fp32()``. The configs checked their fields when they were made (``config.py``), and ``NRAM`` checks the
-        sizes that come from the data."""
+        ``RuntimeConfig().plain_fp32()``. The configs checked their fields when they were made
+        (``config.py``), and ``NRAM`` checks the sizes that come from the data."""
         if corpus.train is None:
             raise DataError("training needs a train split")
         self.model_config = model_config

@@ -330,3 +330,9 @@ def test_every_resume_check_refuses_before_anything_is_written(demo_corpus, tmp_
     with pytest.raises(DataError, match="categories differ"):
         Trainer(**{**with_categories.trainer_args(), "categories": other}, run_dir=cat_dir, resume=True).fit()
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == saved
+    # a saved config.json whose model field no config accepts: one DataError that names the file
+    broken = json.loads(saved["config.json"])
+    broken["model"]["num_heads"] = 0
+    (run_dir / "config.json").write_text(json.dumps(broken))
+    with pytest.raises(DataError, match=r"config\.json: missing or bad field \(num_heads must be >= 1"):
+        tiny_trainer(demo_corpus, run_dir, epochs=2).fit()

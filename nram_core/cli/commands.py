@@ -92,9 +92,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             if vectors is not None else " (random initialisation)"), file=sys.stderr)
     out = Path(args.out) if args.out else create_run_dir(nram_home() / "runs", args.preset) if rank0 else None
     out = Path(distributed.broadcast_object(str(out)))  # every rank uses rank 0's run folder
-    trainer = Trainer(**prepared.trainer_args(), run_dir=out, callbacks=[TrainingBar(not args.no_progress)],
-                      device=device, resume=args.resume, data_info=data_info(layout, preset=args.preset),
-                      runtime=runtime)
+    try:
+        trainer = Trainer(**prepared.trainer_args(), run_dir=out, callbacks=[TrainingBar(not args.no_progress)],
+                          device=device, resume=args.resume, data_info=data_info(layout, preset=args.preset),
+                          runtime=runtime)
+    except BaseException:
+        if rank0 and not args.out and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # the folder this command made for the run: leave no empty run behind
+        raise
     if rank0:
         ranks = f", {dist_info.world_size} ranks" if dist_info.enabled else ""
         print(f"training on {trainer.device}{ranks}, {trainer.precision} -> {out} "
@@ -252,8 +257,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
              "batch_size": args.batch_size, "lr": args.lr}
     layout = _layout(args)
     folder = run_suite(suite=args.suite, layout=layout, out=args.out, preset=args.preset, epochs=args.epochs,
-                       seeds=args.seeds, train_overrides=train, device=args.device, progress=SuiteLines(args.no_progress),
-                       strict=args.strict, cache=not args.no_cache)
+                       seeds=args.seeds, train_overrides=train, device=args.device,
+                       progress=SuiteLines(args.no_progress), strict=args.strict, cache=not args.no_cache)
     _print_json({"suite": args.suite, "out": str(folder), "results": str(folder / "results.csv"),
                  "report": str(folder / "results.md")})
     return 0
