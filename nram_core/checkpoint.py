@@ -206,11 +206,21 @@ def _named(run_dir: Path, name: object) -> Path:
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Weights into ``model``; the shapes are checked from the file's header before any tensor is read."""
+    """Weights into ``model``; the shapes are checked from the file's header before any tensor is read,
+    and every value before the model takes them (a NaN or infinite weight is refused, naming its tensor)."""
     expected = {name: list(t.shape) for name, t in model.state_dict().items()}
     check_shapes(path, expected)
     try:
-        model.load_state_dict(load_file(str(path)))
+        tensors = load_file(str(path))
+    except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
+        raise DataError(f"{path}: weights do not fit the config ({str(exc).splitlines()[0]})") from exc
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise DataError(f"{path}: tensor {name!r} holds {bad} NaN or infinite value(s) of {tensor.numel()} "
+                            "(weights of a diverged run?)")
+    try:
+        model.load_state_dict(tensors)
     except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
         raise DataError(f"{path}: weights do not fit the config ({str(exc).splitlines()[0]})") from exc
 

@@ -13,23 +13,58 @@ Only the sizes that come from the data are checked later (``ModelConfig.check_da
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 
 INITS = ("glorot", "torch")
 
+# Caps checked before anything is allocated: far above any real use (MIND titles are under 50
+# words, its histories are cut at 50 clicks; the paper's model is 300-d with 15 x 20 heads), and
+# low enough that a typo (a title_len of 10^9) is refused in one line instead of filling the memory
+# or the disk with token caches.
+MAX_TITLE_LEN = 512
+MAX_HISTORY_LEN = 1024
+MAX_WIDTH = 4096  # word_dim, query_dim, head_dim and the news vector's num_heads * head_dim
+MAX_HEADS = 256
+MAX_NEGATIVES = 1000
+
+
+def field_error(name: str, message: str) -> ValueError:
+    """A ValueError about field ``name``, carrying it as ``settings`` (as ``fileio.DataError`` does), so
+    that a front end can name its own way to set it (the CLI: ``--name``)."""
+    error = ValueError(message)
+    error.settings = (name,)  # type: ignore[attr-defined]
+    return error
+
+
+def check_finite(config: Any) -> None:
+    """Raise ValueError naming the first float field of ``config`` that is NaN or infinite (every
+    comparison with NaN is False, so the range checks alone would let it through)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise field_error(f.name, f"{f.name} must be a finite number, got {value}")
+
+
+def check_caps(config: Any, caps: dict[str, int]) -> None:
+    """Raise ValueError naming the first field of ``config`` above its cap in ``caps``."""
+    for name, cap in caps.items():
+        if getattr(config, name) > cap:
+            raise field_error(name, f"{name} must be <= {cap}, got {getattr(config, name)}")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int = 0  # set from the data's vocabulary, never typed by hand
-    word_dim: int = 300
-    num_heads: int = 15
-    head_dim: int = 20
-    query_dim: int = 200  # width of the additive attention's hidden layer
+    word_dim: int = 300  # at most MAX_WIDTH
+    num_heads: int = 15  # at most MAX_HEADS
+    head_dim: int = 20  # at most MAX_WIDTH, and num_heads * head_dim too
+    query_dim: int = 200  # width of the additive attention's hidden layer; at most MAX_WIDTH
     dropout: float = 0.2
-    title_len: int = 30
-    history_len: int = 50
+    title_len: int = 30  # words kept per title; at most MAX_TITLE_LEN
+    history_len: int = 50  # clicks kept per user history; at most MAX_HISTORY_LEN
     # Ablations (the paper's open questions). Without self-attention the word embeddings go
     # straight into the additive attention in both encoders, so news_dim is word_dim.
     self_attention: bool = True
@@ -62,10 +97,18 @@ class ModelConfig:
         >>> ModelConfig(num_heads=0)
         Traceback (most recent call last):
         ValueError: num_heads must be >= 1, got 0
+        >>> ModelConfig(title_len=10**9)
+        Traceback (most recent call last):
+        ValueError: title_len must be <= 512, got 1000000000
         """
+        check_finite(self)
         for name in ("word_dim", "num_heads", "head_dim", "query_dim", "title_len", "history_len"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise field_error(name, f"{name} must be >= 1, got {getattr(self, name)}")
+        check_caps(self, {"word_dim": MAX_WIDTH, "num_heads": MAX_HEADS, "head_dim": MAX_WIDTH,
+                          "query_dim": MAX_WIDTH, "title_len": MAX_TITLE_LEN, "history_len": MAX_HISTORY_LEN})
+        if self.num_heads * self.head_dim > MAX_WIDTH:
+            raise ValueError(f"num_heads * head_dim must be <= {MAX_WIDTH}, got {self.num_heads} * {self.head_dim}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.embedding_std <= 0:
@@ -92,7 +135,7 @@ class TrainConfig:
     epochs: int = 5
     max_steps: int = 0  # 0: no step limit
     batch_size: int = 64
-    negatives: int = 4  # K: non-clicks sampled from the same impression per click
+    negatives: int = 4  # K: non-clicks sampled from the same impression per click; at most MAX_NEGATIVES
     lr: float = 1e-4
     weight_decay: float = 0.0
     seed: int = 0
@@ -111,14 +154,21 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError on a bad field (every config runs this when it is made)."""
+        """Raise ValueError on a bad field (every config runs this when it is made).
+
+        >>> TrainConfig(grad_clip=float("nan"))
+        Traceback (most recent call last):
+        ValueError: grad_clip must be a finite number, got nan
+        """
+        check_finite(self)
         for name in ("epochs", "batch_size", "negatives", "min_word_count"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise field_error(name, f"{name} must be >= 1, got {getattr(self, name)}")
+        check_caps(self, {"negatives": MAX_NEGATIVES})
         for name in ("max_steps", "patience", "max_impressions", "max_dev_impressions", "warmup_steps",
                      "grad_clip", "vector_std"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise field_error(name, f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.word_vectors.strip():
@@ -156,11 +206,12 @@ class RuntimeConfig:
 
     def validate(self) -> None:
         """Raise ValueError on a bad field (every config runs this when it is made)."""
+        check_finite(self)
         if self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         for name in ("num_workers", "title_chunk"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise field_error(name, f"{name} must be >= 0, got {getattr(self, name)}")
 
     def plain_fp32(self) -> "RuntimeConfig":
         """The plain fp32 path the fast one is measured against (``bench.train``, ``bench.parity``):

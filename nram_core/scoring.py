@@ -33,6 +33,7 @@ import torch
 
 from .data.batching import gather_histories, make_batch
 from .data.split import Split
+from .fileio import DataError
 from .metrics import EvalResult, impression_ranks, mean_metrics, ranked_metrics, segment_metrics
 from .fastpath import autocast_for, by_length, lengths_of, news_from_table, news_table, users_from_table, word_table
 from .model import NRAM, NewsEncoder, UserEncoder
@@ -197,8 +198,23 @@ def score_impressions(model, split: Split, *, max_impressions: int = 0, batch_si
             scores = _per_impression_scores(model, split, max_impressions=max_impressions)
     finally:
         model.train(was_training)
+    check_finite_scores(scores)
     offsets, end = split.impression_range(max_impressions)
     return scores, split.behaviors.labels[:end], offsets
+
+
+def check_finite_scores(scores: np.ndarray) -> None:
+    """Refuse NaN or infinite scores: ranked, they would fall into the tie rule's listed order and
+    look like a result.
+
+    >>> check_finite_scores(np.array([0.5, np.nan], dtype=np.float32))
+    Traceback (most recent call last):
+    nram_core.fileio.DataError: the model gives non-finite scores (1 of 2 are NaN or infinite): its weights or inputs overflow
+    """
+    finite = np.isfinite(scores)
+    if not finite.all():
+        raise DataError(f"the model gives non-finite scores ({int((~finite).sum())} of {len(scores)} are NaN or "
+                        "infinite): its weights or inputs overflow")
 
 
 def _fast_scores(model: NRAM, split: Split, *, max_impressions: int, batch_size: int,

@@ -17,6 +17,7 @@ evaluates, writes the run folder and calls the callbacks.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import threading
 import time
@@ -46,9 +47,38 @@ from .scoring import evaluate_split
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``requested`` ("cpu", "cuda", "cuda:N", "mps"), checked against what this torch build and
+    machine have (a DataError naming ``device``); None: cuda when present, else cpu."""
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise DataError(f"unknown device {requested!r} ({str(exc).splitlines()[0]})", settings=("device",)) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DataError(f"device {requested!r}: this torch build or machine has no CUDA device",
+                            settings=("device",))
+        if device.index is not None and device.index >= count:
+            raise DataError(f"device {requested!r}: this machine has {count} CUDA device(s), "
+                            f"cuda:0 to cuda:{count - 1}", settings=("device",))
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DataError(f"device {requested!r}: this torch build or machine has no MPS device",
+                            settings=("device",))
+    elif device.type != "cpu":
+        raise DataError(f"unknown device {requested!r}: use cpu, cuda, cuda:N or mps", settings=("device",))
+    return device
+
+
+# The settings that most often make a loss or gradient norm non-finite (``Diverged``).
+DIVERGENCE_SETTINGS = ("lr", "grad_clip", "vector_std", "embedding_std", "word_vectors")
+
+
+class Diverged(DataError):
+    """Training met a non-finite loss or gradient norm; nothing after the last finished epoch was committed."""
 
 
 def seed_everything(seed: int) -> None:
@@ -227,8 +257,10 @@ class Trainer:
         warmup = self.train_config.warmup_steps
         return self.train_config.lr * (min(1.0, (global_step + 1) / warmup) if warmup else 1.0)
 
-    def _train_step(self, shard: Shard, global_step: int) -> float:
-        """One optimiser step on this rank's share; returns the global batch's mean loss."""
+    def _train_step(self, shard: Shard, global_step: int) -> tuple[float, float]:
+        """One optimiser step on this rank's share; returns the global batch's mean loss and the
+        gradients' global norm before clipping (0.0 when ``grad_clip`` is off: it is not computed).
+        Both leave the device in the one ``.tolist()`` the loss needed anyway."""
         for group in self.optimizer.param_groups:
             group["lr"] = self._learning_rate(global_step)
         batch = shard.batch.to(self.device, non_blocking=True)
@@ -240,10 +272,14 @@ class Trainer:
         loss = loss_sum * (self.dist.world_size / shard.global_size)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        norm = loss_sum.new_zeros(())  # []
         if self.train_config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.grad_clip).float()
         self.optimizer.step()
-        return distributed.all_reduce_sum(loss_sum.detach()).item() / shard.global_size
+        # Summed over ranks: the norm is the same on each (DDP averaged the gradients), and only
+        # whether it is finite is checked.
+        total, grad_norm = distributed.all_reduce_sum(torch.stack([loss_sum.detach(), norm.detach()])).tolist()
+        return total / shard.global_size, grad_norm
 
     def _stop_agreed(self) -> bool:
         """Whether to stop; under torchrun every rank calls this at the same points and gets the same
@@ -337,15 +373,30 @@ class Trainer:
         losses: list[float] = []
         seen = 0
         for step, shard in enumerate(loader, start=1):
-            losses.append(self._train_step(shard, result.global_step))
+            loss, grad_norm = self._train_step(shard, result.global_step)
             seen += shard.global_size
             result.global_step += 1
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                self._diverged(epoch, step, result.global_step, loss, grad_norm)
+            losses.append(loss)
             self._emit("on_step", StepInfo(epoch=epoch, step=step, steps_in_epoch=len(self.batches),
                                            global_step=result.global_step, loss=losses[-1],
                                            samples_per_s=seen / max(time.perf_counter() - started, 1e-9)))
             if self._stop_agreed() or self._steps_spent(result):
                 break
         return losses
+
+    def _diverged(self, epoch: int, step: int, global_step: int, loss: float, grad_norm: float) -> None:
+        """Stop at the first non-finite loss or gradient norm: the error leaves before this epoch's
+        commit, so the run folder keeps its last finished epoch (or nothing, in the first)."""
+        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
+        cfg = self.train_config
+        kept = (f"epoch {epoch - 1} is the last committed" if epoch > 1 and self.run_dir is not None
+                else "nothing was committed")
+        raise Diverged(f"training diverged at epoch {epoch}, step {step} (global step {global_step}): {what}; "
+                       f"{kept}. Likely settings: lr {cfg.lr:g}, grad_clip {cfg.grad_clip:g}, "
+                       f"vector_std {cfg.vector_std:g}, embedding_std {self.model_config.embedding_std:g}, "
+                       f"word_vectors {cfg.word_vectors!r}", settings=DIVERGENCE_SETTINGS)
 
     def _end_epoch(self, epoch: int, losses: list[float], started: float, state: dict[str, Any],
                    result: TrainResult) -> dict[str, Any]:

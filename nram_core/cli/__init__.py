@@ -83,8 +83,16 @@ def _count(value: str) -> int:
 
 
 def _device(value: str) -> str:
+    """A device this torch build and machine have (``train.pick_device`` checks it)."""
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", value):
         raise argparse.ArgumentTypeError(f"unknown device {value!r}: use cpu, cuda, cuda:N or mps")
+    if value != "cpu":
+        from ..train import pick_device  # torch only when a device other than cpu is asked for
+
+        try:
+            pick_device(value)
+        except DataError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 

@@ -5,11 +5,12 @@ the data the flags name, call the core, print the result as JSON lines on stdout
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -158,11 +159,21 @@ def _load_run_and_split(args: argparse.Namespace, *, complete: bool = False):
     return run, split
 
 
+@contextlib.contextmanager
+def _scoring_run(args: argparse.Namespace) -> Iterator[None]:
+    """A scoring error (``scoring.check_finite_scores``) names the run folder whose model gave it."""
+    try:
+        yield
+    except DataError as exc:
+        raise DataError(f"--run {args.run}: {exc}", settings=exc.settings) from exc
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..scoring import evaluate_split
 
     run, split = _load_run_and_split(args)
-    result = evaluate_split(run.model, split, max_impressions=args.max_impressions, precompute=args.precompute)
+    with _scoring_run(args):
+        result = evaluate_split(run.model, split, max_impressions=args.max_impressions, precompute=args.precompute)
     if result.impressions == 0:
         if split.num_impressions and not split.behaviors.labelled.any():
             raise DataError(f"{split.folder / 'behaviors.tsv'}: has no labels (a test split?): evaluate needs "
@@ -197,7 +208,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     unknown = split.behaviors.report.dropped.get("unknown candidate news (scored as empty titles)", 0)
     if split.num_impressions == 0:
         raise DataError(f"{split.folder / 'behaviors.tsv'}: no impressions to rank")
-    scores, _labels, offsets = score_impressions(run.model, split, precompute=args.precompute)
+    with _scoring_run(args):
+        scores, _labels, offsets = score_impressions(run.model, split, precompute=args.precompute)
     text, archive = write_predictions(Path(args.out) if args.out else Path(args.run), split, scores, offsets)
     labelled = int(split.behaviors.labelled.sum())
     _print_json({"prediction": str(text), "zip": str(archive),
