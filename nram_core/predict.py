@@ -18,13 +18,13 @@ PREDICT_BLOCK = 1 << 16  # impressions ranked and written at a time (a MIND-larg
 def prediction_lines(split: Split, scores: np.ndarray, offsets: np.ndarray) -> Iterator[str]:
     """MIND leaderboard lines ``ImpId [r1,r2,...]`` with their newline, one per impression in file
     order, ranked ``PREDICT_BLOCK`` impressions at a time: the 1-based rank of each candidate in its
-    listed order, ties broken by ``metrics.impression_ranks``."""
-    ids = split.behaviors.impression_ids
+    listed order, ties broken by ``metrics.impression_ranks``. Each ImpId is the text of
+    behaviors.tsv (``007`` stays ``007``): MIND's scorer matches the two files' ids as text."""
     for lo in range(0, len(offsets) - 1, PREDICT_BLOCK):
         part = offsets[lo: min(lo + PREDICT_BLOCK, len(offsets) - 1) + 1]  # [b+1]
         ranks = impression_ranks(scores[part[0]: part[-1]], part).tolist()  # [m] for the block's candidates
         starts = (part - part[0]).tolist()
-        for i, imp_id in enumerate(ids[lo: lo + len(part) - 1].tolist()):
+        for i, imp_id in enumerate(split.behaviors.impression_id_texts(lo, lo + len(part) - 1)):
             yield f"{imp_id} [{','.join(map(str, ranks[starts[i]: starts[i + 1]]))}]\n"
 
 

@@ -41,7 +41,7 @@ def impression_label(c: Ctx, imp: int) -> str:
     when = pd.to_datetime(int(b.times[imp]), unit="s").strftime("%Y-%m-%d %H:%M")
     lo, hi = b.candidate_offsets[imp], b.candidate_offsets[imp + 1]
     clicks = int(b.labels[lo:hi].sum())
-    return f"#{int(b.impression_ids[imp])} · {when} · {hi - lo} candidates · {clicks} clicked"
+    return f"#{b.impression_id_texts(imp, imp + 1)[0]} · {when} · {hi - lo} candidates · {clicks} clicked"
 
 
 def impression_picker(c: Ctx, *, label: str = "Impression") -> int:

@@ -47,7 +47,7 @@ if mode == "Impression":
     # A callable: the page is built when the button is pressed (on its own thread), not on every rerun
     # (half a second for a user of a 2M-impression split).
     st.download_button("Export this view (HTML)", data=lambda: view_report(c, imp, ranked),
-                       file_name=f"nram-{c.user}-impression-{int(c.split.behaviors.impression_ids[imp])}.html",
+                       file_name=f"nram-{c.user}-impression-{c.split.behaviors.impression_id_texts(imp, imp + 1)[0]}.html",
                        mime="text/html", icon=":material/download:", key="rec_export",
                        help="One self-contained HTML file (no script, nothing fetched) that opens offline in any "
                             "browser: the ranking with the true clicks, the history with its word attention, and "

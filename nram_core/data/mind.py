@@ -6,6 +6,10 @@ behaviors.tsv: impression_id, user_id, time ("MM/DD/YYYY HH:MM:SS AM/PM"), histo
 A test split (MIND's ``MINDlarge_test``) lists its candidates without labels ("N1 N2"): such a row
 is an *unlabelled* impression, its labels stored as -1. A row that mixes labelled and unlabelled
 candidates is a bad row. A UTF-8 byte-order mark at the start of a file is dropped.
+
+An impression id is ASCII digits and fits int64; it is kept as its value and its width, so that
+``prediction.txt`` gives it back as written (``007`` stays ``007``, which MIND's scorer compares
+as text). ``+5``, `` 5``, ``1_000`` or ``٣`` (which ``int()`` would accept) are bad rows.
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ _BOM = b"\xef\xbb\xbf"
 ReadProgress = Callable[[str, int, int], None]
 _PROGRESS_EVERY = 1 << 16  # rows between two progress calls
 _CHUNK_ROWS = 1 << 16  # rows parsed into Python lists before they become NumPy arrays
+_INT64_MAX = np.iinfo(np.int64).max
+_INT64_DIGITS = len(str(_INT64_MAX))
 
 
 @dataclass
@@ -166,12 +172,14 @@ def parse_time(text: str) -> int | None:
     43200
     >>> parse_time("13/15/2019 1:00:00 PM") is None
     True
+    >>> parse_time("01/01/0000 12:00:00 AM") is None  # no year 0 in the calendar
+    True
     """
     match = _TIME_RE.fullmatch(text.strip())
     if not match:
         return None
     month, day, year, hour, minute, second = (int(g) for g in match.groups()[:6])
-    if not (1 <= month <= 12 and 1 <= hour <= 12 and minute < 60 and second < 60):
+    if not (year >= 1 and 1 <= month <= 12 and 1 <= hour <= 12 and minute < 60 and second < 60):
         return None
     if not 1 <= day <= calendar.monthrange(year, month)[1]:
         return None
@@ -184,6 +192,7 @@ class RawBehaviors:
     """Impressions with news already resolved to row numbers of the split's news table (1-based)."""
 
     impression_ids: np.ndarray  # [I] int64
+    impression_id_widths: np.ndarray  # [I] int64 characters of each id as written (``007``: 3)
     user_ids: Sequence[str]  # [I] a ``CodedIds`` over the sorted distinct ids (parsed or from the cache)
     times: np.ndarray  # [I] int64 seconds
     history_offsets: np.ndarray  # [I+1] int64
@@ -192,6 +201,13 @@ class RawBehaviors:
     candidates: np.ndarray  # int32 news rows
     labels: np.ndarray  # int8, 1 = clicked, 0 = not clicked, -1 (UNLABELLED) = a test impression's candidate
     report: FileReport
+
+    def impression_id_texts(self, lo: int = 0, hi: int | None = None) -> list[str]:
+        """Impression ids ``lo:hi`` as behaviors.tsv wrote them: ASCII digits, so the value padded
+        with zeros to its width is the original text."""
+        values = self.impression_ids[lo:hi].tolist()
+        widths = self.impression_id_widths[lo:hi].tolist()
+        return [str(value).zfill(width) for value, width in zip(values, widths)]
 
     @property
     def labelled(self) -> np.ndarray:
@@ -254,22 +270,29 @@ def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool
     report = FileReport(file=str(path))
     rows = _Rows(path, fields=BEHAVIOR_FIELDS, report=report, strict=strict or complete, progress=progress)
     columns = {name: _Column(dtype) for name, dtype in (
-        ("impression_ids", np.int64), ("user_codes", np.int32), ("times", np.int64), ("history_lengths", np.int64),
-        ("history", np.int32), ("candidate_lengths", np.int64), ("candidates", np.int32), ("labels", np.int8))}
+        ("impression_ids", np.int64), ("impression_id_widths", np.int64), ("user_codes", np.int32),
+        ("times", np.int64), ("history_lengths", np.int64), ("history", np.int32), ("candidate_lengths", np.int64),
+        ("candidates", np.int32), ("labels", np.int8))}
     pending = {name: column.pending for name, column in columns.items()}
     user_codes: dict[str, int] = {}  # in order of first appearance; sorted at the end
     for lineno, (imp_text, user, time_text, history_text, impressions_text) in rows:
-        try:
-            imp_id = int(imp_text)
-        except ValueError:
-            rows.bad(lineno, "impression_id", "bad_impression_id", f"not an integer: {imp_text[:40]!r}")
+        if not (imp_text.isascii() and imp_text.isdigit()):
+            rows.bad(lineno, "impression_id", "bad_impression_id", f"not ASCII digits: {imp_text[:40]!r}")
+            continue
+        digits = imp_text.lstrip("0")
+        if len(digits) > _INT64_DIGITS or int(digits or "0") > _INT64_MAX:
+            rows.bad(lineno, "impression_id", "impression_id_out_of_range",
+                     f"{imp_text[:40]!r}{'...' if len(imp_text) > 40 else ''} is beyond int64 "
+                     f"(at most {_INT64_MAX})")
             continue
         if not user:
             rows.bad(lineno, "user_id", "empty_user_id", "empty user id")
             continue
         seconds = parse_time(time_text)
         if seconds is None:
-            rows.bad(lineno, "time", "bad_time", f"expected MM/DD/YYYY HH:MM:SS AM/PM, got {time_text[:40]!r}")
+            rows.bad(lineno, "time", "bad_time",
+                     f"expected a valid date and time MM/DD/YYYY HH:MM:SS AM/PM (year 1 or later), "
+                     f"got {time_text[:40]!r}")
             continue
         parsed = _candidates(impressions_text)
         if isinstance(parsed, str):
@@ -291,7 +314,8 @@ def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool
             if not resolved:
                 report.drop("impressions with no resolvable candidate")
                 continue
-        pending["impression_ids"].append(imp_id)
+        pending["impression_ids"].append(int(digits or "0"))
+        pending["impression_id_widths"].append(len(imp_text))
         pending["user_codes"].append(user_codes.setdefault(user, len(user_codes)))
         pending["times"].append(seconds)
         pending["history_lengths"].append(len(kept_history))
@@ -309,6 +333,7 @@ def read_behaviors(path: str | Path, news_index: dict[str, int], *, strict: bool
     rank[np.fromiter((user_codes[n] for n in names), dtype=np.int64, count=len(names))] = np.arange(len(names))
     return RawBehaviors(
         impression_ids=arrays["impression_ids"],
+        impression_id_widths=arrays["impression_id_widths"],
         user_ids=CodedIds(names, rank[arrays["user_codes"]]),
         times=arrays["times"],
         history_offsets=np.concatenate(([0], np.cumsum(arrays["history_lengths"], dtype=np.int64))),

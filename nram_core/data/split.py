@@ -26,8 +26,8 @@ from .mind import CodedIds, FileReport, RawBehaviors, ReadProgress, read_behavio
 from .text import Vocab, cached_index
 
 # 2: unlabelled (test) rows kept, the complete mode, BOM stripped; 3: one .npy per array;
-# 4: the split's overview (stats.json, users_*.npy) stored with it
-CACHE_VERSION = 4
+# 4: the split's overview (stats.json, users_*.npy) stored with it; 5: impression id widths (ids kept as written)
+CACHE_VERSION = 5
 
 
 def _file_digest(path: Path) -> str:
@@ -160,8 +160,8 @@ def _parse_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, stric
 
 
 _ARRAYS_NEWS = ("category", "subcategory", "tokens")
-_ARRAYS_BEHAVIORS = ("impression_ids", "times", "history_offsets", "history", "candidate_offsets",
-                     "candidates", "labels")
+_ARRAYS_BEHAVIORS = ("impression_ids", "impression_id_widths", "times", "history_offsets", "history",
+                     "candidate_offsets", "candidates", "labels")
 
 
 def _array_names() -> list[str]:
