@@ -1,7 +1,8 @@
 """Small filesystem helpers shared by every module that writes to disk.
 
-Writes are atomic: a temp file in the destination folder, then ``os.replace``, so a
-crash never leaves a half-written file where a good one used to be.
+Writes are atomic: a temp file in the destination folder, fsynced, then ``os.replace`` and an
+fsync of the folder, so a crash or a power cut never leaves a half-written file where a good one
+used to be.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -45,10 +47,45 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _fsync_file(tmp_path)  # the bytes reach the disk before the name points at them
         os.replace(tmp_path, path)
+        _fsync_folder(path.parent)  # and the rename itself survives a power cut
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform that cannot open folders (Windows) has no folder fsync either
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse a folder fsync; the file itself is already on disk
+        pass
+    finally:
+        os.close(fd)
+
+
+def temp_dir_beside(path: str | os.PathLike) -> Path:
+    """A new empty folder beside ``path`` (its parent made if needed), with the permissions mkdir
+    would give, to fill and then rename over ``path``; a crash leaves only a hidden ``.*.tmp``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
+    return tmp
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -102,11 +139,61 @@ def read_regular_text(path: str | os.PathLike, *, limit: int = MAX_SMALL_FILE) -
     return data.decode("utf-8")
 
 
+MAX_JSON_DEPTH = 64  # run-folder JSON nests 3 or 4 levels; json.loads recurses once per level
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str | bytes, *, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply the arrays and objects of JSON ``text`` nest (brackets inside strings do not
+    count), scanning no deeper than ``limit + 1``: a cheap check before ``json.loads``, whose
+    recursion a hostile file could otherwise exhaust.
+
+    >>> json_depth('{"a": [1, {"b": "[[["}]}')
+    3
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+def json_loads(text: str | bytes, *, source: str | os.PathLike) -> Any:
+    """``json.loads`` with the nesting depth checked first. Raises ValueError (a DataError naming
+    ``source`` when it nests deeper than MAX_JSON_DEPTH)."""
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise DataError(f"{source}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value of a small regular file; any problem (unreadable, not UTF-8, not JSON,
+    nested too deep) is a one-line DataError naming the file."""
+    try:
+        return json_loads(read_regular_text(path), source=path)
+    except DataError:
+        raise
+    except ValueError as exc:  # bad JSON or bad UTF-8
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
 def read_json_lists(path: str | os.PathLike, *fields: str, what: str) -> tuple[tuple, ...]:
     """The named list fields of a JSON object file, as tuples; any problem is a DataError that
     names the file and says it is not ``what`` (e.g. "a vocabulary file")."""
     try:
-        data = json.loads(read_regular_text(path))
+        data = json_loads(read_regular_text(path), source=path)
         values = [data[field] for field in fields]
     except DataError:
         raise

@@ -9,7 +9,6 @@ before anything needs the model itself; importing torch alone takes longer than 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 import struct
@@ -23,7 +22,7 @@ from .data.layout import Layout
 from .data.mind import ReadProgress
 from .data.split import CategoryVocab, Split, align_categories, load_split
 from .data.text import Vocab
-from .fileio import DataError, read_regular_text
+from .fileio import DataError, json_loads, read_json
 from .synth import read_truth
 
 FORMAT_VERSION = 1
@@ -101,12 +100,7 @@ def data_info(layout: Layout, *, preset: str | None = None, **extra: Any) -> dic
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(read_regular_text(path))
-    except ValueError as exc:  # bad JSON or bad UTF-8
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
@@ -165,7 +159,7 @@ def safetensors_shapes(path: Path) -> dict[str, list[int]]:
             (length,) = struct.unpack("<Q", f.read(8))
             if length > min(100_000_000, size - 8):  # the format caps headers at 100 MB
                 raise ValueError(f"header length {length} in a file of {size} bytes")
-            header = json.loads(f.read(length))
+            header = json_loads(f.read(length), source=path)
         tensors = {name: entry for name, entry in header.items() if name != "__metadata__"}
         shapes = {}
         for name, entry in tensors.items():

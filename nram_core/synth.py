@@ -31,14 +31,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, TextIO
 
 import numpy as np
 
-from nram_core.fileio import atomic_write_json, atomic_write_text, atomic_write_with
+from nram_core.fileio import DataError, atomic_write_json, atomic_write_text, atomic_write_with, temp_dir_beside
 from nram_core.metrics import METRIC_NAMES, evaluate_flat
 
 __all__ = ["Scale", "ClickParams", "SCALES", "PARAMS", "generate", "read_truth"]
@@ -353,14 +355,58 @@ COMMON_WORDS: tuple[str, ...] = (
 def generate(out_dir: str | Path, *, scale: str = "demo", seed: int = 0) -> Path:
     """Write a synthetic MIND corpus (train/, dev/, truth.json) into ``out_dir``; return it.
 
-    The same ``scale`` and ``seed`` always give byte-identical files. Each file is
-    written atomically, so a crash leaves either the old file or the new one.
+    The same ``scale`` and ``seed`` always give byte-identical files. The corpus is written into
+    a temp folder beside ``out_dir`` and renamed into place at the end, so a crash leaves the old
+    corpus or the new one, never a mix of two seeds. An existing ``out_dir`` is replaced when it
+    holds only a corpus that ``generate`` wrote; one holding anything else is refused (DataError).
     """
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
-    cfg = SCALES[scale]
-    params = PARAMS
     out = Path(out_dir)
+    _check_replaceable(out)
+    tmp = temp_dir_beside(out)
+    try:
+        _write_corpus(tmp, cfg=SCALES[scale], seed=seed)
+        _swap_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+_CORPUS_FILES = frozenset({"truth.json", "train", "dev", "train/news.tsv", "train/behaviors.tsv",
+                           "dev/news.tsv", "dev/behaviors.tsv"})
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse an ``out`` that is not a folder, or holds files that ``generate`` does not write
+    (temp files of an interrupted write aside): replacing it would delete them."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; name a new folder for the corpus")
+    foreign = sorted(str(path.relative_to(out)) for path in out.rglob("*")
+                     if str(path.relative_to(out)) not in _CORPUS_FILES
+                     and not (path.name.startswith(".") and path.name.endswith(".tmp")))
+    if foreign:
+        raise DataError(f"{out}: holds files that demo-data did not write ({', '.join(foreign[:3])}"
+                        f"{', ...' if len(foreign) > 3 else ''}); name a new or empty folder")
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished corpus ``tmp`` to ``out``; an old corpus there is moved aside first and
+    removed after, so ``out`` is at every moment absent, the old corpus or the new one."""
+    old = None
+    if out.exists():
+        old = tmp.with_name(tmp.name + ".old")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_corpus(out: Path, *, cfg: Scale, seed: int) -> None:
+    params = PARAMS
     rng = np.random.default_rng(seed)
 
     news = _make_news(rng, cfg=cfg, params=params)
@@ -436,7 +482,6 @@ def generate(out_dir: str | Path, *, scale: str = "demo", seed: int = 0) -> Path
         "user_interests": _user_interests(users, users_used),
     }
     atomic_write_json(out / "truth.json", truth)
-    return out
 
 
 # --------------------------------------------------------------------------- the world

@@ -90,3 +90,23 @@ def test_a_saved_run_with_a_bad_field_is_a_one_line_data_error_and_the_shipped_r
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(DataError, match=r"config.json: missing or bad field \(batch_size must be >= 1, got 0\)"):
         read_run_info(run)
+
+
+@pytest.mark.parametrize("name", ["config.json", "state.json", "model.safetensors"])
+def test_deeply_nested_json_in_a_run_folder_is_one_line_naming_the_file(tmp_path, name):
+    """A hostile run folder whose JSON (or safetensors header) nests 100,000 levels deep: one DataError
+    line that names the file, never a RecursionError."""
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / "assets" / "demo_model", run)
+    nested = "[" * 100_000 + "]" * 100_000
+    if name == "model.safetensors":
+        weights = next(run.glob("*.safetensors"))
+        header = nested.encode()
+        weights.write_bytes(len(header).to_bytes(8, "little") + header)
+        name = weights.name
+    else:
+        (run / name).write_text(nested)
+    with pytest.raises(DataError) as caught:
+        read_run_info(run)
+    message = str(caught.value)
+    assert name in message and "\n" not in message

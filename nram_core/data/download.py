@@ -291,7 +291,7 @@ def download_mind(
             split_cb = functools.partial(on_progress, split) if on_progress else None
             download_file(mind_url(size, split, base_url=base_url), zip_path,
                           on_progress=split_cb)
-            verify_zip(zip_path)
+            verify_zip(zip_path, max_bytes=max_bytes, max_ratio=max_ratio)  # the caps before any CRC pass
 
         _check_mind_layout(zip_path)
         safe_extract(zip_path, folder, max_bytes=max_bytes, max_ratio=max_ratio)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..fileio import DataError, nram_home
-from .archive import safe_extract, verify_zip
+from .archive import MAX_RATIO, MAX_UNZIPPED_BYTES, safe_extract, verify_zip
 
 SIZES = ("demo", "small", "large")  # MIND's sizes, as in the official names MIND{size}_{split}
 SPLIT_FILES = ("news.tsv", "behaviors.tsv")  # what every split folder holds; the embeddings are optional
@@ -34,12 +34,13 @@ class Layout:
 
 def _extract_zip(zip_path: Path) -> Path:
     """Extract an official MIND zip once into NRAM_HOME/extracted and return the split folder."""
-    verify_zip(zip_path, remove_bad=False)  # the user's own file: report, never delete
+    # The user's own file: report, never delete. The caps are checked before anything is decompressed.
+    verify_zip(zip_path, remove_bad=False, max_bytes=MAX_UNZIPPED_BYTES, max_ratio=MAX_RATIO)
     stat = zip_path.stat()
     tag = hashlib.blake2b(f"{zip_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode(), digest_size=6)
     dest = nram_home() / "extracted" / f"{zip_path.stem}-{tag.hexdigest()}"
     if not dest.exists():
-        safe_extract(zip_path, dest)
+        safe_extract(zip_path, dest)  # a concurrent extraction of the same zip: the loser reuses the winner's folder
     return _find_split_inside(dest, zip_path)
 
 
