@@ -298,6 +298,8 @@ class Trainer:
                                  "stale_epochs": 0, "history": []}
         if self.run_dir is None:
             return state
+        if self.resume and not self.run_dir.is_dir():  # a mistyped folder must not start a fresh run
+            raise DataError(f"{self.run_dir}: no run folder to resume", settings=("resume", "out"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.resume:
             state = ckpt.resume(self.run_dir, model=self.model, optimizer=self.optimizer, device=self.device,

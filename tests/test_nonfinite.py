@@ -191,3 +191,12 @@ def test_a_device_this_build_lacks_is_one_line(capsys, tmp_path, device):
         assert code == 2 and out == ""
         assert f"argument --device: device '{device}': this" in error_line(err)
     assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_resume_on_a_missing_run_folder_is_one_line_not_a_fresh_run(demo_corpus, tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    code = main(["train", "--data", str(demo_corpus), "--preset", "demo", "--epochs", "1", "--max-impressions", "50",
+                 "--word-vectors", "none", "--no-progress", "--resume", "--out", str(missing)])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "no run folder to resume" in errors[0] and "--resume" in errors[0]
+    assert not missing.exists()
