@@ -103,7 +103,7 @@ def test_sizes_past_their_caps_are_refused_before_allocation(make, message):
 @pytest.mark.parametrize("flag, value", [("--title-len", "1000000000"), ("--negatives", "1000000")])
 def test_train_refuses_a_size_past_its_cap_in_one_line(capsys, tmp_path, flag, value):
     code, _, err = run_cli(capsys, "train", "--data", tmp_path, *TINY_FLAGS, flag, value, "--out", tmp_path / "run")
-    assert code == 2 and f"must be <= " in error_line(err) and err.rstrip().endswith(f"(see {flag})")
+    assert code == 2 and "must be <= " in error_line(err) and err.rstrip().endswith(f"(see {flag})")
 
 
 def test_training_stops_at_the_first_non_finite_loss_in_a_fresh_process(demo_corpus, tmp_path):
