@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import secrets
 import stat
 import tempfile
 from pathlib import Path
@@ -81,11 +82,13 @@ def temp_dir_beside(path: str | os.PathLike) -> Path:
     would give, to fill and then rename over ``path``; a crash leaves only a hidden ``.*.tmp``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
-    return tmp
+    while True:  # mkdir, not mkdtemp (0700), so the process umask applies without being changed
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            tmp.mkdir()
+        except FileExistsError:
+            continue
+        return tmp
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
