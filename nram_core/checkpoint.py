@@ -20,6 +20,7 @@ state.json named its files (``last.safetensors`` and ``optimizer.pt``) still loa
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 import re
 import shutil
@@ -35,6 +36,7 @@ from .config import ModelConfig, RuntimeConfig, TrainConfig, from_dict, to_dict
 from .data.split import CategoryVocab
 from .data.text import Vocab
 from .fileio import DataError, atomic_write_json, atomic_write_text, atomic_write_with, json_text
+from .memory import check_budget, parameter_bytes
 from .model import NRAM
 from .run_info import (CATEGORIES, FORMAT_VERSION, VOCAB, WEIGHTS, RunInfo, named_file, read_config, read_run_info,
                        read_state, safetensors_shapes)
@@ -75,16 +77,35 @@ def commit_epoch(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.opti
     committed state (with ``files``). Nothing the previous commit names is touched before."""
     epoch = int(state["epochs_done"])
     weights, opt = f"weights-e{epoch:04d}.safetensors", f"optimizer-e{epoch:04d}.pt"
-    save_weights(model, run_dir / weights)
-    save_optimizer(optimizer, run_dir / opt)
-    last = {"name": weights, "sha256": file_sha256(run_dir / weights)}
     previous_best = (state.get("files") or {}).get("best")
-    files = {"last": last, "optimizer": {"name": opt, "sha256": file_sha256(run_dir / opt)},
-             "best": last if improved or previous_best is None else previous_best}
-    committed = {**state, "files": files}
-    atomic_write_json(run_dir / "state.json", committed)  # the commit point
+    try:
+        save_weights(model, run_dir / weights)
+        save_optimizer(optimizer, run_dir / opt)
+        last = {"name": weights, "sha256": file_sha256(run_dir / weights)}
+        files = {"last": last, "optimizer": {"name": opt, "sha256": file_sha256(run_dir / opt)},
+                 "best": last if improved or previous_best is None else previous_best}
+        committed = {**state, "files": files}
+        atomic_write_json(run_dir / "state.json", committed)  # the commit point
+    except (OSError, RuntimeError, SafetensorError) as exc:  # torch.save says a failed write as RuntimeError
+        for name in (weights, opt):  # this epoch's files, which no commit names
+            (run_dir / name).unlink(missing_ok=True)
+        kept = f"epoch {epoch - 1} is the last committed" if state.get("files") else "nothing was committed"
+        message = f"{run_dir}: could not save epoch {epoch} ({_first_line(exc)}); {kept}"
+        code = exc.errno if isinstance(exc, OSError) else _os_error_code(str(exc))
+        raise (OSError(code, message) if code is not None else OSError(message)) from exc
     publish(run_dir, committed)
     return committed
+
+
+def _os_error_code(text: str) -> int | None:
+    """The errno a library names in its message (safetensors: "... (os error 28)")."""
+    found = re.search(r"os error (\d+)", text)
+    return int(found.group(1)) if found else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def commit_final(run_dir: Path, state: dict[str, Any]) -> None:
@@ -170,6 +191,7 @@ def restore(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opt
     state = read_state(run_dir)
     if not state:
         return {}
+    check_resumable_state(run_dir / "state.json", state)
     files = state.get("files")
     if files:
         for role in ("last", "optimizer"):
@@ -195,6 +217,36 @@ def restore(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opt
             atomic_write_with(run_dir / best, lambda tmp: shutil.copyfile(run_dir / WEIGHTS, tmp))
         state = {**state, "files": {"best": {"name": best, "sha256": file_sha256(run_dir / WEIGHTS)}}}
     return state
+
+
+def check_resumable_state(path: Path, state: dict[str, Any]) -> None:
+    """Refuse, in one line naming ``path`` and the field, a state.json the trainer cannot continue
+    from: counts that are not whole numbers >= 0, a best epoch past the last, a history of another
+    length than the epochs done, a non-finite best AUC, or files and records of the wrong shape."""
+    def bad(field: str, why: str) -> DataError:
+        return DataError(f"{path}: field {field!r} {why}; this run cannot be resumed")
+
+    for field in ("epochs_done", "global_step", "best_epoch", "stale_epochs"):
+        value = state.get(field, 0 if field == "stale_epochs" else None)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise bad(field, f"must be a whole number >= 0, got {value!r:.40}")
+    if state["best_epoch"] > state["epochs_done"]:
+        raise bad("best_epoch", f"is past the last epoch done ({state['best_epoch']} > {state['epochs_done']})")
+    history = state.get("history")
+    if not isinstance(history, list) or len(history) != state["epochs_done"] \
+            or not all(isinstance(record, dict) for record in history):
+        raise bad("history", f"must list one record per epoch done ({state['epochs_done']})")
+    best_auc = state.get("best_auc")
+    if best_auc is not None and (not isinstance(best_auc, (int, float)) or isinstance(best_auc, bool)
+                                 or not math.isfinite(best_auc)):
+        raise bad("best_auc", f"must be a finite number or null, got {best_auc!r:.40}")
+    files = state.get("files")
+    if files is not None and not (isinstance(files, dict) and all(
+            isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("sha256"), str)
+            for entry in files.values())):
+        raise bad("files", "must name each committed file with its sha256")
+    if state.get("final") is not None and not isinstance(state["final"], dict):
+        raise bad("final", "must be an object")
 
 
 def _named(run_dir: Path, name: object) -> Path:
@@ -248,10 +300,26 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Run:
     with torch.device("meta"):
         skeleton = NRAM(info.model_config)
     check_shapes(info.weights_path, {name: list(t.shape) for name, t in skeleton.state_dict().items()})
+    try:
+        check_budget(2 * parameter_bytes(skeleton), what="this model", settings=())  # built, then loaded
+    except DataError as exc:
+        raise DataError(f"{info.path}: {exc}") from exc
+    check_committed_hash(info)  # after the checks from the header: a file too big to load is never read whole
     model = NRAM(info.model_config)
     load_weights(model, info.weights_path)
     model.to(device).eval()
     return Run(**vars(info), model=model)
+
+
+def check_committed_hash(info: RunInfo) -> None:
+    """Refuse weights that are not the ones state.json committed (damaged, or replaced by hand): the
+    epoch file it names, or model.safetensors, its published copy, must have the recorded SHA-256.
+    Runs from before the commit point record no hash and are taken as they are."""
+    best = (info.state.get("files") or {}).get("best") if isinstance(info.state.get("files"), dict) else None
+    expected = best.get("sha256") if isinstance(best, dict) else None
+    if isinstance(expected, str) and file_sha256(info.weights_path) != expected:
+        raise DataError(f"{info.weights_path}: does not match the SHA-256 that state.json committed for the best "
+                        f"weights (damaged or replaced)")
 
 
 def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
@@ -263,6 +331,4 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, device: torch.d
     try:
         optimizer.load_state_dict(torch.load(path, map_location=device, weights_only=True))
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise DataError(f"{path}: not an optimizer state this trainer wrote "
-                        f"({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})") \
-            from exc
+        raise DataError(f"{path}: not an optimizer state this trainer wrote ({_first_line(exc)})") from exc

@@ -31,11 +31,12 @@ MAX_HEADS = 256
 MAX_NEGATIVES = 1000
 
 
-def field_error(name: str, message: str) -> ValueError:
-    """A ValueError about field ``name``, carrying it as ``settings`` (as ``fileio.DataError`` does), so
-    that a front end can name its own way to set it (the CLI: ``--name``)."""
+def field_error(name: str, message: str, *more: str) -> ValueError:
+    """A ValueError about field ``name`` (and the fields ``more`` that share the fault), carrying them
+    as ``settings`` (as ``fileio.DataError`` does), so that a front end can name its own way to set
+    each (the CLI: ``--name``)."""
     error = ValueError(message)
-    error.settings = (name,)  # type: ignore[attr-defined]
+    error.settings = (name, *more)  # type: ignore[attr-defined]
     return error
 
 
@@ -108,23 +109,24 @@ class ModelConfig:
         check_caps(self, {"word_dim": MAX_WIDTH, "num_heads": MAX_HEADS, "head_dim": MAX_WIDTH,
                           "query_dim": MAX_WIDTH, "title_len": MAX_TITLE_LEN, "history_len": MAX_HISTORY_LEN})
         if self.num_heads * self.head_dim > MAX_WIDTH:
-            raise ValueError(f"num_heads * head_dim must be <= {MAX_WIDTH}, got {self.num_heads} * {self.head_dim}")
+            raise field_error("num_heads", f"num_heads * head_dim must be <= {MAX_WIDTH}, got {self.num_heads} * "
+                              f"{self.head_dim}", "head_dim")
         if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+            raise field_error("init", f"init must be one of {INITS}, got {self.init!r}")
         if self.embedding_std <= 0:
-            raise ValueError(f"embedding_std must be > 0, got {self.embedding_std}")
+            raise field_error("embedding_std", f"embedding_std must be > 0, got {self.embedding_std}")
         if self.residual and self.self_attention and self.num_heads * self.head_dim != self.word_dim:
-            raise ValueError(f"residual needs num_heads * head_dim == word_dim, got {self.num_heads} * "
-                             f"{self.head_dim} != {self.word_dim}")
+            raise field_error("residual", f"residual needs num_heads * head_dim == word_dim, got {self.num_heads} * "
+                              f"{self.head_dim} != {self.word_dim}", "num_heads", "head_dim", "word_dim")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise field_error("dropout", f"dropout must be in [0, 1), got {self.dropout}")
 
     def check_data_sizes(self) -> None:
         """Raise ValueError when a size that comes from the data is missing (the category counts of a
         model that reads categories); run once the sizes are filled in (``train.prepare_run``)."""
         if self.use_categories and (self.num_categories < 2 or self.num_subcategories < 2):
-            raise ValueError("use_categories needs num_categories and num_subcategories from the train split's "
-                             "category vocabulary (>= 2 each)")
+            raise field_error("use_categories", "use_categories needs num_categories and num_subcategories from "
+                              "the train split's category vocabulary (>= 2 each)")
 
 
 @dataclass(frozen=True)
@@ -170,9 +172,11 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise field_error(name, f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise field_error("lr", f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.seed < 2**32:  # NumPy's and torch's seeds are unsigned 32-bit
+            raise field_error("seed", f"seed must be in [0, 2**32), got {self.seed}")
         if not self.word_vectors.strip():
-            raise ValueError("word_vectors must be 'corpus', 'none' or a file path")
+            raise field_error("word_vectors", "word_vectors must be 'corpus', 'none' or a file path")
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,7 @@ class RuntimeConfig:
         """Raise ValueError on a bad field (every config runs this when it is made)."""
         check_finite(self)
         if self.eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+            raise field_error("eval_batch_size", f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         for name in ("num_workers", "title_chunk"):
             if getattr(self, name) < 0:
                 raise field_error(name, f"{name} must be >= 0, got {getattr(self, name)}")
@@ -291,4 +295,9 @@ def _typed(name: str, value: Any, kind: type) -> Any:
           tuple: isinstance(value, (list, tuple))}.get(kind, True)
     if not ok:
         raise TypeError(f"field {name!r}: expected {kind.__name__}, got {type(value).__name__} {value!r:.40}")
-    return float(value) if kind is float else tuple(value) if kind is tuple else value
+    if kind is float:
+        try:
+            return float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            raise field_error(name, f"{name} must be a finite number, got {value!r:.40}") from None
+    return tuple(value) if kind is tuple else value

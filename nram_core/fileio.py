@@ -12,8 +12,9 @@ import math
 import os
 import re
 import secrets
+import socket
 import stat
-import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -40,20 +41,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success rename it over ``path``, on error remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
-    tmp_path = Path(tmp)
+    tmp_path, mode = _new_temp_file(path)
     try:
         yield tmp_path
+        if stat.S_IMODE(tmp_path.stat().st_mode) != mode:  # a writer that made its own file (safetensors: 0600)
+            os.chmod(tmp_path, mode)
         _fsync_file(tmp_path)  # the bytes reach the disk before the name points at them
         os.replace(tmp_path, path)
         _fsync_folder(path.parent)  # and the rename itself survives a power cut
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _new_temp_file(path: Path) -> tuple[Path, int]:
+    """A new empty hidden temp file beside ``path``, and its permission bits: those open() gives a new
+    file (0666 less the umask). Made with os.open rather than mkstemp (0600), so the umask applies
+    without being read, which only changing it process-wide can do."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            return tmp, stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
 
 
 def _fsync_file(path: Path) -> None:
@@ -89,6 +103,60 @@ def temp_dir_beside(path: str | os.PathLike) -> Path:
         except FileExistsError:
             continue
         return tmp
+
+
+LOCK_FILE = ".lock"
+
+
+class FolderLock:
+    """One writer per folder: an OS advisory lock (``flock``) on ``folder/.lock``, taken before the
+    writer writes anything else there. The OS releases it when the process ends, however it ends
+    (a crash or SIGKILL included), so a stale lock never blocks the next run. The file itself stays:
+    removing a lock file lets a process that opened the old one and one that creates a new one both
+    hold "the" lock. The holder writes who it is into the file, for the refusal a second writer gets.
+    Platforms without ``fcntl`` (Windows) get no lock."""
+
+    def __init__(self, folder: str | os.PathLike, *, what: str = "folder", settings: tuple[str, ...] = ()):
+        self.folder = Path(folder)
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        path = self.folder / LOCK_FILE
+        try:  # O_NOFOLLOW: a .lock that links elsewhere must not make the writer write there
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot be opened as this {what}'s lock file ({exc.strerror}); "
+                            f"remove it") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise DataError(f"{path}: not a regular file; remove it")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "a process that has not said which"
+            os.close(fd)
+            raise DataError(f"{self.folder}: another process is writing this {what} ({holder}); wait for it to "
+                            f"finish or choose another {what}", settings=settings) from None
+        except OSError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

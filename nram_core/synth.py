@@ -40,7 +40,8 @@ from typing import Iterator, TextIO
 
 import numpy as np
 
-from nram_core.fileio import DataError, atomic_write_json, atomic_write_text, atomic_write_with, temp_dir_beside
+from nram_core.fileio import (DataError, atomic_write_json, atomic_write_text, atomic_write_with, read_json,
+                             temp_dir_beside)
 from nram_core.metrics import METRIC_NAMES, evaluate_flat
 
 __all__ = ["Scale", "ClickParams", "SCALES", "PARAMS", "generate", "read_truth"]
@@ -967,6 +968,7 @@ def read_truth(root: str | Path | None) -> dict | None:
     if path is None or not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        truth = read_json(path)  # regular files only, size and nesting capped
+    except (OSError, ValueError):  # DataError is a ValueError
         return None
+    return truth if isinstance(truth, dict) else None

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, memory
 from .callbacks import Callback, EpochInfo, StepInfo, TrainResult
 from .config import ModelConfig, RuntimeConfig, TrainConfig
 from .data.batching import Batch, Shard, TrainBatches
@@ -40,7 +40,7 @@ from .data.split import CategoryVocab, Corpus, load_corpus, with_train_categorie
 from .data.vectors import WordVectors, word_vectors
 from .data.vectors import check_choice as check_vectors_choice
 from .fastpath import StepKernels, cuda_precision, install
-from .fileio import DataError
+from .fileio import DataError, FolderLock
 from .model import NRAM
 from .run_info import CATEGORIES, VOCAB
 from .scoring import evaluate_split
@@ -193,8 +193,18 @@ class Trainer:
         self.data_info = dict(data_info or {})
         self.categories = categories
         self._stop = threading.Event()
+        self._lock: FolderLock | None = None  # held from the run folder's opening to the end of fit()
         self.dist = distributed.current()
         seed_everything(train_config.seed)
+        if model is None:
+            with torch.device("meta"):  # sizes only: the budget is checked before any weight exists
+                parameters = memory.parameter_bytes(NRAM(model_config))
+        else:
+            parameters = memory.parameter_bytes(model)
+        memory.check_budget(memory.training_bytes(model_config, train_config, parameters),
+                            what="one training step", settings=memory.STEP_SETTINGS)
+        memory.check_budget(memory.scoring_bytes(model_config, runtime, parameters),
+                            what="one batch of dev scoring", settings=memory.EVAL_SETTINGS)
         self.model = install(model if model is not None else NRAM(model_config)).to(self.device)
         self.word_vectors = word_vectors
         self.data_info["word_vectors"] = {"choice": train_config.word_vectors,
@@ -301,6 +311,8 @@ class Trainer:
         if self.resume and not self.run_dir.is_dir():  # a mistyped folder must not start a fresh run
             raise DataError(f"{self.run_dir}: no run folder to resume", settings=("resume", "out"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:  # the one process that writes the folder; before it reads or writes anything there
+            self._lock = FolderLock(self.run_dir, what="run folder", settings=("out",))
         if self.resume:
             state = ckpt.resume(self.run_dir, model=self.model, optimizer=self.optimizer, device=self.device,
                                 model_config=self.model_config, vocab=self.corpus.vocab, categories=self.categories,
@@ -327,8 +339,13 @@ class Trainer:
         return result.as_dict()
 
     def fit(self) -> TrainResult:
-        with cuda_precision(self.device, self.runtime.amp):
-            return self._fit()
+        try:
+            with cuda_precision(self.device, self.runtime.amp):
+                return self._fit()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def _fit(self) -> TrainResult:
         cfg = self.train_config

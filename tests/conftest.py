@@ -33,3 +33,18 @@ def mind_sample():
         pytest.skip(f"the MIND sample is absent: expected {MIND_SAMPLE}/train/news.tsv beside the repository "
                     "(../shared/data/mind-sample)")
     return MIND_SAMPLE
+
+
+def recommit_best(run_dir) -> None:
+    """Record in state.json the SHA-256 of the best weights as they are now, as a run that trained into
+    them would have (``checkpoint.load_run`` refuses weights other than the committed ones): for
+    tests that set weights by hand."""
+    import json
+
+    from nram_core.checkpoint import file_sha256
+    from nram_core.run_info import committed_weights
+
+    path = Path(run_dir) / "state.json"
+    state = json.loads(path.read_text())
+    state["files"]["best"]["sha256"] = file_sha256(committed_weights(Path(run_dir), state))
+    path.write_text(json.dumps(state))

@@ -18,6 +18,8 @@ from nram_core.data import resolve_layout
 from nram_core.fileio import DataError
 from nram_core.train import Callback, Diverged, Trainer, pick_device, prepare_run
 
+from conftest import recommit_best
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(word_dim=16, num_heads=2, head_dim=8, query_dim=16, title_len=12, history_len=20)
 TINY_FLAGS = ["--word-dim", "16", "--num-heads", "2", "--head-dim", "8", "--query-dim", "16", "--title-len", "12",
@@ -51,12 +53,14 @@ def tiny_run(demo_corpus, tmp_path_factory):
 
 
 def spoiled_copy(run: Path, tmp_path: Path, change) -> Path:
-    """A copy of ``run`` whose committed best weights (what ``load_run`` reads) went through ``change``."""
+    """A copy of ``run`` whose committed best weights (what ``load_run`` reads) went through ``change``,
+    committed as a run that trained into them would have: state.json records their SHA-256."""
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     path = committed_file(copy, "best")
     tensors = change(load_file(str(path)))
     save_file(tensors, str(path), metadata={"format": "nram"})
+    recommit_best(copy)
     return copy
 
 

@@ -71,13 +71,14 @@ def test_run_folders_are_named_by_slug_and_time_and_never_shared(tmp_path):
 def test_data_info_records_the_splits_the_preset_and_how_to_make_a_synthetic_corpus_again(demo_corpus, tmp_path):
     layout = resolve_layout(demo_corpus)
     info = data_info(layout, preset="demo", dataset="Demo corpus")
-    assert info == {"train": str(layout.train), "dev": str(layout.dev), "preset": "demo",
+    assert info == {"train": layout.train.name, "dev": layout.dev.name, "preset": "demo",
                     "synthetic": {"scale": "demo", "seed": 0}, "dataset": "Demo corpus"}
+    assert str(layout.train.parent) not in json.dumps(data_info(layout))  # names, not this machine's paths
     assert data_info(Layout(train=layout.train, dev=None))["dev"] is None  # one split folder: its corpus's facts
     assert data_info(Layout(train=layout.train, dev=None))["synthetic"] == {"scale": "demo", "seed": 0}
     plain = tmp_path / "plain"
     shutil.copytree(layout.train, plain / "train")
-    assert data_info(Layout(train=plain / "train", dev=None)) == {"train": str(plain / "train"), "dev": None}
+    assert data_info(Layout(train=plain / "train", dev=None)) == {"dataset": "plain", "train": "train", "dev": None}
 
 
 def test_a_saved_run_with_a_bad_field_is_a_one_line_data_error_and_the_shipped_run_still_loads(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import sys
 from typing import NoReturn, Sequence
@@ -82,6 +83,24 @@ def _count(value: str) -> int:
     return _whole_number(value, lowest=0, meaning=" (0: no cap)")
 
 
+def _positive_number(value: str) -> float:
+    """A finite number above 0 (a NaN cap would let every comparison pass)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
+    return number
+
+
+def _seed(value: str) -> int:
+    number = _whole_number(value, lowest=0)
+    if number >= 2**32:  # NumPy's and torch's seeds are unsigned 32-bit
+        raise argparse.ArgumentTypeError(f"must be < 2**32, got {number}")
+    return number
+
+
 def _device(value: str) -> str:
     """A device this torch build and machine have (``train.pick_device`` checks it)."""
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", value):
@@ -104,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-data", help="generate the synthetic MIND-format demo corpus")
     p.add_argument("out_dir")
     p.add_argument("--scale", choices=("demo", "small", "large"), default="demo")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("download", help="download and extract MIND from the official host")
@@ -112,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", default=None, help="folder for the zips and splits (default: $NRAM_HOME/mind/SIZE)")
     p.add_argument("--splits", nargs="+", choices=MIND_SPLITS, default=list(MIND_SPLITS))
     p.add_argument("--base-url", default=None, help="mirror to download from instead of the official host")
-    p.add_argument("--max-unzipped-gb", type=float, default=MAX_UNZIPPED_BYTES / (1 << 30),
+    p.add_argument("--max-unzipped-gb", type=_positive_number, default=MAX_UNZIPPED_BYTES / (1 << 30),
                    help="refuse an archive that unpacks to more than this (zip bombs; MINDlarge fits)")
-    p.add_argument("--max-zip-ratio", type=float, default=MAX_RATIO,
+    p.add_argument("--max-zip-ratio", type=_positive_number, default=MAX_RATIO,
                    help="refuse a member that unpacks more than this many times its compressed size")
     p.set_defaults(func=cmd_download)
 
@@ -141,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "commas (paper,ablation) train a shared model once")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--epochs", type=int, default=None, help="epochs per model (default from the preset)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model")
+    p.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 per model")
     p.add_argument("--out", help="suite folder (default NRAM_HOME/experiments/SUITE-PRESET-eEPOCHS-DATA); "
                                  "rerunning with the same folder continues an interrupted suite")
     p.add_argument("--max-impressions", type=int, default=None, help="cap on train impressions (0 = all)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -97,15 +98,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(**prepared.trainer_args(), run_dir=out, callbacks=[TrainingBar(not args.no_progress)],
                           device=device, resume=args.resume, data_info=data_info(layout, preset=args.preset),
                           runtime=runtime)
+        if rank0:
+            ranks = f", {dist_info.world_size} ranks" if dist_info.enabled else ""
+            print(f"training on {trainer.device}{ranks}, {trainer.precision} -> {out} "
+                  f"({trainer.batches.num_samples} samples/epoch)", file=sys.stderr)
+        result = trainer.fit()
     except BaseException:
-        if rank0 and not args.out and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # the folder this command made for the run: leave no empty run behind
+        if rank0 and not args.out and not (out / "state.json").exists():
+            # The folder this command made for the run, which committed no epoch (a refusal, a
+            # divergence or a stop in epoch 1): leave no half run behind. A named --out is the user's.
+            shutil.rmtree(out, ignore_errors=True)
         raise
-    if rank0:
-        ranks = f", {dist_info.world_size} ranks" if dist_info.enabled else ""
-        print(f"training on {trainer.device}{ranks}, {trainer.precision} -> {out} "
-              f"({trainer.batches.num_samples} samples/epoch)", file=sys.stderr)
-    result = trainer.fit()
     distributed.finish()
     if not rank0:
         return 0

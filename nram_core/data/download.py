@@ -125,6 +125,9 @@ def download_file(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part_path(dest)
+    for path in (dest, part):  # opening a FIFO there would wait forever for a writer
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise DataError(f"{path}: not a regular file (a download is one); remove it and retry")
 
     # At most two rounds: a second one only when a stale part must be dropped after 416.
     for _attempt in range(2):

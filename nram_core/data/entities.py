@@ -18,7 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..fileio import DataError, atomic_write_json, read_json_lists
+from ..fileio import MAX_JSON_DEPTH, DataError, atomic_write_json, json_depth, read_json_lists
 from .split import Split
 from .text import _TOKEN_RE, cached_index  # the tokeniser's own pattern, so that spans line up with tokenize()
 
@@ -33,7 +33,7 @@ def parse_title_entities(text: str) -> list[tuple[str, list[tuple[int, int]]]]:
     [('Q1', [(4, 7)])]
     """
     try:
-        items = json.loads(text) if text else []
+        items = json.loads(text) if text and json_depth(text) <= MAX_JSON_DEPTH else []
     except ValueError:
         return []
     out = []

@@ -17,7 +17,7 @@ from ..config import RUNTIME_FIELDS, ModelConfig, RuntimeConfig, TrainConfig, pr
 from ..data.entities import EntityVocab, entity_files, load_entity_vectors, read_entity_ids, with_entities
 from ..data.layout import Layout, resolve_layout
 from ..data.split import CategoryVocab, Corpus, load_corpus, with_train_categories
-from ..fileio import DataError, atomic_write_json, nram_home
+from ..fileio import DataError, atomic_write_json, json_loads, nram_home, read_json
 from ..metrics import HISTORY_SEGMENTS
 from ..run_info import data_info, run_slug
 from ..scoring import evaluate_split
@@ -226,11 +226,20 @@ def _as_recipe_key(saved: str) -> str:
     """A saved run key as ``suite_run_key`` writes it today: a key written before ``RuntimeConfig``
     also held runtime fields (workers, eval batch, amp, compile), which no longer make a run."""
     try:
-        kind, model, train = json.loads(saved)
+        kind, model, train = json_loads(saved, source="run_key")  # depth-checked: a DataError is a ValueError
         return json.dumps([kind, model, {k: v for k, v in train.items() if k not in RUNTIME_FIELDS}],
                           sort_keys=True)
     except (ValueError, TypeError, AttributeError):
         return saved
+
+
+def _suite_file(path: Path, *objects: str) -> dict[str, Any]:
+    """A suite.json or result.json this module wrote: a JSON object (read with the nesting and size
+    caps of ``fileio.read_json``) whose fields ``objects`` are objects too, else one line naming it."""
+    saved = read_json(path)
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(name), dict) for name in objects):
+        raise DataError(f"{path}: not a suite file NRAM Studio wrote; choose another output folder")
+    return saved
 
 
 def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | None = None,
@@ -262,13 +271,13 @@ def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | No
     folder = Path(out) if out else default_out(suite, preset, base_train.epochs, layout)
     saved_path = folder / "suite.json"
     if saved_path.is_file():
-        saved = json.loads(saved_path.read_text(encoding="utf-8"))
-        if not settings.matches(saved.get("settings", {})):
+        saved = _suite_file(saved_path, "settings")
+        if not settings.matches(saved["settings"]):
             raise DataError(f"{folder}: holds a suite with other settings ({saved.get('settings')}); "
                             "use the same settings to continue it, or choose another output folder")
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(saved_path, {"settings": settings.as_dict(), "data": {"train": str(layout.train),
-                                   "dev": str(layout.dev)}, "models": [dataclasses.asdict(s) for s in specs],
+    atomic_write_json(saved_path, {"settings": settings.as_dict(), "data": data_info(layout),
+                                   "models": [dataclasses.asdict(s) for s in specs],
                                    "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     runs = [(spec, seed) for seed in range(seeds) for spec in specs]  # seed-major: every model gets seed 0 first
     state = {"run": 0, "model": "", "seed": 0}
@@ -290,7 +299,7 @@ def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | No
         key = suite_run_key(spec, model_cfg, train_cfg)
         result_path = run_dir / RESULT_FILE
         if result_path.is_file():
-            saved_record = json.loads(result_path.read_text(encoding="utf-8"))
+            saved_record = _suite_file(result_path)
             if _as_recipe_key(str(saved_record.get("run_key"))) != key:
                 raise DataError(f"{run_dir}: finished with another configuration (other settings, or an older "
                                 "version of NRAM Studio); choose another output folder")
