@@ -1,4 +1,5 @@
-"""NRAM Studio: ``streamlit run app/main.py`` (optionally ``-- --data DIR``).
+"""NRAM Studio: ``streamlit run app/main.py`` (optionally ``-- --data DIR --runs DIR``, each repeatable:
+more datasets, and more folders of trained runs for the model picker).
 
 The entry point sets up the page, makes sure the demo corpus exists, draws the shared
 sidebar (dataset, split, model, user) and runs the page chosen in the navigation.
@@ -37,6 +38,12 @@ if not (registry.demo_corpus_dir() / "truth.json").is_file():
 import streamlit as st  # noqa: E402
 
 from studio import context  # noqa: E402
+
+# Public mode (NRAM_PUBLIC=1) offers no table download or copy. The option is process-wide, and a
+# page's settings reach the browser before this line runs, so the Procfile passes
+# --client.disableDataExport=true too; this line holds for a public server started any other way.
+if registry.public_mode():
+    st.set_option("client.disableDataExport", True)
 
 # A local favicon: a Material icon or an emoji as page_icon is fetched from a font host or a CDN,
 # and the studio must work offline.

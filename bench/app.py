@@ -11,7 +11,9 @@ and the shipped demo model, as a first start would:
 * then, for ``--users`` users picked at random (seeded) among those with a history and two
   impressions, each interaction a visitor makes, timed as one script rerun: pick the user,
   switch the impression, the catalog mode, a category filter, the Attention page, another
-  head, the What-if page, removing clicks, back to the Overview.
+  head, the What-if page, removing clicks, back to the Overview, and (on the Recommendations
+  page) the best, a typical or the worst user by the model's AUC (``pick_by_auc``, the three in
+  turn; the per-user AUC is computed once, within the first load).
 
 It prints one JSON line: per interaction the median and the slowest time in ms, the slowest
 of all (``max_ms``) and ``target_ms`` (the app issue's 300 ms on the demo corpus, 1 s on
@@ -49,8 +51,12 @@ def _page(name: str):
     return lambda at: at.switch_page(f"views/{name}.py")
 
 
-def _visit(at, user: str, rng: random.Random) -> dict[str, float]:
-    """One visitor's interactions with one user; seconds per interaction."""
+PICKS = ("best", "typical", "worst")
+
+
+def _visit(at, user: str, rng: random.Random, *, pick: str) -> dict[str, float]:
+    """One visitor's interactions with one user, then a user picked by AUC (``pick``); seconds per
+    interaction."""
     times = {"pick_user": _run(at, lambda a: a.selectbox(key="user").set_value(user))}
     times["export_html"] = _export_seconds(at)
     impressions = at.selectbox(key="impression_choice").options
@@ -70,6 +76,9 @@ def _visit(at, user: str, rng: random.Random) -> dict[str, float]:
     times["overview_page"] = _run(at, _page("overview"))
     _run(at, _page("recommendations"))  # back, ready for the next user (not timed: a repeat of a page visit)
     _run(at, lambda a: a.segmented_control(key="rec_mode").set_value("Impression"))
+    times["pick_by_auc"] = _run(at, lambda a: a.button(key=f"pick_{pick}").click())
+    if at.session_state[CTX_KEY].pick != pick:
+        raise SystemExit(f"error: the {pick} user by AUC was not picked")
     return times
 
 
@@ -157,7 +166,7 @@ def _measure(AppTest, folder: Path, rng: random.Random, *, users: int, split: st
     listed = set(at.selectbox(key="user").options)  # the picker lists the first 2000; AppTest can pick only those
     eligible = [u for u in table[(table["history"] >= 3) & (table["impressions"] >= 2)]["user"] if u in listed]
     picked = rng.sample(eligible, min(users, len(eligible)))
-    visits = [_visit(at, user, rng) for user in picked]
+    visits = [_visit(at, user, rng, pick=PICKS[i % len(PICKS)]) for i, user in enumerate(picked)]
     impressions = c.split.num_impressions
 
     per_step = {name: [v[name] * 1000 for v in visits] for name in visits[0]} if visits else {}

@@ -12,7 +12,8 @@ from .data.split import Split
 from .fileio import DataError
 from .metrics import has_both_labels, impression_metrics
 from .model import NRAM, Explanation
-from .scoring import category_ids, encode_all_news, encode_histories, model_device
+from .scoring import category_ids, encode_all_news, encode_histories, model_device, score_impressions
+from .user_quality import UserQuality, per_user_auc
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -114,6 +115,12 @@ class Recommender:
         top = min(top, len(candidates))
         best = candidates[np.argpartition(-scores[candidates], top - 1)[:top]] if top else candidates[:0]
         return self._ranked(best, scores[best], None)
+
+    def user_quality(self) -> UserQuality:
+        """Every user's mean AUC over their scorable impressions of the split (``per_user_auc``): the
+        whole split scored once on the fast path, reusing the news vectors encoded here."""
+        scores, labels, offsets = score_impressions(self.model, self.split, news_vectors=self.news_vectors)
+        return per_user_auc(labels, scores, offsets, users=self.split.users, num_users=len(self.split.user_ids))
 
     def vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
         """News vectors as float32 NumPy: of ``rows``, or of every news (row 0, padding, left out)."""

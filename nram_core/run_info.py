@@ -84,12 +84,19 @@ def create_run_dir(parent: str | Path, name: str, *, fallback: str = "run") -> P
 
 
 def data_info(layout: Layout, *, preset: str | None = None, **extra: Any) -> dict[str, Any]:
-    """What a run's config.json records about its data (its ``data`` field): the train and dev
-    folders, the preset, and for a corpus that ``synth`` generated (truth.json beside the splits)
-    the scale and seed that make it again; ``extra`` adds the caller's own entries (the app's
-    dataset label, a suite's model). The trainer adds the word vectors and the precision."""
-    info: dict[str, Any] = {"train": str(layout.train) if layout.train else None,
-                            "dev": str(layout.dev) if layout.dev else None}
+    """What a run's config.json records about its data (its ``data`` field): the dataset's name,
+    the train and dev split folders' names, the preset, and for a corpus that ``synth`` generated
+    (truth.json beside the splits) the scale and seed that make it again; ``extra`` adds the
+    caller's own entries (the app's dataset label as ``dataset``, a suite's model). The trainer
+    adds the word vectors and the precision. Names, never the machine's paths: a run folder is
+    shipped and shared, and a path says where someone's home folder was, not what the data was.
+
+    >>> data_info(Layout(train=Path("/home/ada/mind/MINDsmall_train"), dev=Path("/home/ada/mind/MINDsmall_dev")))
+    {'dataset': 'MINDsmall_train', 'train': 'MINDsmall_train', 'dev': 'MINDsmall_dev'}
+    """
+    info: dict[str, Any] = {"dataset": dataset_name(layout.train) if layout.train else None,
+                            "train": layout.train.name if layout.train else None,
+                            "dev": layout.dev.name if layout.dev else None}
     if preset is not None:
         info["preset"] = preset
     facts = read_truth(layout.train.parent) if layout.train else None
@@ -97,6 +104,17 @@ def data_info(layout: Layout, *, preset: str | None = None, **extra: Any) -> dic
         info["synthetic"] = {"scale": facts.get("scale"), "seed": facts.get("seed")}
     info.update(extra)
     return info
+
+
+def dataset_name(train: Path) -> str:
+    """A dataset's name from its train split's folder: the folder above a split named plainly
+    ``train`` (``demo0/train``: ``demo0``), else the split folder's own name (``MINDsmall_train``).
+
+    >>> dataset_name(Path("/data/demo0/train")), dataset_name(Path("/data/MINDsmall_train"))
+    ('demo0', 'MINDsmall_train')
+    """
+    train = Path(train)
+    return train.parent.name if train.name == "train" and train.parent.name else train.name
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
@@ -118,6 +136,27 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise DataError(f"{run_dir}: not a run folder (no config.json)")
     return _read_json_object(path)
+
+
+def best_metrics(state: dict[str, Any]) -> dict[str, Any]:
+    """The dev metrics of a run's best epoch (the weights it serves) from its state.json: the final
+    record's, else the best epoch's record in the history; {} when there are none. Reads a hostile
+    state without failing.
+
+    >>> best_metrics({"best_epoch": 2, "history": [{"epoch": 1, "metrics": {"auc": 0.6}},
+    ...                                            {"epoch": 2, "metrics": {"auc": 0.7}}]})
+    {'auc': 0.7}
+    >>> best_metrics({"best_epoch": 10**30, "history": 5})
+    {}
+    """
+    final = state.get("final")
+    if isinstance(final, dict) and "auc" in final:
+        return final
+    best, history = state.get("best_epoch"), state.get("history")
+    for entry in history if isinstance(history, list) else []:
+        if isinstance(entry, dict) and entry.get("epoch") == best:
+            return entry["metrics"] if isinstance(entry.get("metrics"), dict) else {}
+    return {}
 
 
 def run_status(state: dict[str, Any]) -> str:
@@ -167,7 +206,11 @@ def safetensors_shapes(path: Path) -> dict[str, list[int]]:
             if not all(isinstance(n, int) and n >= 0 for n in shape):
                 raise ValueError(f"tensor {name!r} has shape {shape}")
             shapes[name] = list(shape)
-        end = max((int(entry["data_offsets"][1]) for entry in tensors.values()), default=0)
+        offsets = [entry["data_offsets"] for entry in tensors.values()]
+        if not all(isinstance(pair, list) and len(pair) == 2 and all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in pair) for pair in offsets):
+            raise ValueError("data_offsets that are not pairs of byte positions")
+        end = max((pair[1] for pair in offsets), default=0)
         if 8 + length + end != size:
             raise ValueError(f"the tensors end at byte {8 + length + end} but the file has {size} (cut short?)")
         return shapes

@@ -24,11 +24,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-APP = REPO / "app" / "main.py"
-SHIPPED = REPO / "assets" / "demo_model"
-TIMEOUT = 120
-CTX_KEY = "_nram_ctx"
+from studio_apptest import APP, REPO, SHIPPED, TIMEOUT, assert_clean, ctx, goto, new_app  # noqa: E402
 
 
 # ---- fixtures ------------------------------------------------------------------------------------
@@ -74,28 +70,6 @@ def isolated_nram_home(studio_home, monkeypatch):
     """Overrides tests/conftest.py's per-test home: these tests share one app home, as one app would."""
     monkeypatch.setenv("NRAM_HOME", str(studio_home))
     return studio_home
-
-
-def new_app() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    at.run()
-    assert_clean(at)
-    return at
-
-
-def goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def ctx(at: AppTest):
-    return at.session_state[CTX_KEY]
 
 
 def all_text(at: AppTest) -> str:

@@ -167,7 +167,7 @@ def test_bench_app(demo_corpus, capsys):
     assert r["users_visited"] == 1 and r["impressions"] > 0
     assert_positive(r, ["first_load_s", "max_ms", "target_ms", "export_max_ms", "export_target_ms"])
     steps = {"pick_user", "switch_impression", "catalog_mode", "catalog_category", "attention_page",
-             "attention_head", "whatif_page", "whatif_remove_clicks", "news_map_page", "overview_page"}
+             "attention_head", "whatif_page", "whatif_remove_clicks", "news_map_page", "overview_page", "pick_by_auc"}
     assert set(r["interaction_p50_ms"]) == set(r["interaction_max_ms"]) == steps
     assert r["max_ms"] == max(r["interaction_max_ms"].values())
 

@@ -1,7 +1,9 @@
 """End to end: a real ``streamlit run app/main.py`` server driven by Debian's Chromium.
 
 Walks every page the way a new user would (fresh NRAM_HOME: the first start generates
-the demo corpus and loads the shipped model), checks what is visible, and saves a
+the demo corpus and loads the shipped model; the walk picks the worst user by the model's AUC,
+reads the per-head summary, and trains the no-self-attention ablation that Compare sets beside
+the shipped model), checks what is visible, and saves a
 screenshot of each page to the test's tmp folder; with ``NRAM_UPDATE_SCREENSHOTS=1`` they are also
 copied to ``assets/screenshots/<page>.png`` for the README (a plain run never writes tracked files).
 It also measures the cold start: from spawning the server to the Overview's figures on
@@ -180,6 +182,11 @@ def test_walk_every_page(server, browser, tmp_path):
     assert page.locator("[data-testid='stVegaLiteChart']").count() >= 4
     assert page.get_by_role("combobox", name="Model").input_value().startswith("Demo model (shipped)")
     assert page.get_by_role("combobox", name="Dataset").input_value().startswith("Demo corpus")
+    # the per-user AUC distribution: scored in the background, then the app reruns with the typical user
+    page.get_by_text("their AUC: median").wait_for(timeout=120_000)
+    timings["cold_start_to_user_auc_s"] = time.perf_counter() - server["started"]
+    wait_idle(page)
+    no_exception(page)
     shoot(page, "overview", tmp_path)
 
     # ---- Recommendations --------------------------------------------------------------------------------
@@ -188,6 +195,7 @@ def test_walk_every_page(server, browser, tmp_path):
     timings["recommendations_s"] = time.perf_counter() - t
     body = page.inner_text("body")
     assert "History:" in body and "nDCG@10" in body and "AUC" in body
+    assert "and the default user" in body  # the default user is a typical one, and the page says so
     assert page.locator("[data-testid='stDataFrame']").count() >= 2
     shoot(page, "recommendations", tmp_path)
 
@@ -236,11 +244,20 @@ def test_walk_every_page(server, browser, tmp_path):
     no_exception(page)
     shoot(page, "recommendations_catalog", tmp_path)
 
+    # ---- a user picked by how the model does: the worst one, with the figure --------------------------------
+    page.get_by_role("button", name="Worst", exact=True).click()
+    page.get_by_text("is the worst user by the model's AUC").first.wait_for(timeout=60_000)
+    wait_idle(page)
+    no_exception(page)
+    assert "and the default user" not in page.inner_text("body")
+
     # ---- Attention ---------------------------------------------------------------------------------------
     t = time.perf_counter()
-    go(page, "Attention", "Self-attention inside a title")
+    go(page, "Attention", "What each head looks at across the split")
     timings["attention_s"] = time.perf_counter() - t
     body = page.inner_text("body")
+    assert "Self-attention inside a title" in body
+    assert "heads mostly attend to one common token" in body  # the demo model's heads all look at 'the'
     assert "Σ per-click contributions" in body and "Score (model)" in body
     assert "uniform (1/n) or less" in body and "all attention on it" in body
     assert page.locator("[data-testid='stPlotlyChart']").count() >= 3
@@ -249,6 +266,10 @@ def test_walk_every_page(server, browser, tmp_path):
     page.get_by_text("Mark the topical words of truth.json").click()
     wait_idle(page)
     assert page.locator("span[style*='underline']").count() > 0
+    page.get_by_text("Hide stop words in the heatmap").click()
+    page.get_by_text(re.compile(r"\d+ of \d+ words hidden: ")).wait_for(timeout=30_000)
+    wait_idle(page)
+    no_exception(page)
     shoot(page, "attention", tmp_path)
 
     # ---- What-if: remove one click ---------------------------------------------------------------------
@@ -273,12 +294,18 @@ def test_walk_every_page(server, browser, tmp_path):
 
     # ---- Train: a tiny run, watched live, then in the model picker ------------------------------------------
     go(page, "Train", "All runs")
+    # exact labels: every form field also has a "Help for <label>" button naming its command-line twin
     page.get_by_label("Run name").fill("e2e tiny")
-    page.get_by_label("Epochs").fill("1")
-    page.get_by_label("Batch size").fill("8")
-    page.get_by_label("Max steps (0 = no limit)").fill("12")
-    page.get_by_label("Cap on train impressions (0 = all)").fill("40")
-    page.get_by_label("Cap on dev impressions per evaluation (0 = all)").fill("40")
+    page.get_by_label("Epochs", exact=True).fill("1")
+    page.get_by_label("Batch size", exact=True).fill("8")
+    page.get_by_label("Max steps (0 = no limit)", exact=True).fill("12")
+    page.get_by_label("Cap on train impressions (0 = all)", exact=True).fill("40")
+    page.get_by_label("Cap on dev impressions per evaluation (0 = all)", exact=True).fill("40")
+    # the paper's question: NRAM without self-attention, the ablation Compare sets beside the shipped model
+    self_attention = page.get_by_role("checkbox", name="Self-attention", exact=True)
+    assert self_attention.is_checked()
+    self_attention.uncheck(force=True)  # Streamlit draws its own box over the hidden input
+    assert not self_attention.is_checked()
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Finished in").first.wait_for(timeout=180_000)  # polled by the st.fragment
     wait_idle(page)
@@ -304,7 +331,10 @@ def test_walk_every_page(server, browser, tmp_path):
     page.get_by_role("option", name=re.compile("Demo model")).first.click()
     wait_idle(page)
     no_exception(page)
-    assert "AUC: A → B" in page.inner_text("body")
+    body = page.inner_text("body")
+    assert "AUC: A → B" in body
+    assert "Settings that differ" in body and "self_attention" in body  # the ablation, said as such
+    assert "dev impressions" in body  # each model's AUC says on how many impressions it was measured
     shoot(page, "compare", tmp_path)
 
     # ---- Data: a bad folder is refused with a clear message -----------------------------------------------

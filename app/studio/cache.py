@@ -21,6 +21,7 @@ from nram_core.news_map import MAP_POINTS, NewsMap
 from nram_core.news_map import news_map as project_news
 from nram_core.run_info import RunInfo, read_run_info
 from nram_core.synth import read_truth as synth_truth
+from nram_core.user_quality import UserQuality
 from nram_core.vocab_fit import VocabFit
 from nram_core.vocab_fit import vocab_fit as fit_of
 
@@ -54,6 +55,22 @@ def datasets() -> list:
     demo_ready = (registry.demo_corpus_dir() / "truth.json").is_file()
     stamp = (str(nram_home()), os.environ.get("NRAM_DATA_DIRS", ""), tuple(sys.argv[1:]), registered, demo_ready)
     return _datasets(stamp)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _check_run(path: str, stamp: tuple) -> registry.RunCheck:
+    return registry.check_run(Path(path))
+
+
+def _checked_run(path: Path) -> registry.RunCheck:
+    """``registry.check_run``, read again only when one of the files it reads changes: a run's
+    vocabulary and weights header are read once, not on every rerun."""
+    return _check_run(str(path), registry.run_stamp(path))
+
+
+def models() -> list:
+    """The model picker's entries (``registry.discover_models``); each folder checked once per version."""
+    return registry.discover_models(check=_checked_run)
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)
@@ -112,6 +129,34 @@ def get_recommender(model_path: str, model_mtime: int, split_name: str, folder: 
     run = get_run(model_path, model_mtime)
     split = get_split(split_name, folder, train_folder, model_path, model_mtime)
     return Recommender(run.model, split, identity=(model_path, model_mtime, folder, split_name))
+
+
+QUALITY_KEPT = 6
+_quality_ready: dict[tuple, UserQuality | Exception] = {}  # what get_user_quality gave, newest last
+
+
+@st.cache_resource(max_entries=6, show_spinner=False)
+def get_user_quality(model_path: str, model_mtime: int, split_name: str, folder: str,
+                     train_folder: str | None) -> UserQuality:
+    """Every user's AUC on the split (``Recommender.user_quality``), once per model and split: the
+    same arguments as ``get_recommender``, whose news vectors it reuses."""
+    args = (model_path, model_mtime, split_name, folder, train_folder)
+    try:
+        quality = get_recommender(*args).user_quality()
+    except Exception as exc:
+        _quality_ready[args] = exc  # a page waiting for it says why instead of waiting on
+        raise
+    _quality_ready[args] = quality
+    while len(_quality_ready) > QUALITY_KEPT:
+        _quality_ready.pop(next(iter(_quality_ready)))
+    return quality
+
+
+def ready_user_quality(args: tuple) -> UserQuality | Exception | None:
+    """What ``get_user_quality(*args)`` gave when this process has computed it already (the error, when
+    it failed), else None. It never waits: a first start draws the sidebar and the Overview at once,
+    while ``context.warm_up`` computes it in the background."""
+    return _quality_ready.get(tuple(args))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -239,3 +284,14 @@ def explain(rec: Recommender, history: np.ndarray | list[int], candidates: np.nd
 def news_map(rec: Recommender, seed: int = 0) -> NewsMap:
     """``nram_core.news_map`` of every news vector of the recommender's split, cached."""
     return project_news(rec.vectors(), max_points=MAP_POINTS, seed=seed)
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading what each attention head looks at across the split…",
+               hash_funcs=BY_IDENTITY)
+def head_summaries(rec: Recommender, words: tuple[str, ...]) -> list:
+    """``nram_core.attention_stats.head_summaries`` of the recommender's model on its split, cached
+    (``context.warm_up`` computes it in the background for a model with self-attention)."""
+    from nram_core.attention_stats import HEAD_SAMPLE, head_summaries as summarise
+    from nram_core.data.text import Vocab
+
+    return summarise(rec.model, rec.split, Vocab(words), max_news=HEAD_SAMPLE)

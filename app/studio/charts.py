@@ -62,6 +62,29 @@ def _text_colour(value: float) -> str:
     return "#ffffff" if value > 0.6 else "#1f2328"
 
 
+# Bars (the click attention chart, the export's α bars) cannot stay white at or below uniform as
+# words do: a white bar on a white page is no bar. They start from a grey, and any weight above
+# uniform starts at a visible orange of the same scale, so that "a little above its fair share"
+# still reads as coloured when the attention is nearly even (normalised entropy ~0.98).
+BAR_AT_OR_BELOW_UNIFORM = "#b8b2aa"
+BAR_FLOOR = 0.3  # where on the scale the first weight above uniform starts
+BAR_LEGEND_TEXT = ("Bar colour: grey = at or below the uniform share 1/n; orange to dark red = above it, darker "
+                   "the closer to all attention on one click. The dashed line marks 1/n.")
+
+
+def attention_bar_colours(weights: np.ndarray) -> list[str]:
+    """One colour per attention bar by the above-uniform rule: grey at or below 1/n, then the
+    attention scale from ``BAR_FLOOR`` (just above uniform) to its darkest (all weight on one).
+
+    >>> c = attention_bar_colours(np.array([0.2, 0.3, 0.5]))  # uniform is 1/3
+    >>> c[0] == c[1] == BAR_AT_OR_BELOW_UNIFORM, c[2] == attention_colour(BAR_FLOOR + (1 - BAR_FLOOR) * 0.25)
+    (True, True)
+    """
+    values = above_uniform(weights)
+    return [attention_colour(BAR_FLOOR + (1.0 - BAR_FLOOR) * v) if v > 0 else BAR_AT_OR_BELOW_UNIFORM
+            for v in values]
+
+
 def attention_legend_html() -> str:
     colours = ", ".join(sample_colorscale(ATTENTION_SCALE, ATTENTION_STOPS))
     return (
@@ -114,7 +137,8 @@ def bar(df: pd.DataFrame, x: str, y: str, *, title: str | None = None, height: i
     """Bars in the frame's row order; datetime ``x`` values are labelled by day (or by hour)."""
     frame = pd.DataFrame({x: _axis_labels(df[x]), y: df[y].to_numpy()})
     return alt.Chart(frame, height=height, title=title or "").mark_bar(color=colour).encode(
-        x=alt.X(f"{x}:N", sort=None, title=x, axis=alt.Axis(labelAngle=-45)),
+        # labelOverlap off: Vega-Lite drops rotated labels whose boxes touch (5 of 10 categories showed)
+        x=alt.X(f"{x}:N", sort=None, title=x, axis=alt.Axis(labelAngle=-45, labelOverlap=False)),
         y=alt.Y(f"{y}:Q", title=y, axis=alt.Axis(format=y_format) if y_format else alt.Axis()),
         tooltip=[alt.Tooltip(f"{x}:N"), alt.Tooltip(f"{y}:Q", format=y_format or ",")],
     )
@@ -133,7 +157,9 @@ def histogram(values: np.ndarray, *, title: str | None = None, xlabel: str = "",
     counts, edges = np.histogram(values, bins=bins) if len(values) else (np.zeros(0, dtype=np.int64), [0.0])
     frame = pd.DataFrame({"from": edges[:-1], "to": edges[1:], "count": counts})
     chart = alt.Chart(frame, height=height, title=title or "").mark_bar(color="#fc8d59").encode(
-        x=alt.X("from:Q", title=xlabel), x2="to:Q", y=alt.Y("count:Q", title="count"), y2=alt.datum(0),
+        # nice=False: the axis spans the bins, not Vega's rounded domain (it started at -10)
+        x=alt.X("from:Q", title=xlabel, scale=alt.Scale(nice=False)), x2="to:Q",
+        y=alt.Y("count:Q", title="count"), y2=alt.datum(0),
         tooltip=[alt.Tooltip("from:Q", format=".3~f"), alt.Tooltip("to:Q", format=".3~f"), "count:Q"],
     )
     if vline is None:
@@ -145,15 +171,24 @@ def histogram(values: np.ndarray, *, title: str | None = None, xlabel: str = "",
     return chart + rule + text
 
 
-def self_attention_heatmap(matrix: np.ndarray, words: list[str], *, title: str) -> go.Figure:
-    """Word-by-word attention: row = the word attending (query), column = the word attended to (key)."""
-    labels = [f"{i + 1}·{w}" for i, w in enumerate(words)]  # positions keep repeated words apart
+def self_attention_heatmap(matrix: np.ndarray, words: list[str], *, title: str, raw: np.ndarray | None = None,
+                           positions: np.ndarray | None = None) -> go.Figure:
+    """Word-by-word attention: row = the word attending (query), column = the word attended to (key).
+    ``raw``: the model's own weights when ``matrix`` is rescaled (stop words hidden), for the hover;
+    ``positions``: the words' places in the title when some are left out (0-based)."""
+    places = range(len(words)) if positions is None else positions
+    labels = [f"{int(i) + 1}·{w}" for i, w in zip(places, words)]  # positions keep repeated words apart
     matrix = np.asarray(matrix, dtype=float)
     shade = np.stack([above_uniform(row) for row in matrix]) if len(matrix) else matrix  # each row: one query
+    if raw is None:
+        custom, hover = matrix, "%{y} → %{x}: weight %{customdata:.3f}<extra></extra>"
+    else:
+        custom = np.stack([matrix, np.asarray(raw, dtype=float)], axis=-1)  # [n,n,2]
+        hover = ("%{y} → %{x}: %{customdata[0]:.3f} of the weight on the words shown "
+                 "(model weight %{customdata[1]:.3f})<extra></extra>")
     fig = go.Figure(go.Heatmap(
-        z=shade, customdata=matrix, x=labels, y=labels, colorscale=ATTENTION_SCALE, zmin=0.0, zmax=1.0,
-        colorbar=dict(title="above<br>uniform"),
-        hovertemplate="%{y} → %{x}: weight %{customdata:.3f}<extra></extra>",
+        z=shade, customdata=custom, x=labels, y=labels, colorscale=ATTENTION_SCALE, zmin=0.0, zmax=1.0,
+        colorbar=dict(title="above<br>uniform"), hovertemplate=hover,
     ))
     fig.update_yaxes(autorange="reversed", title="query word (attends…)")
     fig.update_xaxes(title="key word (…to)", tickangle=-45)
@@ -162,14 +197,19 @@ def self_attention_heatmap(matrix: np.ndarray, words: list[str], *, title: str) 
 
 
 def click_attention_bar(labels: list[str], weights: np.ndarray, *, title: str) -> go.Figure:
+    """Horizontal bars of the user encoder's α, coloured by ``attention_bar_colours``, with the
+    uniform share 1/n as a dashed line; the axis ends just past the longest bar, so that nearly even
+    weights still show as bars of readable length."""
     weights = np.asarray(weights, dtype=float)
     fig = go.Figure(go.Bar(
-        x=weights, y=labels, orientation="h",
-        marker=dict(color=above_uniform(weights), colorscale=ATTENTION_SCALE, cmin=0.0, cmax=1.0,
-                    colorbar=dict(title="above<br>uniform")),
+        x=weights, y=labels, orientation="h", marker=dict(color=attention_bar_colours(weights)),
         hovertemplate="%{y}<br>weight %{x:.3f}<extra></extra>",
     ))
-    fig.update_yaxes(autorange="reversed")
+    if len(weights):
+        fig.add_vline(x=1.0 / len(weights), line=dict(color="#57606a", dash="dash", width=1),
+                      annotation_text=f"uniform 1/{len(weights)}", annotation_position="top")
+        fig.update_xaxes(range=[0.0, float(weights.max()) * 1.08])
+    fig.update_yaxes(autorange="reversed", automargin=True)
     fig.update_xaxes(title="attention weight α over the clicks (sums to 1)")
     return _layout(fig, height=max(260, 22 * len(labels) + 80), title=title)
 

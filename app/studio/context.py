@@ -7,10 +7,12 @@ messages and shown by the page with st.error, never as a traceback.
 """
 from __future__ import annotations
 
+import atexit
 import bisect
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ import streamlit as st
 from nram_core.data.split import Split
 from nram_core.fileio import DataError
 from nram_core.run_info import RunInfo
+from nram_core.user_quality import PICKS, UserQuality, rank_among
 from nram_core.vocab_fit import VocabFit
 
 from . import cache, registry
@@ -36,14 +39,15 @@ USER_OPTIONS_CAP = 2000  # users listed in the picker; any other id can still be
 # Widget values that must survive a page switch (Streamlit drops the state of widgets
 # that a run does not draw); main.py re-assigns them on every run.
 PERSISTENT_KEYS = ("rec_mode", "impression_choice", "catalog_top", "catalog_category", "att_candidate", "compare_model",
-                   "att_title", "att_head", "att_topical", "whatif_mode", "whatif_top", "train_preset",
+                   "att_title", "att_head", "att_topical", "att_stopwords", "whatif_mode", "whatif_top", "train_preset",
                    "download_size")
 
 
 @dataclass
 class Ctx:
     datasets: list[DatasetEntry]
-    models: list[ModelEntry]
+    models: list[ModelEntry]  # the usable ones
+    unusable: list[ModelEntry] = field(default_factory=list)  # listed in the picker with their reason
     dataset: DatasetEntry | None = None
     split_name: str | None = None
     model: ModelEntry | None = None
@@ -53,6 +57,8 @@ class Ctx:
     fit: VocabFit | None = None
     users: pd.DataFrame | None = None
     user: str | None = None
+    quality: UserQuality | None = None  # every user's AUC under this model, once it is computed
+    pick: str | None = None  # "best", "typical" or "worst" when the user was picked by AUC
     impressions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     history: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     dataset_error: str | None = None
@@ -78,6 +84,11 @@ class Ctx:
         assert self.dataset is not None and self.split_name is not None
         return (model.key, model.mtime_ns, self.split_name, str(self.dataset.folder(self.split_name)),
                 self.train_folder)
+
+    @property
+    def scores_users(self) -> bool:
+        """Whether the chosen model can score this split (so per-user AUC can exist)."""
+        return self.model is not None and self.info is not None and not self.model_error and self.split is not None
 
     def recommender_for(self, model: ModelEntry) -> Recommender:
         """``model`` serving this split (the sidebar's, or the Compare page's second), built once per process."""
@@ -138,6 +149,7 @@ def load_recommender(c: Ctx) -> None:
 
 
 _warm_lock = threading.Lock()
+_warm_threads: list[threading.Thread] = []
 _warmed: set[tuple] = set()
 
 
@@ -159,12 +171,33 @@ def warm_up(c: Ctx) -> None:
 
     def build() -> None:
         try:
-            cache.get_recommender(*args)
+            rec = cache.get_recommender(*args)
+            if c.info.model_config.self_attention:  # the Attention page's per-head summary
+                cache.head_summaries(rec, c.words)
+            if c.split.num_impressions <= AUTO_QUALITY_IMPRESSIONS:
+                cache.get_user_quality(*args)
         except Exception:  # noqa: BLE001 - need_model() builds it again on its page and shows the error there
             logging.getLogger(__name__).warning("warm-up of %s failed; the model pages will say why", args[0],
                                                 exc_info=True)
 
-    threading.Thread(target=build, name="nram-warm-up", daemon=True).start()
+    thread = threading.Thread(target=build, name="nram-warm-up", daemon=True)
+    with _warm_lock:
+        _warm_threads[:] = [*(t for t in _warm_threads if t.is_alive()), thread]
+    thread.start()
+
+
+WARM_UP_EXIT_WAIT_S = 60
+
+
+@atexit.register
+def _finish_warm_ups() -> None:
+    """Let a running warm-up end before the interpreter does: a daemon thread stopped in the middle of
+    a torch kernel aborts the process at exit ("terminate called without an active exception")."""
+    deadline = time.monotonic() + WARM_UP_EXIT_WAIT_S
+    with _warm_lock:
+        threads = list(_warm_threads)
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def need_model() -> Ctx:
@@ -189,6 +222,9 @@ def _train_here(label: str) -> None:
     st.session_state["_goto_train"] = True  # the button is gone on the rerun (shown once): switch from here
 
 
+FIT_SHOWN_NOW = "_fit_shown_now"  # the (dataset, model) whose vocabulary warning this run shows
+
+
 def fit_warning(c: Ctx) -> None:
     """The model-vs-data warning (many title words unknown to the model), once per dataset and
     model in a session, with its fix: a button to the Train page, its run name prefilled."""
@@ -201,6 +237,7 @@ def fit_warning(c: Ctx) -> None:
     if key in shown:
         return
     shown.add(key)
+    st.session_state[FIT_SHOWN_NOW] = key
     st.warning(registry.shown_text(c.fit.message))
     if registry.public_mode():  # training is off on a public server: no button that leads nowhere
         return
@@ -209,6 +246,8 @@ def fit_warning(c: Ctx) -> None:
 
 
 def need_user() -> Ctx:
+    c = need_split()
+    pick_pending_default(c)
     c = need_model()
     if c.user_error:
         st.error(registry.shown_text(c.user_error))
@@ -217,6 +256,146 @@ def need_user() -> Ctx:
         st.info("Pick a user in the sidebar.")
         st.stop()
     return c
+
+
+# ---- users picked by the model's AUC ---------------------------------------------------------------
+AUTO_QUALITY_IMPRESSIONS = 1_000_000  # larger splits: per-user AUC only when asked (scoring takes minutes)
+USER_PENDING = "_user_pending"  # a provisional default user, replaced by the typical one once AUCs are known
+PENDING_PICK = "_pending_pick"  # a pick ("best", ...) the sidebar applies before drawing the user box
+USER_PICK = "_user_pick"  # how the current user was picked: pick, user id, default or not, model and split
+PICK_LABELS = {"best": "Best", "typical": "Typical", "worst": "Worst"}
+PICK_WORDS = {"best": "the best", "typical": "a typical (median)", "worst": "the worst"}
+
+
+def user_quality(c: Ctx) -> UserQuality | None:
+    """Every user's AUC under the chosen model (computed once per model and split, with a spinner), or
+    None when the model cannot score the split; kept in ``c.quality``."""
+    if c.quality is None and c.scores_users:
+        try:
+            with st.spinner("Scoring every impression of this split once, to know how the model does for "
+                            "each user…"):
+                c.quality = cache.get_user_quality(*c.recommender_args(c.model))
+        except (DataError, ValueError, RuntimeError, OSError) as exc:
+            c.model_error = f"Model {c.model.path.name} cannot score this dataset: {exc}"
+    return c.quality
+
+
+def background_quality(c: Ctx) -> UserQuality | Exception | None:
+    """``c.quality``; or the error its computation raised; or None while ``warm_up`` still computes it
+    (never waits)."""
+    if c.quality is not None or not c.scores_users:
+        return c.quality
+    return cache.ready_user_quality(c.recommender_args(c.model))
+
+
+def pick_pending_default(c: Ctx) -> None:
+    """When the sidebar waits for the per-user AUC to pick its default user, compute it and pick the
+    typical user, on a rerun (the user box is drawn already)."""
+    if provisional_user(c) and user_quality(c) is not None:
+        rerun_view(c)
+
+
+def provisional_user(c: Ctx) -> bool:
+    """Whether the user is the sidebar's provisional default, waiting for the typical one."""
+    return c.user is not None and st.session_state.get(USER_PENDING) == c.user
+
+
+def rerun_view(c: Ctx) -> None:
+    """Rerun the app now that the per-user AUC is known: the sidebar picks its default user (the typical
+    one) when it waits for it, and the page draws what needs it. The rerun replaces this view, so the
+    once-per-session vocabulary warning is shown again if this run showed it."""
+    if provisional_user(c):
+        st.session_state[PENDING_PICK] = "typical"
+    shown_now = st.session_state.pop(FIT_SHOWN_NOW, None)
+    if shown_now is not None:
+        st.session_state.get("_fit_warned", set()).discard(shown_now)
+    st.rerun()
+
+
+def user_note(c: Ctx) -> str | None:
+    """What a page says about how its user was picked and how the model does for them."""
+    figure = user_figure(c)
+    if c.pick is None or figure is None:
+        return figure
+    picked = st.session_state.get(USER_PICK) or {}
+    default = " and the default user" if picked.get("default") else ""
+    return f"{c.user} is {PICK_WORDS[c.pick]} user by the model's AUC{default}: {figure}."
+
+
+def user_figure(c: Ctx) -> str | None:
+    """``AUC 0.712 on 3 scorable impressions (#812 of 1,620 users with one)``, or why there is none."""
+    row = c.split.user_code(c.user) if c.split is not None and c.user is not None else None
+    if c.quality is None or row is None:
+        return None
+    count = int(c.quality.impressions[row])
+    if not count:
+        return "no AUC: none of their impressions has both a click and a non-click"
+    place, total = rank_among(c.quality.auc, c.quality.impressions, row)
+    return (f"AUC {c.quality.auc[row]:.3f} on {count:,} scorable impression{'s' if count != 1 else ''} "
+            f"(#{place:,} of {total:,} users with one)")
+
+
+def _pickable(c: Ctx, among: np.ndarray) -> np.ndarray:
+    """Users a pick may choose: in the history filter, with clicks (a cold user's scores all tie, so
+    their AUC measures the listed order, not the model)."""
+    return among & (c.users["history"].to_numpy() > 0)
+
+
+def _apply_pick(c: Ctx, pick: str, *, among: np.ndarray, sb, default: bool = False) -> bool:
+    """Set the session's user to the ``pick`` by AUC (before the user box is drawn); False if none
+    (said in the sidebar, unless it was for the ``default``)."""
+    with sb:
+        quality = user_quality(c)
+    if quality is None:
+        return False
+    chosen = quality.picks(_pickable(c, among)) or quality.picks(among)
+    if pick not in chosen:
+        if not default:
+            sb.warning("No user in this history range has an impression with both a click and a non-click.")
+        return False
+    user = c.split.user_ids[chosen[pick]]
+    st.session_state["user"] = user
+    st.session_state[USER_PICK] = {"pick": pick, "user": user, "default": default, "scope": _pick_scope(c)}
+    return True
+
+
+def _pick_scope(c: Ctx) -> tuple:
+    """What a pick by AUC holds for: this model (and weights) on this split."""
+    return c.key
+
+
+def _default_user_choice(c: Ctx, among: np.ndarray, sb) -> None:
+    """No user chosen yet: the typical one by AUC when it is known. Until it is (the background
+    warm-up computes it; ``need_user`` and the Overview wait for it and rerun), and where it cannot be
+    known, a user with clicks and a scorable impression, provisional while the typical one can come."""
+    pool = among if among.any() else np.ones(len(c.users), dtype=bool)
+    if c.quality is not None and _apply_pick(c, "typical", among=pool, sb=sb, default=True):
+        return
+    st.session_state["user"] = _default_user(c.users, pool)
+    if c.scores_users and c.quality is None and c.split.num_impressions <= AUTO_QUALITY_IMPRESSIONS:
+        st.session_state[USER_PENDING] = st.session_state["user"]
+
+
+def _pick_widgets(c: Ctx, among: np.ndarray, sb) -> None:
+    """Best / Typical / Worst buttons and the spread of per-user AUC they choose from."""
+    if not c.scores_users:
+        return
+    cols = sb.columns(len(PICKS))
+    for col, pick in zip(cols, PICKS):
+        col.button(PICK_LABELS[pick], key=f"pick_{pick}", width="stretch",
+                   on_click=st.session_state.__setitem__, args=(PENDING_PICK, pick),
+                   help=f"Pick {PICK_WORDS[pick]} user by the model's AUC on their impressions that have both "
+                        "a click and a non-click (users with clicks in the history filter).")
+    if c.quality is None:
+        sb.caption("Users by the model's AUC: computed on the first pick (every impression scored once).")
+        return
+    chosen = c.quality.picks(_pickable(c, among))
+    if chosen:
+        auc = c.quality.auc
+        # The typical user's own AUC: the middle one among the users this filter lets the buttons pick
+        # (the Overview's median interpolates over every scored user, so the two may differ).
+        sb.caption("AUC of the users the buttons pick: best {:.3f} · typical {:.3f} · worst {:.3f}".format(
+            *(auc[chosen[p]] for p in PICKS)))
 
 
 def cold_user_note(c: Ctx) -> None:
@@ -264,9 +443,10 @@ def _prefix_rows(user_ids: list[str], prefix: str) -> range:
 
 
 def build_sidebar() -> Ctx:
+    st.session_state.pop(FIT_SHOWN_NOW, None)  # a new run: no warning shown in it yet
     datasets = cache.datasets()
-    models = registry.discover_models()
-    c = Ctx(datasets=datasets, models=models)
+    listed = cache.models()
+    c = Ctx(datasets=datasets, models=[m for m in listed if m.ok], unusable=[m for m in listed if not m.ok])
     sb = st.sidebar
 
     by_key = {d.key: d for d in datasets}
@@ -285,31 +465,46 @@ def build_sidebar() -> Ctx:
                  help="dev: the held-out day the model is evaluated on; train: what it learned from.")
         c.split_name = st.session_state["split"]
 
-    model_keys = [m.key for m in models]
-    by_model = {m.key: m for m in models}
-    pending = st.session_state.pop(PENDING_MODEL, None)
-    if pending in by_model:  # "Use this model" on the Train page
-        st.session_state["model"] = pending
-    if model_keys:
-        keep_choice("model", model_keys)
-        sb.selectbox("Model", model_keys, key="model", format_func=lambda k: by_model[k].label,
-                     help="The shipped demo model and every run under NRAM_HOME/runs.")
-        c.model = by_model[st.session_state["model"]]
-        if len(c.model.label) > 26:  # the picker cuts long run names: say it in full below it
-            sb.caption(c.model.label)
-    else:
-        sb.caption("No model yet: train one on the Train page.")
+    _model_widgets(c, sb)
 
     _load(c)
     _user_widgets(c, sb)
     return c
 
 
+def _model_label(model: ModelEntry) -> str:
+    return model.label if model.ok else f"⚠ {model.label}: {registry.shown_text(model.error or '')}"
+
+
+def _model_widgets(c: Ctx, sb) -> None:
+    """The model picker: usable models first (the default is the first), then the folders that cannot
+    be served, each with its reason; picking one of those says why on every page."""
+    listed = c.models + c.unusable
+    by_model = {m.key: m for m in listed}
+    pending = st.session_state.pop(PENDING_MODEL, None)
+    if pending in by_model:  # "Use this model" on the Train page
+        st.session_state["model"] = pending
+    if not listed:
+        sb.caption("No model yet: train one on the Train page.")
+        return
+    keep_choice("model", list(by_model))
+    sb.selectbox("Model", list(by_model), key="model", format_func=lambda k: _model_label(by_model[k]),
+                 help="The shipped demo model; runs under NRAM_HOME/runs, the folders of NRAM_RUNS_DIRS and "
+                      "`-- --runs DIR`; and the experiment suites' runs, by suite, model and seed. "
+                      "⚠ marks a folder that cannot be used, with why.")
+    c.model = by_model[st.session_state["model"]]
+    if not c.model.ok:
+        c.model_error = f"This model cannot be used: {c.model.error}"
+        sb.warning(registry.shown_text(c.model.error or ""))
+    elif len(c.model.label) > 26:  # the picker cuts long run names: say it in full below it
+        sb.caption(c.model.label)
+
+
 def _load(c: Ctx) -> None:
     if c.dataset_error or c.split_name is None:
         return
     folder = str(c.dataset.folder(c.split_name))
-    if c.model is not None:
+    if c.model is not None and c.model.ok:
         try:
             c.info = cache.get_run_info(c.model.key, c.model.mtime_ns)
         except (DataError, ValueError, OSError) as exc:
@@ -379,20 +574,34 @@ def _user_widgets(c: Ctx, sb) -> None:
         st.session_state["_user_scope"] = scope
         if previous is not None and c.split.user_code(str(st.session_state.get("user"))) is None:
             st.session_state["user"] = None
+    ready = cache.ready_user_quality(c.recommender_args(c.model)) if c.scores_users else None
+    c.quality = ready if isinstance(ready, UserQuality) else None
+    pick = st.session_state.pop(PENDING_PICK, None)
+    provisional = st.session_state.get(USER_PENDING) is not None \
+        and st.session_state.get(USER_PENDING) == st.session_state.get("user")
+    if pick is None and provisional and c.quality is not None:  # known now: the default becomes the typical user
+        pick = "typical"
+    if pick in PICKS:  # a Best/Typical/Worst button, or the default waiting for the per-user AUC
+        _apply_pick(c, pick, among=among, sb=sb, default=provisional and pick == "typical")
     if "user" not in st.session_state or st.session_state["user"] is None:
-        st.session_state["user"] = _default_user(table, among if among.any() else np.ones(len(table), dtype=bool))
+        _default_user_choice(c, among, sb)
     chosen = st.session_state.get("user")
     if chosen is not None and chosen not in options:
         options = [chosen] + options
-    sb.selectbox("User id", options, key="user", accept_new_options=True,
-                 placeholder="type a user id",
+    sb.selectbox("User id", options, key="user", accept_new_options=True, placeholder="type a user id",
                  help=f"{matching:,} users match the filter" + (" and the search" if searched else "")
                       + f" (the list shows {min(matching, USER_OPTIONS_CAP):,}); any id can be entered.")
+    if st.session_state.get(USER_PENDING) != st.session_state.get("user"):  # another user chosen: none awaited
+        st.session_state.pop(USER_PENDING, None)
+    elif st.session_state.get(USER_PENDING) is not None:
+        sb.caption("Provisional: the default user is a typical one, the median user by the model's AUC, picked "
+                   "once every impression of the split has been scored (a few seconds, in the background).")
     any_user = sb.toggle("Random: any user", key="random_any",
                          help="Off: Random user draws users with clicks whose latest impression has both a click "
                               "and a non-click. On: any user, cold ones included.")
     sb.button("Random user", icon=":material/casino:", on_click=_pick_random_user, args=(table, among, any_user),
               key="random_user", disabled=not among.any(), width="stretch")
+    _pick_widgets(c, among, sb)
     if not among.any():
         sb.warning("No user has a history length in this range.")
     elif matching == 0:
@@ -414,4 +623,10 @@ def _user_widgets(c: Ctx, sb) -> None:
     except DataError as exc:
         c.user_error = str(exc)
         return
+    picked = st.session_state.get(USER_PICK) or {}
+    if picked.get("user") == user and picked.get("scope") == _pick_scope(c):
+        c.pick = picked["pick"]
     sb.caption(f"{int(history[row])} clicks in history · {int(table['impressions'].iat[row])} impressions")
+    note = user_note(c)
+    if note:
+        sb.caption(note)

@@ -24,8 +24,9 @@ h1{font-size:1.5rem;margin:0 0 .3rem}h2{font-size:1.15rem;margin:1.6rem 0 .5rem;
 .card{color:#57606a;font-size:.9rem}table{border-collapse:collapse;width:100%;font-size:.9rem}
 td,th{padding:.25rem .5rem;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 th{background:#f6f4f1}.num{text-align:right;font-variant-numeric:tabular-nums}
-.bar{background:#e8e3dc;border-radius:3px;height:12px;min-width:120px}
-.fill{height:12px;border-radius:3px;background:#b30000}.up{color:#1a7f37}.down{color:#cf222e}
+.bar{position:relative;background:#f3f0ec;border-radius:3px;height:14px;width:180px}
+.fill{height:14px;border-radius:3px}.uniform{position:absolute;top:-2px;bottom:-2px;border-left:2px dashed #57606a}
+.up{color:#1a7f37}.down{color:#cf222e}
 .metrics span{display:inline-block;margin-right:1.2rem}
 """
 
@@ -75,19 +76,25 @@ def user_report_html(*, user: str, dataset: str, split: str, model_line: str, im
                      "α<sub>i</sub> (the user encoder's attention on the click) times the click's match with "
                      "the candidate. Green clicks pushed it up, red ones pulled it down.</p>")
         parts.append("<table><tr><th>#</th><th>clicked news (newest first), words shaded by attention</th>"
-                     "<th>attention α (share)</th><th class='num'>contribution</th></tr>")
+                     "<th>attention α (bar: relative to the largest)</th><th class='num'>contribution</th></tr>")
+        # Bars run to the largest α (not to 1): with 50 clicks a share of 0.02 would be a sliver.
+        # The colour rule is the Attention page's (charts.attention_bar_colours); the dashed tick is 1/n.
+        longest = float(weights.max()) if len(weights) else 1.0
+        colours = charts.attention_bar_colours(weights)
+        uniform = 100.0 * (1.0 / len(weights)) / longest if longest > 0 else 0.0
         for k, i in enumerate(range(len(history) - 1, -1, -1), start=1):
             row = int(history[i])
             shading = charts.shaded_title_html(history_words[i], explanation.history_word_weights[i][
                 :len(history_words[i])])
-            width = 100.0 * weights[i]  # the bar is the click's share of the attention
+            width = 100.0 * weights[i] / longest if longest > 0 else 0.0
             css = "up" if contributions[i] >= 0 else "down"
             parts.append(f"<tr><td class='num'>{k}</td><td>{shading}<span class='card'>{_e(news_categories[row])}"
-                         f"</span></td><td><div class='bar'><div class='fill' style='width:{width:.1f}%'></div>"
+                         f"</span></td><td><div class='bar'><div class='fill' style='width:{width:.1f}%;"
+                         f"background:{colours[i]}'></div><div class='uniform' style='left:{uniform:.1f}%'></div>"
                          f"</div>{weights[i]:.3f}</td><td class='num {css}'>{contributions[i]:+.4f}</td></tr>")
         parts.append(f"<tr><td></td><td><b>sum of the contributions</b></td><td></td>"
                      f"<td class='num'><b>{contributions.sum():+.4f}</b></td></tr></table>")
-        parts.append(f"<p class='card'>{_e(charts.ATTENTION_LEGEND_TEXT)} "
+        parts.append(f"<p class='card'>{_e(charts.ATTENTION_LEGEND_TEXT)} {_e(charts.BAR_LEGEND_TEXT)} "
                      f"{_e(charts.peakedness_text(weights, 'Attention over the clicks'))}</p>")
     parts.append("</body></html>\n")
     return "".join(parts)

@@ -7,12 +7,17 @@ Datasets: the built-in demo corpus (generated on first start into
 ``NRAM_HOME/datasets.json``). Every path is validated with ``resolve_layout``; an
 invalid one is still listed, carrying its error, so that picking it explains itself.
 
-Models: the shipped demo model (``assets/demo_model``, or ``$NRAM_DEMO_MODEL``) and
-every run folder under ``NRAM_HOME/runs`` that holds finished weights.
+Models: the shipped demo model (``assets/demo_model``, or ``$NRAM_DEMO_MODEL``), every run
+folder under ``NRAM_HOME/runs``, under the folders in ``$NRAM_RUNS_DIRS`` (``os.pathsep``-separated)
+and under ``--runs DIR`` after ``--`` on the command line, and every run of the experiment suites
+(``NRAM_HOME/experiments``, or a suite folder found in those folders), grouped by suite. A run
+folder that cannot be served (bad JSON, missing weights, nothing committed, a baseline) is still
+listed, carrying its one-line reason, so that picking it explains itself.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -21,10 +26,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nram_core.data.layout import SIZES, Layout, is_split_dir, resolve_layout
-from nram_core.fileio import DataError, atomic_write_json, nram_home
+from nram_core.fileio import DataError, atomic_write_json, nram_home, read_json
+from nram_core.run_info import best_metrics, read_run_info
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_SEED = 0
@@ -149,16 +155,35 @@ def _entries_under_root(root: Path, source: str) -> list[DatasetEntry]:
     return found or [direct]
 
 
+def _argv_folders(option: str, argv: list[str] | None) -> list[str]:
+    """The values of a repeatable ``--option DIR`` after ``--`` on the streamlit command line."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(option, action="append", default=[], dest="folders")
+    args, _ = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    return [d for d in args.folders if d]
+
+
 def argv_data_dirs(argv: list[str] | None = None) -> list[str]:
     """``--data DIR`` options after ``--`` on the streamlit command line (repeatable)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--data", action="append", default=[])
-    args, _ = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    return [d for d in args.data if d]
+    return _argv_folders("--data", argv)
+
+
+def argv_runs_dirs(argv: list[str] | None = None) -> list[str]:
+    """``--runs DIR`` options after ``--`` on the streamlit command line (repeatable)."""
+    return _argv_folders("--runs", argv)
+
+
+def _env_folders(name: str) -> list[str]:
+    return [p for p in os.environ.get(name, "").split(os.pathsep) if p.strip()]
 
 
 def env_data_dirs() -> list[str]:
-    return [p for p in os.environ.get("NRAM_DATA_DIRS", "").split(os.pathsep) if p.strip()]
+    return _env_folders("NRAM_DATA_DIRS")
+
+
+def env_runs_dirs() -> list[str]:
+    """The folders of ``$NRAM_RUNS_DIRS`` (``os.pathsep``-separated), read at call time."""
+    return _env_folders("NRAM_RUNS_DIRS")
 
 
 # ---- public mode ---------------------------------------------------------------------------------
@@ -175,6 +200,9 @@ def _path_roots() -> list[tuple[Path, str]]:
              (nram_home(), "$NRAM_HOME"), (REPO_ROOT, "app")]
     roots += [(Path(p).expanduser(), f"data{i + 1}") for i, p in enumerate(env_data_dirs())]
     roots += [(Path(p).expanduser(), f"--data {i + 1}") for i, p in enumerate(argv_data_dirs())]
+    roots += [(Path(p).expanduser(), f"runs{i + 1}") for i, p in enumerate(env_runs_dirs())]
+    roots += [(Path(p).expanduser(), f"--runs {i + 1}") for i, p in enumerate(argv_runs_dirs())]
+    roots += [(suites_dir(), "experiments")]
     out = []
     for path, name in roots:
         try:
@@ -287,13 +315,44 @@ def discover_datasets(argv: list[str] | None = None) -> list[DatasetEntry]:
 
 # ---- models --------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class RunCheck:
+    """What listing a run folder needs to know about it: its state, the version of the weights it
+    serves, and why it cannot be served (None when it can)."""
+
+    state: dict = field(default_factory=dict)
+    mtime_ns: int = 0  # of the committed weights
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelEntry:
+    """One choice of the model picker. ``error`` says why a listed run folder cannot be used."""
+
     key: str  # the run folder, absolute
     label: str
     path: Path
-    mtime_ns: int  # of model.safetensors: part of every cache key, so a retrained run reloads
-    source: str  # shipped | run
+    mtime_ns: int  # of the committed weights: part of every cache key, so a retrained run reloads
+    source: str  # shipped | run | env | argv | suite
     state: dict = field(default_factory=dict, compare=False, hash=False)
+    group: str = ""  # where it was found: "" for the shipped model and NRAM_HOME/runs, else the folder or suite
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A folder the picker lists, before it is checked."""
+
+    path: Path
+    name: str
+    source: str
+    group: str = ""
+    kind: str = "nram"  # a suite run's model kind (experiment.json)
+    error: str | None = None  # set when the folder cannot even be looked into
+    note: str = ""  # a suite run's dev AUC (result.json): its state.json has none, suites evaluate once
 
 
 def demo_model_dir() -> Path:
@@ -305,43 +364,170 @@ def runs_dir() -> Path:
     return nram_home() / "runs"
 
 
-def _read_json(path: Path) -> dict:
+def suites_dir() -> Path:
+    """Where suites are written by default (``nram_core.experiments.experiments_dir``, which imports torch)."""
+    return nram_home() / "experiments"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def check_run(path: Path) -> RunCheck:
+    """Whether a run folder can be served, read with ``run_info``'s readers (configs, vocabulary,
+    categories, weights header, state.json). Never raises: a hostile folder is a reason, not a crash."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        info = read_run_info(path)
+        mtime = info.weights_path.stat().st_mtime_ns
+    except DataError as exc:
+        return RunCheck(error=_one_line(exc))
+    except Exception as exc:  # noqa: BLE001 - any other surprise in a foreign folder is still only a reason
+        return RunCheck(error=f"{path}: cannot be read ({type(exc).__name__}: {_one_line(exc)})")
+    if not info.state:  # weights without the commit point that vouches for them
+        return RunCheck(error=f"{path}: no state.json, so no epoch was committed (still in its first epoch, "
+                              "or stopped before its end)")
+    return RunCheck(state=info.state, mtime_ns=mtime)
 
 
-def _model_entry(path: Path, source: str, label: str | None = None) -> ModelEntry | None:
-    weights = path / "model.safetensors"
-    if not (path / "config.json").is_file() or not weights.is_file():
-        return None
-    state = _read_json(path / "state.json")
-    auc = state.get("best_auc")
-    name = label or path.name
-    shown = f"{name} · AUC {auc:.3f}" if isinstance(auc, (int, float)) else name
-    return ModelEntry(key=str(path.resolve()), label=shown, path=path.resolve(), mtime_ns=weights.stat().st_mtime_ns,
-                      source=source, state=state)
+def _is_run_folder(path: Path) -> bool:
+    return any((path / name).exists() for name in ("config.json", "state.json", "model.safetensors"))
 
 
-def discover_models() -> list[ModelEntry]:
-    """The shipped demo model first, then runs newest first."""
-    found: list[ModelEntry] = []
-    demo = _model_entry(demo_model_dir(), "shipped", "Demo model (shipped)")
-    if demo is not None:
-        found.append(demo)
-    root = runs_dir()
-    if root.is_dir():
-        runs = []
-        for path in root.iterdir():
-            if path.is_dir() and not path.name.startswith("."):
-                entry = _model_entry(path, "run")
-                if entry is not None:
-                    runs.append(entry)
-        runs.sort(key=lambda e: e.mtime_ns, reverse=True)
-        found.extend(runs)
+def _subfolders(root: Path) -> list[Path]:
+    """Visible subfolders, sorted; [] when ``root`` cannot be listed."""
+    try:
+        return sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir())
+    except OSError:
+        return []
+
+
+def _suite_runs(suite: Path, source: str) -> list[_Found]:
+    """The runs of a suite folder (``runs/MODEL/seedS``, see ``nram_core.experiments``), in the suite's
+    model order then by seed, grouped under the suite's name."""
+    group = f"suite {suite.name}"
+    try:
+        saved = read_json(suite / "suite.json")
+        order = [m.get("name") for m in saved.get("models", []) if isinstance(m, dict)]
+    except (DataError, OSError, AttributeError, TypeError) as exc:
+        return [_Found(suite, suite.name, source, group, error=f"{suite / 'suite.json'}: {_one_line(exc)}")]
+    found = []
+    for model in _subfolders(suite / "runs"):
+        for seed in _subfolders(model):
+            kind, note = "nram", ""
+            try:
+                kind = str(read_json(seed / "experiment.json").get("kind", kind))
+            except (DataError, OSError, AttributeError):
+                pass  # no experiment.json yet (a run being set up): the checks below say what is missing
+            try:
+                note = auc_note(_result_state(read_json(seed / "result.json")))
+            except (DataError, OSError, AttributeError, TypeError):
+                pass  # not evaluated yet
+            found.append(_Found(seed, f"{model.name} · {seed.name.replace('seed', 'seed ')}", "suite", group,
+                                kind=kind, note=note))
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(found, key=lambda f: (rank.get(f.path.parent.name, len(rank)), f.path.parent.name, f.path.name))
+
+
+def _result_state(result: dict) -> dict:
+    """A suite run's result.json as the part of a state.json that ``auc_note`` reads."""
+    metrics = result.get("metrics") or {}
+    return {"best_auc": metrics.get("auc"), "best_epoch": 1, "history": [{"metrics": metrics}]}
+
+
+def _runs_under(root: Path, source: str, group: str) -> list[_Found]:
+    """A folder given to the studio: a suite, a run folder, or a folder of runs and suites (one level
+    deep: a folder is never searched further, however deep it nests)."""
+    if not root.is_dir():
+        why = "no such folder" if not root.exists() else "not a folder"
+        return [_Found(root, str(root), source, group.split(" ")[0], error=f"{root}: {why}")]
+    if (root / "suite.json").is_file():
+        return _suite_runs(root, source)
+    if _is_run_folder(root):
+        return [_Found(root, root.name, source, group)]
+    found: list[_Found] = []
+    for child in _subfolders(root):
+        if (child / "suite.json").is_file():
+            found.extend(_suite_runs(child, source))
+        elif _is_run_folder(child):
+            found.append(_Found(child, child.name, source, group))
     return found
+
+
+BASELINE_NAMES = {"dkn": "DKN", "wide_deep": "Wide&Deep", "popularity": "popularity", "random": "random"}
+
+
+def _model_entry(found: _Found, check: Callable[[Path], RunCheck]) -> ModelEntry:
+    try:
+        path = found.path.resolve()
+    except OSError:
+        path = found.path
+    label = f"{found.group} › {found.name}" if found.group else found.name
+    if found.error is None and found.kind != "nram":
+        found = dataclasses.replace(found, error=f"{path}: a {BASELINE_NAMES.get(found.kind, found.kind)} baseline "
+                                                 "(the studio serves NRAM models; the Experiments page compares it)")
+    result = RunCheck(error=found.error) if found.error else check(path)
+    if result.error is None:
+        label += found.note or auc_note(result.state)
+    return ModelEntry(key=str(path), label=label, path=path, mtime_ns=result.mtime_ns, source=found.source,
+                      state=result.state, group=found.group, error=result.error)
+
+
+def auc_note(state: dict) -> str:
+    """`` · AUC 0.786 (3,000 dev impressions)``: a run's best dev AUC and what it was measured on
+    (runs evaluate on more or fewer dev impressions); "" when it has none."""
+    auc = state.get("best_auc")
+    if not isinstance(auc, (int, float)) or isinstance(auc, bool):
+        return ""
+    count = best_metrics(state).get("impressions")
+    return f" · AUC {auc:.3f}" + (f" ({count:,} dev impressions)" if isinstance(count, int) else "")
+
+
+def _model_folders(argv: list[str] | None) -> list[_Found]:
+    """Every folder the picker lists, in the picker's order, before any is checked."""
+    found: list[_Found] = []
+    if (demo_model_dir() / "config.json").is_file():
+        found.append(_Found(demo_model_dir(), "Demo model (shipped)", "shipped"))
+    home = [_Found(p, p.name, "run") for p in _subfolders(runs_dir()) if _is_run_folder(p)]
+    found.extend(sorted(home, key=lambda f: _mtime_ns(f.path), reverse=True))
+    for root in env_runs_dirs():
+        root_path = Path(root).expanduser()
+        found.extend(_runs_under(root_path, "env", f"NRAM_RUNS_DIRS {root_path.name or root_path}"))
+    for root in argv_runs_dirs(argv):
+        root_path = Path(root).expanduser()
+        found.extend(_runs_under(root_path, "argv", f"--runs {root_path.name or root_path}"))
+    suites = [p for p in _subfolders(suites_dir()) if (p / "suite.json").is_file()]
+    for suite in sorted(suites, key=lambda p: _mtime_ns(p / "suite.json"), reverse=True):  # newest first
+        found.extend(_suite_runs(suite, "suite"))
+    return found
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def run_stamp(path: Path) -> tuple[int, ...]:
+    """Changes whenever what ``check_run`` reads changes (a new epoch, a rewritten config)."""
+    return tuple(_mtime_ns(path / name) for name in ("", "config.json", "state.json", "vocab.json",
+                                                     "categories.json", "model.safetensors"))
+
+
+def discover_models(argv: list[str] | None = None, *,
+                    check: Callable[[Path], RunCheck] = check_run) -> list[ModelEntry]:
+    """Every model the picker lists: the shipped demo model, runs under NRAM_HOME/runs (newest first),
+    NRAM_RUNS_DIRS and ``--runs``, then the suites' runs; each folder once. ``check`` tells whether a
+    run can be served (the app passes a cached ``check_run``)."""
+    entries, seen = [], set()
+    for found in _model_folders(argv):
+        entry = _model_entry(found, check)
+        if entry.key in seen:
+            continue
+        seen.add(entry.key)
+        entries.append(entry)
+    return entries
 
 
 def list_run_folders() -> list[Path]:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from nram_core.data.split import Split
 from nram_core.fileio import DataError
-from nram_core.run_info import read_config, read_state, run_status
+from nram_core.run_info import best_metrics, read_config, read_state, run_status
 
 from . import registry
 
@@ -114,10 +114,10 @@ def runs_table(folders: list[Path]) -> pd.DataFrame:
             state = read_state(folder)
         except DataError:
             continue
-        model, train = config.get("model", {}), config.get("train", {})
-        history = state.get("history") or []
-        best = history[state["best_epoch"] - 1]["metrics"] if state.get("best_epoch") and history else {}
-        best = best or {}
+        model, train = (config.get(part) if isinstance(config.get(part), dict) else {} for part in ("model", "train"))
+        best = best_metrics(state)
+        history = [h for h in state.get("history") or [] if isinstance(h, dict)] \
+            if isinstance(state.get("history"), list) else []
         rows.append({
             "run": folder.name if folder != registry.demo_model_dir() else "demo model (shipped)",
             "preset": (config.get("data") or {}).get("preset", ""),
@@ -129,7 +129,7 @@ def runs_table(folders: list[Path]) -> pd.DataFrame:
             "train imps cap": train.get("max_impressions"),
             "auc": best.get("auc"), "mrr": best.get("mrr"), "ndcg@5": best.get("ndcg@5"),
             "ndcg@10": best.get("ndcg@10"),
-            "minutes": sum(h.get("seconds", 0) for h in history) / 60,
+            "minutes": sum(h["seconds"] for h in history if isinstance(h.get("seconds"), (int, float))) / 60,
             "folder": str(folder),
         })
     return pd.DataFrame(rows)

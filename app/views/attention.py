@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from nram_core.attention_stats import without_stop_words
+
 from studio import charts, cache, views_common as vc
 from studio.context import need_user
 from studio.widgets import keep_choice
@@ -106,14 +108,29 @@ st.header("User encoder: attention over the clicks")
 st.plotly_chart(charts.click_attention_bar(click_labels, exp.click_weights[idx],
                                            title="additive attention α_i (newest click first)"),
                 config=charts.PLOT_CONFIG, key="att_clicks")
-st.caption(charts.peakedness_text(exp.click_weights, "Attention over the clicks"))
+st.caption(charts.peakedness_text(exp.click_weights, "Attention over the clicks") + " " + charts.BAR_LEGEND_TEXT)
 
-# ---- self-attention heatmap --------------------------------------------------------------------
+# ---- self-attention: what each head looks at, then one title ----------------------------------------
 st.header("Self-attention inside a title")
 if not c.info.model_config.self_attention:
     st.info("This model has no self-attention (an ablation): its words are pooled by the additive attention "
             "alone, shown above.")
     st.stop()
+summaries, titles_read = vc.head_summaries(c)
+st.subheader("What each head looks at across the split")
+read = (f"the {titles_read:,} titles of the {c.split_name} split" if titles_read == len(news) - 1
+        else f"{titles_read:,} titles sampled from the {len(news) - 1:,} of the {c.split_name} split")
+st.caption(f"Over {read}: the words each head of the news encoder's self-attention "
+           "gives most of its weight to (summed over every word of every title), and the same without stop words. "
+           "A head marked *mostly* gives a third or more of its weight to one common token, at least twice that "
+           "token's share under uniform attention: such a head says little about the topic.")
+st.dataframe(vc.head_table(summaries), hide_index=True, width="stretch", key="att_heads",
+             column_config=vc.HEAD_COLUMNS)
+dominated = [s for s in summaries if s.dominant]
+if dominated:
+    named = "; ".join(f"head {s.head + 1} mostly '{s.dominant}'" for s in dominated)
+    st.markdown(f"**{len(dominated)} of {len(summaries)} heads mostly attend to one common token:** {named}. "
+                "Hide stop words below to see what the heads do with the other words.")
 title_options = ["candidate"] + [f"click:{int(r)}" for r in order]
 
 
@@ -131,6 +148,9 @@ keep_choice("att_head", head_options)
 col_t, col_h = st.columns([3, 1])
 chosen = col_t.selectbox("Title", title_options, key="att_title", format_func=_title_option_label)
 head = col_h.selectbox("Head", head_options, key="att_head", help="one attention head, or the mean over heads")
+hide_stop = st.toggle("Hide stop words in the heatmap", key="att_stopwords",
+                      help="Drops words such as 'the', 'of' and punctuation (a built-in English list) and shows "
+                           "each remaining word's attention as its share among the words kept.")
 if chosen == "candidate":
     row, matrices = candidate, exp.candidate_self_attention[0]
 else:
@@ -139,6 +159,20 @@ else:
     matrices = exp.history_self_attention[position]
 w = title_words(row)
 n = len(w)
-matrix = matrices.mean(axis=0) if head == "mean" else matrices[head_options.index(head) - 1]
-st.plotly_chart(charts.self_attention_heatmap(matrix[:n, :n], w, title=f"{head}: how each word attends to the others"),
-                config=charts.PLOT_CONFIG, key="att_heatmap")
+matrix = (matrices.mean(axis=0) if head == "mean" else matrices[head_options.index(head) - 1])[:n, :n]
+if head != "mean":
+    st.caption(summaries[head_options.index(head) - 1].label())
+if hide_stop:
+    shown, shown_words, kept = without_stop_words(matrix, w)
+    if len(shown_words) == 0:
+        st.info("Every word of this title is a stop word: nothing is left to show.")
+        st.stop()
+    st.plotly_chart(charts.self_attention_heatmap(
+        shown, shown_words, raw=matrix[np.ix_(kept, kept)], positions=kept,
+        title=f"{head}, stop words hidden: each word's share among the {len(shown_words)} words kept"),
+        config=charts.PLOT_CONFIG, key="att_heatmap")
+    hidden = [f"'{word}'" for i, word in enumerate(w) if i not in set(kept.tolist())]
+    st.caption(f"{len(hidden)} of {n} words hidden: {', '.join(hidden)}.")
+else:
+    st.plotly_chart(charts.self_attention_heatmap(matrix, w, title=f"{head}: how each word attends to the others"),
+                    config=charts.PLOT_CONFIG, key="att_heatmap")

@@ -10,6 +10,7 @@ from nram_core.recommend import rank_change
 
 from studio import cache, registry, views_common as vc
 from studio.context import need_user
+from studio.training import auc_text, impressions_text, run_facts, setting_differences
 from studio.widgets import keep_choice
 
 c = need_user()
@@ -30,6 +31,38 @@ except (DataError, ValueError, RuntimeError, OSError) as exc:
     st.error(registry.shown_text(f"Model {second.label} cannot score this dataset: {exc}"))
     st.stop()
 
+
+def show_models(a_path, b_path) -> None:
+    """The two runs side by side: their dev AUC with the impressions each was measured on, and the
+    settings on which their configs differ, so a reader knows what the comparison varies. Static
+    tables: they wrap long values (what a run learned from) where a dataframe's columns cut them."""
+    facts = {"A": run_facts(a_path), "B": run_facts(b_path)}
+    names = {"A": c.model, "B": second}
+    cards = pd.DataFrame({side: {
+        "model": names[side].label,
+        "variant": f.get("variant", "–"),
+        "evaluated": auc_text({"auc": f.get("dev AUC"), "impressions": f.get("dev impressions")}),
+        "trained on": f.get("trained on", "–")} for side, f in facts.items()}).T
+    st.table(cards)
+    counts = {side: f.get("dev impressions") for side, f in facts.items()}
+    if counts["A"] != counts["B"]:
+        st.warning(f"A's dev AUC was measured on {impressions_text({'impressions': counts['A']})} and B's on "
+                   f"{impressions_text({'impressions': counts['B']})}: not the same measurement. The metrics "
+                   "below score both models on the same impression.")
+    try:
+        differences = setting_differences(a_path, b_path)
+    except DataError as exc:
+        st.error(registry.shown_text(str(exc)))
+        return
+    if differences:
+        st.markdown("**Settings that differ:** " + ", ".join(f"`{d['setting']}`" for d in differences))
+        st.table(pd.DataFrame(differences).rename(columns={"flag": "command-line flag"}).set_index("setting"))
+    else:
+        st.caption("The two runs have the same recipe (model and training settings, data): they differ only "
+                   "in when they were trained.")
+
+
+show_models(c.model.path, second.path)
 imp = vc.impression_picker(c)
 a = cache.rank_impression(c.rec, imp)
 b = cache.rank_impression(rec_b, imp)
@@ -37,14 +70,17 @@ st.caption(f"User **{c.user}** · A = {c.model.label} (the sidebar's model) · B
            "same candidates with the same history; the news rows are the dataset's, so they line up.")
 
 metric_names = (("AUC", "auc"), ("MRR", "mrr"), ("nDCG@5", "ndcg@5"), ("nDCG@10", "ndcg@10"))
-cols = st.columns(len(metric_names))
+cols = [*st.columns(2), *st.columns(2)]  # two a row: "0.636 → 0.954" is cut in a quarter of 1280 px
 for col, (name, key) in zip(cols, metric_names):
     if a.metrics and b.metrics:
         col.metric(f"{name}: A → B", f"{a.metrics[key]:.3f} → {b.metrics[key]:.3f}",
-                   delta=f"{b.metrics[key] - a.metrics[key]:+.3f}")
+                   delta=f"{b.metrics[key] - a.metrics[key]:+.3f}", help="On this one impression.")
     else:
         col.metric(name, "–")
-if not (a.metrics and b.metrics):
+if a.metrics and b.metrics:
+    st.caption(f"These metrics are measured on 1 impression, the one picked above ({len(a.rows)} candidates); "
+               "each model's dev AUC above says on how many it was measured.")
+else:
     st.info("This impression's metrics need at least one click and one non-click among its candidates.")
 
 news = c.news()
@@ -61,10 +97,16 @@ table = pd.DataFrame({
     "score A": np.asarray(a.scores, dtype=float),
     "score B": [score_b[int(r)] for r in rows],
 })
+# Narrow set widths for the short columns leave the title 400 px at 1280 px wide (a title
+# longer than that shows whole on hover).
 st.dataframe(table, hide_index=True, width="stretch", key="compare_table",
-             column_config={"title": st.column_config.TextColumn("title", width="large"),
-                            "score A": st.column_config.NumberColumn(format="%.4f"),
-                            "score B": st.column_config.NumberColumn(format="%.4f")})
+             column_config={**{name: st.column_config.NumberColumn(width=48) for name in ("rank A", "rank B")},
+                            "B vs A": st.column_config.TextColumn(width=50),
+                            "clicked": st.column_config.TextColumn(width=50),
+                            "title": st.column_config.TextColumn("title", width=400),
+                            "category": st.column_config.TextColumn(width=100),
+                            "score A": st.column_config.NumberColumn(format="%.3f", width=60),
+                            "score B": st.column_config.NumberColumn(format="%.3f", width=60)})
 moved = int((table["B vs A"] != "=").sum())
 clicked_a = sorted(rank_a[int(r)] for r in rows if labels.get(int(r), 0) > 0)
 clicked_b = sorted(rank_b[int(r)] for r in rows if labels.get(int(r), 0) > 0)

@@ -22,11 +22,22 @@ st.title("Data")
 # ---- what the picker offers ---------------------------------------------------------------------
 st.subheader("Datasets in the picker")
 public = registry.public_mode()
-rows = [{"dataset": d.label, "source": registry.source_label(d.source),
+# The status (ok, or why a folder cannot be used) beside the name: long paths come last, where a cut
+# costs least, and every column has a width that fits the main area at 1280 px.
+rows = [{"dataset": d.label, "status": "ok" if d.ok else f"⚠ {registry.shown_text(d.error or '')}",
+         "source": registry.source_label(d.source),
          "train": registry.shown_path(d.layout.train) if d.layout and d.layout.train else "",
-         "dev": registry.shown_path(d.layout.dev) if d.layout and d.layout.dev else "",
-         "status": "ok" if d.ok else f"⚠ {registry.shown_text(d.error or '')}"} for d in c.datasets]
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="data_table")
+         "dev": registry.shown_path(d.layout.dev) if d.layout and d.layout.dev else ""} for d in c.datasets]
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="data_table", column_config={
+    "dataset": st.column_config.TextColumn("dataset", width=230),
+    "status": st.column_config.TextColumn("status", width=250),
+    "source": st.column_config.TextColumn("source", width=110),
+    "train": st.column_config.TextColumn("train", width=300),
+    "dev": st.column_config.TextColumn("dev", width=300),
+})
+for d in c.datasets:  # a reason is a sentence: in full below the table, where no column cuts it
+    if not d.ok:
+        st.caption(f"⚠ **{d.label}** cannot be used: {registry.shown_text(d.error or '')}")
 if public:
     st.info("This is a public demo server: it offers the datasets its host set up (the built-in demo corpus, "
             "`NRAM_DATA_DIRS` and `--data`). Downloading MIND and registering folders are off here; run "

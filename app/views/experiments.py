@@ -48,6 +48,13 @@ def data_choices() -> dict[str, Layout]:
             if d.ok and d.layout is not None and d.layout.train is not None and d.layout.dev is not None}
 
 
+def count_text(counts: pd.Series) -> str:
+    """The impression counts of one model's seeds (or one segment's runs) as one figure, or a range
+    when they differ (a suite continued with another dev cap)."""
+    low, high = int(counts.min()), int(counts.max())
+    return f"{low:,}" if low == high else f"{low:,}–{high:,}"
+
+
 def show_results(folder: Path) -> None:
     rows, segments, report = suite_tables(folder)
     if rows.empty:
@@ -58,17 +65,31 @@ def show_results(folder: Path) -> None:
     for metric in METRIC_NAMES:
         table[metric] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(summary[metric], summary[f"{metric}_std"])]
     table["train_seconds"] = summary["train_seconds"].round(1)
+    measured = rows.groupby("model", sort=False)["impressions"].agg(count_text)
+    table.insert(len(METRIC_NAMES) + 1, "dev impressions", summary["model"].map(measured).to_numpy())
     st.subheader("Results (mean ± std over seeds)")
     st.dataframe(table.rename(columns={"label": "model", "train_seconds": "train s/run"}), hide_index=True,
-                 width="stretch")
+                 width="stretch", column_config={
+                     "model": st.column_config.TextColumn(width=190, pinned=True),
+                     **{m: st.column_config.TextColumn(m, width=135) for m in METRIC_NAMES},
+                     "dev impressions": st.column_config.TextColumn(
+                         "on dev imps", width=100, help="How many dev impressions each model's metrics were "
+                                                        "measured on (every seed)."),
+                     "train s/run": st.column_config.NumberColumn(format="%.1f", width=95),
+                     "parameters": st.column_config.NumberColumn(format="%,d", width=100),
+                     "seeds": st.column_config.NumberColumn(width=60)})
+    every = count_text(rows["impressions"])
+    st.caption(f"Every model of this suite is scored once, after its last epoch, on {every} dev impressions "
+               "(official MIND metrics).")
     ordering = ex.paper_ordering(summary.to_dict("records"))
     if ordering:
-        st.markdown(f"**{ordering}**")
+        st.markdown(f"**{ordering}** (on {every} dev impressions)")
 
     st.subheader("By metric")
     metric = st.radio("Metric", list(METRIC_NAMES), horizontal=True, key="exp_metric")
-    bars = alt.Chart(summary).mark_bar().encode(
-        x=alt.X("label:N", sort=None, title="model"), y=alt.Y(f"{metric}:Q", title=metric),
+    bars = alt.Chart(summary).mark_bar().encode(  # horizontal: every model's name is read whole
+        y=alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelLimit=320)),
+        x=alt.X(f"{metric}:Q", title=f"{metric} on {every} dev impressions"),
         color=alt.Color("group:N"), tooltip=["label", alt.Tooltip(f"{metric}:Q", format=".4f"), "seeds"])
     st.altair_chart(bars, width="stretch")
 
@@ -80,20 +101,33 @@ def show_results(folder: Path) -> None:
         st.subheader(f"Metrics vs {title}")
         long = chosen.melt(id_vars=[x_key], value_vars=list(METRIC_NAMES), var_name="metric", value_name="value")
         line = alt.Chart(long).mark_line(point=True).encode(
-            x=alt.X(f"{x_key}:O", title=title), y=alt.Y("value:Q", scale=alt.Scale(zero=False)),
+            x=alt.X(f"{x_key}:O", title=title),
+            y=alt.Y("value:Q", scale=alt.Scale(zero=False), title=f"value on {every} dev impressions"),
             color="metric:N", tooltip=[x_key, "metric", alt.Tooltip("value:Q", format=".4f")])
         st.altair_chart(line, width="stretch")
 
     if not segments.empty:
-        st.subheader("AUC by user history length")
+        st.subheader("AUC by user history length (clicks)")
         labels = dict(zip(rows["model"], rows["label"]))
         pivot = segments.groupby(["model", "segment"], sort=False)["auc"].mean().unstack("segment")
         pivot = pivot.reindex(index=list(dict.fromkeys(segments["model"])),
                               columns=[s for s, _, _ in HISTORY_SEGMENTS if s in pivot.columns])
         pivot.index = [labels.get(m, m) for m in pivot.index]
-        st.dataframe(pivot.round(4), width="stretch")
+        per_segment = segments.groupby("segment", sort=False)["impressions"].agg(count_text)
+        # Each column says how many dev impressions its users had: a segment's AUC on a few dozen
+        # impressions is noisier than the overall figure.
+        pivot.columns = [f"{s} · {per_segment[s]} imp." for s in pivot.columns]
+        st.dataframe(pivot, width="stretch",
+                     column_config={"_index": st.column_config.TextColumn("model", width=190),
+                                    **{col: st.column_config.NumberColumn(format="%.4f", width=150)
+                                       for col in pivot.columns}})
+        st.caption("Mean AUC over seeds on the dev impressions of users with that many clicks in their history "
+                   "(the count in each column's name).")
     with st.expander("Per run (every seed)"):
-        st.dataframe(rows, hide_index=True, width="stretch")
+        st.dataframe(rows, hide_index=True, width="stretch", column_config={
+            **{m: st.column_config.NumberColumn(format="%.4f") for m in METRIC_NAMES},
+            "impressions": st.column_config.NumberColumn("dev impressions", format="%,d"),
+            "parameters": st.column_config.NumberColumn(format="%,d")})
     if report:
         with st.expander("results.md"):
             st.markdown(registry.shown_text(report))
@@ -103,7 +137,7 @@ def show_results(folder: Path) -> None:
 def start_form(job: BackgroundJob) -> None:
     choices = data_choices()
     with st.form("experiment_form"):
-        a, b = st.columns(2)
+        a, b = st.columns([3, 2])  # the suites' descriptions are longer than the dataset names
         suite = a.selectbox("Suite", ex.SUITE_NAMES, format_func=lambda s: f"{s} — {SUITE_HELP[s]}")
         data_label = b.selectbox("Data", list(choices) or ["(no dataset found)"],
                                  help="The sidebar's datasets that have a train and a dev split.")

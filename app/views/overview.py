@@ -1,11 +1,17 @@
 """Overview: what the dataset holds, what was skipped while reading it, and the model card."""
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from studio import charts, registry
-from studio.context import fit_warning, need_split
+from studio import charts, registry, training
+from studio.context import (AUTO_QUALITY_IMPRESSIONS, background_quality, fit_warning, need_split, rerun_view,
+                            user_quality)
+
+
 
 c = need_split()
 st.title("Overview")
@@ -24,15 +30,16 @@ cols[5].metric("Mean history", f"{stats['mean_history']:.1f}",
 left, right = st.columns(2)
 with left:
     st.subheader("News per category")
-    st.altair_chart(charts.bar(stats["by_category"], "category", "news"), width="stretch", key="ov_categories")
+    st.altair_chart(charts.bar(stats["by_category"], "category", "news"), width="stretch",
+                    key="ov_categories")
     st.subheader("Impressions per day")
     per_day = stats["per_day"]
     if len(per_day) >= 3:
         st.altair_chart(charts.bar(per_day, "day", "impressions", colour="#fc8d59"), width="stretch",
                         key="ov_days")
     else:  # one or two days (MIND's dev split is a single day): one bar says little, show the hours
-        st.altair_chart(charts.bar(stats["per_hour"], "hour", "impressions", colour="#fc8d59"), width="stretch",
-                        key="ov_days")
+        st.altair_chart(charts.bar(stats["per_hour"], "hour", "impressions", colour="#fc8d59"),
+                        width="stretch", key="ov_days")
         st.caption("This split covers " + " and ".join(d.strftime("%Y-%m-%d") for d in per_day["day"])
                    + f" ({', '.join(f'{n:,}' for n in per_day['impressions'])} impressions): shown per hour.")
 with right:
@@ -89,10 +96,7 @@ with card_left:
     rows += [("runtime", k, str(v)) for k, v in vars(run.runtime_config).items()]
     st.dataframe(pd.DataFrame(rows, columns=["part", "field", "value"]),
                  hide_index=True, width="stretch", height=300)
-    data = run.data or {}
-    if data:
-        st.caption("Trained on: " + ", ".join(f"{k} = `{registry.shown_text(str(v))}`" for k, v in data.items()
-                                              if v is not None))
+    st.caption("Trained on: " + training.trained_on(run.data or {}, dataclasses.asdict(run.train_config)))
 with card_right:
     st.markdown("**Dev metrics per epoch** (from state.json)")
     history = state.get("history") or []
@@ -107,3 +111,46 @@ with card_right:
     if truth.get("oracle"):
         st.caption("Oracle on this synthetic corpus (true click probabilities, the ceiling): "
                    + ", ".join(f"{k} {v:.3f}" for k, v in truth["oracle"].items()))
+
+st.subheader("How the model does per user")
+
+
+def draw_per_user_auc(quality) -> None:
+    scored = quality.scored
+    if not scored.any():
+        st.info("No impression of this split has both a click and a non-click, so no user has an AUC.")
+        return
+    # No marker line for the chosen user: a layered chart costs 50 ms more on every view of the page,
+    # and the sidebar states the user's AUC and place already.
+    auc = quality.auc[scored]
+    st.altair_chart(charts.histogram(auc, xlabel="AUC of a user (mean over their scorable impressions)", nbins=20),
+                    width="stretch", key="ov_user_auc")
+    st.caption(f"{int(scored.sum()):,} of {len(scored):,} users have an impression with both a click and a "
+               f"non-click ({int(quality.impressions.sum()):,} impressions); their AUC: median {np.median(auc):.3f}, "
+               f"a quarter below {np.quantile(auc, 0.25):.3f}, a quarter above {np.quantile(auc, 0.75):.3f}. "
+               "Pick the best, a typical or the worst user in the sidebar.")
+
+
+@st.fragment(run_every=1.0)
+def when_scored() -> None:
+    """Polls (only while the background scoring runs), then reruns the app: the chart, and the sidebar's
+    default user, which is the typical one."""
+    if background_quality(c) is None:
+        st.caption("Scoring every impression of this split once, in the background (a few seconds)…")
+        return
+    rerun_view(c)
+
+
+ready = background_quality(c)
+if isinstance(ready, Exception):
+    st.error(registry.shown_text(f"The model cannot score this split: {ready}"))
+elif ready is not None:
+    draw_per_user_auc(ready)
+elif c.split.num_impressions <= AUTO_QUALITY_IMPRESSIONS:  # the warm-up thread computes it after this run
+    when_scored()
+elif st.button(f"Score all {c.split.num_impressions:,} impressions (minutes)", key="ov_score_users"):
+    quality = user_quality(c)
+    if quality is None:
+        st.error(registry.shown_text(c.model_error or "The model cannot score this split."))
+    else:
+        draw_per_user_auc(quality)

@@ -5,13 +5,16 @@ import streamlit as st
 
 from studio import charts, cache, views_common as vc
 from studio.export import view_report
-from studio.context import cold_user_note, need_user
+from studio.context import cold_user_note, need_user, user_note
 from studio.widgets import keep_choice
 
 c = need_user()
 st.title("Recommendations")
 st.caption(f"User **{c.user}** · {len(c.history)} clicks · {len(c.impressions)} impressions in the "
            f"{c.split_name} split · model {c.model.label}")
+note = user_note(c)  # how the model does for this user, and how they were picked (the default: a typical one)
+if note:
+    st.caption(note + ("" if c.pick else " Pick the best, a typical or the worst user in the sidebar."))
 cold_user_note(c)
 
 news = c.news()
@@ -19,7 +22,7 @@ with st.expander(f"History: {len(c.history)} clicked news, newest first", expand
     if len(c.history):
         rows_shown = min(len(c.history), 7)  # a short history gets a short table, not blank rows
         st.dataframe(vc.history_table(news, c.history), hide_index=True, width="stretch",
-                     height=36 * (rows_shown + 1) + 3, key="rec_history")
+                     height=36 * (rows_shown + 1) + 3, key="rec_history", column_config=vc.HISTORY_COLUMNS)
     else:
         st.caption("No clicks.")
 

@@ -15,7 +15,8 @@ from nram_core.run_info import create_run_dir, data_info
 from studio import charts, cache, registry
 from studio.context import PENDING_MODEL, TRAIN_PREFILL, ctx
 from studio.jobs import ACTIVE
-from studio.training import start_training
+from studio.training import (auc_text, cli_command, cli_flag, form_configs, run_facts, setting_error,
+                             start_training)
 from studio.widgets import keep_choice, valid_choice
 
 
@@ -29,6 +30,29 @@ if st.session_state.pop("_train_started", None):
 
 
 # ---- runs table ----------------------------------------------------------------------------------
+# Explicit widths and formats: auto-sized columns are measured before formatting and cut values
+# ("3e-" for an lr of 3e-03) and run names at 1280 px.
+RUNS_COLUMNS = {
+    "run": st.column_config.TextColumn("run", width=260, pinned=True),
+    "status": st.column_config.TextColumn("status", width=90),
+    "auc": st.column_config.NumberColumn("dev AUC", format="%.4f", width=80,
+                                         help="AUC of the best epoch on the dev impressions of the next column"),
+    "dev impressions": st.column_config.NumberColumn(
+        "on dev imps", format="%,d", width=95, help="How many dev impressions the AUC and the other metrics were "
+                                                    "measured on: runs compare fairly only on the same ones."),
+    "mrr": st.column_config.NumberColumn(format="%.4f", width=75),
+    "ndcg@5": st.column_config.NumberColumn(format="%.4f", width=75),
+    "ndcg@10": st.column_config.NumberColumn(format="%.4f", width=75),
+    "minutes": st.column_config.NumberColumn(format="%.1f", width=75),
+    "variant": st.column_config.TextColumn("variant", width=230),
+    "trained on": st.column_config.TextColumn("trained on", width=340),
+    "heads × dim": st.column_config.TextColumn(width=95),
+    "lr": st.column_config.NumberColumn(format="%g", width=75),
+    "train imps cap": st.column_config.NumberColumn(format="%,d", width=110),
+    "folder": st.column_config.TextColumn(width="large"),
+}
+
+
 def show_runs_table() -> None:
     st.header("All runs")
     table = cache.runs_table()
@@ -43,16 +67,17 @@ def show_runs_table() -> None:
     if table.empty:
         st.caption("No runs yet.")
     else:
+        facts = pd.DataFrame([run_facts(Path(folder)) for folder in table["folder"]], index=table.index,
+                             columns=["dev impressions", "variant", "trained on"])
+        table = table.join(facts)
         table["folder"] = table["folder"].map(registry.shown_path)
-        first = ["run", "status", "epochs", "auc", "mrr", "ndcg@5", "ndcg@10", "minutes"]  # what a reader scans for
+        first = ["run", "status", "epochs", "auc", "dev impressions", "variant", "mrr", "ndcg@5", "ndcg@10",
+                 "minutes", "trained on"]  # what a reader scans for
         table = table[first + [col for col in table.columns if col not in first]]
-        st.dataframe(table, hide_index=True, width="stretch", key="runs_table",
-                     column_config={"auc": st.column_config.NumberColumn(format="%.4f"),
-                                    "mrr": st.column_config.NumberColumn(format="%.4f"),
-                                    "ndcg@5": st.column_config.NumberColumn(format="%.4f"),
-                                    "ndcg@10": st.column_config.NumberColumn(format="%.4f"),
-                                    "minutes": st.column_config.NumberColumn(format="%.1f"),
-                                    "lr": st.column_config.NumberColumn(format="%.0e")})
+        st.dataframe(table, hide_index=True, width="stretch", key="runs_table", column_config=RUNS_COLUMNS)
+        st.caption("Each run's dev metrics are its best epoch's, measured on the number of dev impressions beside "
+                   "them. A run capped at fewer dev impressions (the form's starting 1,000) is not measured on the "
+                   "same impressions as the shipped model's; Compare sets two runs side by side.")
 
 
 if registry.public_mode():
@@ -83,52 +108,80 @@ st.caption(f"The starting values are sized to finish in about a minute on two CP
 prefill = st.session_state.pop(TRAIN_PREFILL, None)
 if prefill:  # "Train a model on this dataset" from a page that found the model unfit for it
     st.session_state[f"tf_name_{preset_name}"] = re.sub(r"[^A-Za-z0-9 ._-]+", " ", prefill).strip()[:60]
+
+
+def twin(field: str, text: str = "") -> str:
+    """A widget's help: what it does, then its command-line twin (the train command's own flag)."""
+    return f"{text} Command line: `{cli_flag(field)}`.".strip()
+
+
 with st.form("train_form"):
     p = preset_name  # widget keys per preset, so picking a preset refreshes every default
     name = st.text_input("Run name", value="", placeholder=preset_name, key=f"tf_name_{p}")
+    st.markdown("**The paper's questions** — switch one off to train its ablation, then set the two runs side "
+                "by side on the Compare page.")
+    st.caption("Their command-line twins (`python -m nram_core train`): " + " · ".join(
+        f"`{cli_flag(field)}`" for field in ("self_attention", "residual", "use_categories", "num_heads",
+                                              "head_dim", "negatives")))
+    a, b, d = st.columns(3)
+    self_attention = a.checkbox("Self-attention", value=mc.self_attention, key=f"tf_selfattn_{p}", help=twin(
+        "self_attention", "The multi-head self-attention over a title's words and over a user's clicks. Off: the "
+                          "word vectors go straight into the additive attention (NRAM without self-attention)."))
+    residual = b.checkbox("Residual around self-attention", value=mc.residual, key=f"tf_residual_{p}", help=twin(
+        "residual", "Not in the paper: keeps each word in its own vector, so the word attention can pick words "
+                    "out. Needs heads × head dim = word dim."))
+    use_categories = d.checkbox("Fuse categories", value=mc.use_categories, key=f"tf_cats_{p}", help=twin(
+        "use_categories", "Add category and subcategory embeddings to the news vector."))
+    a, b, d = st.columns(3)
+    heads = a.number_input("Attention heads", 1, 64, mc.num_heads, key=f"tf_heads_{p}", help=twin(
+        "num_heads", "Heads of the self-attention; heads × head dim is the news vector's width."))
+    head_dim = b.number_input("Head dim", 1, 256, mc.head_dim, key=f"tf_headdim_{p}", help=twin(
+        "head_dim", "Width of each head."))
+    negatives = d.number_input("K (negatives per click)", 1, 50, tc.negatives, key=f"tf_k_{p}", help=twin(
+        "negatives", "Non-clicks of the same impression sampled beside each click."))
+    st.markdown("**Budget and sizes**")
     a, b, d, e = st.columns(4)
-    epochs = a.number_input("Epochs", 1, 100, tc.epochs, key=f"tf_epochs_{p}")
-    batch_size = b.number_input("Batch size", 1, 4096, tc.batch_size, key=f"tf_batch_{p}")
-    negatives = d.number_input("K (negatives per click)", 1, 50, tc.negatives, key=f"tf_k_{p}")
-    lr = e.number_input("Learning rate", 1e-6, 1.0, tc.lr, step=1e-4, format="%.6f", key=f"tf_lr_{p}")
+    epochs = a.number_input("Epochs", 1, 100, tc.epochs, key=f"tf_epochs_{p}", help=twin("epochs"))
+    batch_size = b.number_input("Batch size", 1, 4096, tc.batch_size, key=f"tf_batch_{p}",
+                                help=twin("batch_size"))
+    lr = d.number_input("Learning rate", 1e-6, 1.0, tc.lr, step=1e-4, format="%.6f", key=f"tf_lr_{p}",
+                        help=twin("lr"))
+    max_steps = e.number_input("Max steps (0 = no limit)", 0, 10_000_000, tc.max_steps, key=f"tf_maxsteps_{p}",
+                               help=twin("max_steps"))
     a, b, d, e = st.columns(4)
-    heads = a.number_input("Attention heads", 1, 64, mc.num_heads, key=f"tf_heads_{p}")
-    head_dim = b.number_input("Head dim", 1, 256, mc.head_dim, key=f"tf_headdim_{p}")
-    title_len = d.number_input("Title length (words)", 1, 100, mc.title_len, key=f"tf_title_{p}")
-    history_len = e.number_input("History length (clicks)", 1, 500, mc.history_len, key=f"tf_hist_{p}")
-    a, b, d, e = st.columns(4)
+    word_dim = a.number_input("Word dim", 1, 1024, mc.word_dim, key=f"tf_worddim_{p}", help=twin("word_dim"))
+    title_len = b.number_input("Title length (words)", 1, 100, mc.title_len, key=f"tf_title_{p}",
+                               help=twin("title_len"))
+    history_len = d.number_input("History length (clicks)", 1, 500, mc.history_len, key=f"tf_hist_{p}",
+                                 help=twin("history_len"))
     vector_choices = ["corpus", "none"]
-    word_vectors = a.selectbox(
+    word_vectors = e.selectbox(
         "Word vectors", vector_choices, index=vector_choices.index(valid_choice(tc.word_vectors, vector_choices)),
-        key=f"tf_vectors_{p}",
-        help="corpus: word2vec trained on the dataset's news titles and abstracts (no clicks), the "
-             "default; none: random word embeddings.")
-    use_categories = b.checkbox("Fuse categories", value=mc.use_categories, key=f"tf_cats_{p}",
-                                help="Add category and subcategory embeddings to the news vector.")
-    residual = d.checkbox("Residual around self-attention", value=mc.residual, key=f"tf_residual_{p}",
-                          help="Not in the paper: keeps each word in its own vector, so the word attention can "
-                               "pick words out. Needs heads × head dim = word dim.")
-    word_dim = e.number_input("Word dim", 1, 1024, mc.word_dim, key=f"tf_worddim_{p}")
-    a, b, d, _ = st.columns(4)
+        key=f"tf_vectors_{p}", help=twin(
+            "word_vectors", "corpus: word2vec trained on the dataset's news titles and abstracts (no clicks), the "
+                            "default; none: random word embeddings."))
+    a, b, _ = st.columns(3)
     max_impressions = a.number_input("Cap on train impressions (0 = all)", 0, 100_000_000, tc.max_impressions,
-                                     key=f"tf_maximp_{p}")
-    max_steps = b.number_input("Max steps (0 = no limit)", 0, 10_000_000, tc.max_steps, key=f"tf_maxsteps_{p}")
-    max_dev = d.number_input("Cap on dev impressions per evaluation (0 = all)", 0, 100_000_000,
-                             tc.max_dev_impressions, key=f"tf_maxdev_{p}")
+                                     key=f"tf_maximp_{p}", help=twin("max_impressions"))
+    max_dev = b.number_input("Cap on dev impressions per evaluation (0 = all)", 0, 100_000_000,
+                             tc.max_dev_impressions, key=f"tf_maxdev_{p}", help=twin(
+                                 "max_dev_impressions", "Every dev AUC says on how many impressions it was "
+                                                        "measured: two runs compare fairly on the same number."))
     submitted = st.form_submit_button("Start training", type="primary", disabled=job.busy)
 if job.busy:
     st.caption("A run is training now; this app trains one model at a time. Cancel it below or wait for it.")
 
 if submitted:
-    try:  # each config checks its fields as it is made
-        model_cfg = dataclasses.replace(mc, num_heads=int(heads), head_dim=int(head_dim), title_len=int(title_len),
-                                        history_len=int(history_len), use_categories=bool(use_categories),
-                                        residual=bool(residual), word_dim=int(word_dim))
-        train_cfg = dataclasses.replace(tc, epochs=int(epochs), batch_size=int(batch_size), negatives=int(negatives),
-                                        lr=float(lr), max_impressions=int(max_impressions), max_steps=int(max_steps),
-                                        max_dev_impressions=int(max_dev), word_vectors=word_vectors)
+    # The form's values by config field name, mapped onto the configs as the CLI maps its flags.
+    values = {"self_attention": self_attention, "residual": residual, "use_categories": use_categories,
+              "num_heads": heads, "head_dim": head_dim, "negatives": negatives, "epochs": epochs,
+              "batch_size": batch_size, "lr": lr, "max_steps": max_steps, "word_dim": word_dim,
+              "title_len": title_len, "history_len": history_len, "word_vectors": word_vectors,
+              "max_impressions": max_impressions, "max_dev_impressions": max_dev}
+    try:  # each config checks its fields and their combinations as it is made
+        model_cfg, train_cfg = form_configs(preset_name, values)
     except ValueError as exc:
-        st.error(f"Invalid setting: {exc}")
+        st.error(f"Invalid setting: {setting_error(exc)}")
     else:
         if not dataset_ok:
             st.error("Training needs a dataset with a train split. Pick one in the sidebar "
@@ -138,7 +191,9 @@ if submitted:
             problem = start_training(job, layout=c.dataset.layout, model_config=model_cfg, train_config=train_cfg,
                                      run_dir=run_dir, label=run_dir.name,
                                      data_info=data_info(c.dataset.layout, preset=preset_name,
-                                                         dataset=c.dataset.label, source="nram-studio"))
+                                                         dataset=c.dataset.label, source="nram-studio"),
+                                     command=cli_command(preset_name, model_cfg, train_cfg, layout=c.dataset.layout,
+                                                         shown_path=registry.shown_path))
             if problem:
                 st.error(problem)
             else:
@@ -191,7 +246,7 @@ def _progress(polling: bool) -> None:
     elif status == "finished":
         res = s["result"] or {}
         metrics = res.get("metrics") or {}
-        auc = f", dev AUC {metrics['auc']:.4f}" if "auc" in metrics else ""
+        auc = f", best epoch's {auc_text(metrics)}" if "auc" in metrics else ""
         st.success(f"Finished in {elapsed:.0f}s: {res.get('epochs_done', 0)} epoch(s){auc}. "
                    "The run is now in the model picker.")
         _use_model_button(s["run_dir"])
@@ -204,14 +259,22 @@ def _progress(polling: bool) -> None:
             st.warning("Cancelled before the first epoch finished: there is no checkpoint to keep.")
     elif status == "failed":
         st.error(f"Training failed: {s['error']}")
+    if s.get("command"):
+        st.caption("The same run from the command line:")
+        st.code(s["command"], language="bash", wrap_lines=True)
     if s["losses"]:
         st.plotly_chart(charts.loss_curve(s["loss_steps"], s["losses"]), config=charts.PLOT_CONFIG,
                         key="train_loss")
     if s["epochs_log"]:
         st.markdown("**Dev metrics per epoch**")
         log = pd.DataFrame(s["epochs_log"]).drop(columns=["skipped_impressions"], errors="ignore")
-        st.dataframe(log.rename(columns={"train_loss": "train loss", "improved": "best so far"})
-                     .style.format(precision=4), hide_index=True, width="stretch")
+        st.dataframe(log.rename(columns={"train_loss": "train loss", "improved": "best so far",
+                                         "impressions": "dev impressions"}), hide_index=True, width="stretch",
+                     column_config={name: st.column_config.NumberColumn(format="%.4f")
+                                    for name in ("train loss", "auc", "mrr", "ndcg@5", "ndcg@10")}
+                     | {"seconds": st.column_config.NumberColumn(format="%.1f"),
+                        "dev impressions": st.column_config.NumberColumn(format="%,d")})
+        st.caption("Every epoch is scored on the same dev impressions (the count beside each).")
 
 
 running = job.busy

@@ -91,11 +91,18 @@ else:
 old_score = base.score_of()
 table = vc.ranked_table(news, shown)
 table.insert(1, "change", [rank_change(old_rank.get(row), rank) for rank, row in enumerate(shown.rows.tolist(), 1)])
-table["score before"] = [old_score.get(row, np.nan) for row in shown.rows.tolist()]
+table.insert(int(table.columns.get_loc("score")) + 1, "score before",
+             [old_score.get(row, np.nan) for row in shown.rows.tolist()])  # beside the score it is compared with
 moved = int((table["change"] != "=").sum())
 st.dataframe(table, hide_index=True, width="stretch", key="whatif_table",
              column_config={**vc.RANKED_COLUMNS,
-                            "score before": st.column_config.NumberColumn("score before", format="%.4f")})
+                            # two more columns than the Recommendations table: the title gives up their room
+                            "title": st.column_config.TextColumn("title", width=372),
+                            "change": st.column_config.TextColumn("change", width=58,
+                                                                  help="↑n / ↓n: places gained or lost; new: not "
+                                                                       "in the list before"),
+                            "score before": st.column_config.NumberColumn("score before", format="%.4f", width=92,
+                                                                          help="with the real history")})
 st.caption(f"{moved} of {len(table)} positions changed. ↑n / ↓n: places gained or lost against the real history; "
            "new: not in the top list before." if mode != "Impression candidates"
            else f"{moved} of {len(table)} candidates changed rank against the real history (↑ gained, ↓ lost).")
