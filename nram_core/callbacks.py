@@ -38,6 +38,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     cancelled: bool = False
+    chosen_on: str | None = None  # the split that chose best_epoch: "validation" (carved from train) or "dev"
 
 
 class Callback:

@@ -151,6 +151,9 @@ class TrainConfig:
     warmup_steps: int = 0  # linear learning-rate warm-up from 0 over this many steps
     grad_clip: float = 0.0  # clip the gradients' global L2 norm to this; 0 disables it
     vector_std: float = 0.0  # rescale pretrained word vectors to this std (0 keeps their own scale)
+    # The latest share of train impressions held out to choose the best epoch and stop early; dev is
+    # then scored once, for the report. 0: choose on dev itself (the older protocol, which flatters).
+    validation: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -173,6 +176,8 @@ class TrainConfig:
                 raise field_error(name, f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise field_error("lr", f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.validation <= 0.5:
+            raise field_error("validation", f"validation must be in [0, 0.5], got {self.validation}")
         if not 0 <= self.seed < 2**32:  # NumPy's and torch's seeds are unsigned 32-bit
             raise field_error("seed", f"seed must be in [0, 2**32), got {self.seed}")
         if not self.word_vectors.strip():

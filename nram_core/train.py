@@ -36,7 +36,7 @@ from .config import ModelConfig, RuntimeConfig, TrainConfig
 from .data.batching import Batch, Shard, TrainBatches
 from .data.layout import Layout
 from .data.mind import ReadProgress
-from .data.split import CategoryVocab, Corpus, load_corpus, with_train_categories
+from .data.split import CategoryVocab, Corpus, carve_validation, load_corpus, with_train_categories
 from .data.vectors import WordVectors, word_vectors
 from .data.vectors import check_choice as check_vectors_choice
 from .fastpath import StepKernels, cuda_precision, install
@@ -149,6 +149,9 @@ def prepare_run(layout: Layout, model_config: ModelConfig, train_config: TrainCo
             corpus, categories = with_train_categories(corpus)
     if corpus.train is None:
         raise DataError("training needs a train split")
+    if train_config.validation and corpus.validation is None:
+        fit, validation = carve_validation(corpus.train, train_config.validation)
+        corpus = dataclasses.replace(corpus, train=fit, validation=validation)
     model_config = dataclasses.replace(model_config, vocab_size=len(corpus.vocab))
     if model_config.use_categories:
         if categories is None:
@@ -194,6 +197,7 @@ class Trainer:
         self.categories = categories
         self._stop = threading.Event()
         self._lock: FolderLock | None = None  # held from the run folder's opening to the end of fit()
+        self._best_weights: dict[str, torch.Tensor] | None = None  # the chosen epoch's, when no run folder keeps them
         self.dist = distributed.current()
         seed_everything(train_config.seed)
         if model is None:
@@ -331,10 +335,21 @@ class Trainer:
     def _writes(self) -> bool:
         return self.run_dir is not None and self.dist.is_main
 
-    def evaluate(self) -> dict[str, Any] | None:
-        if self.corpus.dev is None:
+    @property
+    def chosen_on(self) -> str | None:
+        """The split that chooses the best epoch and stops early: the validation part carved from
+        train when there is one (``TrainConfig.validation``), else dev; None without either."""
+        if self.corpus.validation is not None:
+            return "validation"
+        return "dev" if self.corpus.dev is not None else None
+
+    def evaluate(self, split: str | None = None) -> dict[str, Any] | None:
+        """Metrics of the model as it is on ``split`` ("validation" or "dev"; default: ``chosen_on``),
+        its first ``max_dev_impressions`` impressions; None when there is no such split."""
+        data = {"validation": self.corpus.validation, "dev": self.corpus.dev}.get(split or self.chosen_on or "")
+        if data is None:
             return None
-        result = evaluate_split(self.model, self.corpus.dev, max_impressions=self.train_config.max_dev_impressions,
+        result = evaluate_split(self.model, data, max_impressions=self.train_config.max_dev_impressions,
                                 batch_size=self.runtime.eval_batch_size, amp=self.runtime.amp)
         return result.as_dict()
 
@@ -356,6 +371,9 @@ class Trainer:
                              best_epoch=state["best_epoch"], metrics=None, history=list(state["history"]))
         if result.history and state["best_epoch"]:
             result.metrics = result.history[state["best_epoch"] - 1].get("metrics")
+        final = state.get("final")
+        if isinstance(final, dict) and final.get("chosen_on") == "validation":  # a finished run: its dev score
+            result.metrics = {k: v for k, v in final.items() if k not in ("best_epoch", "chosen_on", "validation")}
         result.stopped_early = self._patience_spent(state)
         for epoch in range(state["epochs_done"] + 1, cfg.epochs + 1):
             if result.stopped_early or self._stop_agreed() or self._steps_spent(result):
@@ -367,12 +385,28 @@ class Trainer:
                 break  # an unfinished epoch is not saved; the last finished one stays on disk
             state = self._end_epoch(epoch, losses, started, state, result)
             result.stopped_early = self._patience_spent(state)
+        result.chosen_on = self.chosen_on
         if result.epochs_done and not result.cancelled and "final" not in state:
-            self._commit_final({**state, "final": {"best_epoch": result.best_epoch, **(result.metrics or {})}})
+            final = {"best_epoch": result.best_epoch, "chosen_on": self.chosen_on, **(result.metrics or {})}
+            if self.chosen_on == "validation" and self.corpus.dev is not None:
+                final = self._score_dev_once(result)
+            self._commit_final({**state, "final": final})
         elif result.cancelled and state["epochs_done"]:  # the run folder says so (run_info.run_status)
             self._commit_final({**state, "cancelled": True})
         self._emit("on_train_end", result)
         return result
+
+    def _score_dev_once(self, result: TrainResult) -> dict[str, Any]:
+        """The chosen epoch's weights back into the model, and its one score on dev: the figure to
+        report, since no choice saw dev. ``result.metrics`` becomes that score."""
+        if self.run_dir is not None:
+            ckpt.load_weights(self.model, ckpt.committed_file(self.run_dir, "best"))
+        elif self._best_weights is not None:
+            self.model.load_state_dict(self._best_weights)
+        chosen = result.metrics or {}
+        dev = distributed.broadcast_object(self.evaluate("dev") if self.dist.is_main else None)
+        result.metrics = dev
+        return {"best_epoch": result.best_epoch, "chosen_on": "validation", **(dev or {}), "validation": chosen}
 
     def _patience_spent(self, state: dict[str, Any]) -> bool:
         """Early stopping; its count of epochs without a better dev AUC survives --resume."""
@@ -430,6 +464,8 @@ class Trainer:
         if improved:
             state["best_auc"], state["best_epoch"] = auc, epoch
             result.best_epoch, result.metrics = epoch, metrics
+            if self.run_dir is None and self.chosen_on == "validation":  # no file to reload the chosen epoch from
+                self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "metrics": metrics,
                   "seconds": time.perf_counter() - started, "eval_seconds": eval_seconds, "steps": len(losses),
                   "precision": self.precision}  # per epoch: a resumed run may continue on another machine

@@ -120,7 +120,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("no dev split: nothing to evaluate", file=sys.stderr)
         _print_json({"run": str(out), "epochs": result.epochs_done})
         return 0
-    _print_json({**_metrics_line(result.metrics), "run": str(out), "best_epoch": result.best_epoch})
+    _print_json({**_metrics_line(result.metrics), "run": str(out), "best_epoch": result.best_epoch,
+                 "chosen_on": result.chosen_on})
     return 0
 
 

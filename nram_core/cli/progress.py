@@ -85,11 +85,15 @@ class TrainingBar(Callback):
             self.bar.close()
             self.bar = None
         shown = ", ".join(f"{k} {v:.4f}" for k, v in (info.metrics or {}).items() if isinstance(v, float))
-        print(f"epoch {info.epoch}: loss {info.train_loss:.4f} {shown} ({info.seconds:.1f}s)", file=sys.stderr)
+        where = f" on {trainer.chosen_on}" if info.metrics else ""
+        print(f"epoch {info.epoch}: loss {info.train_loss:.4f}{where} {shown} ({info.seconds:.1f}s)", file=sys.stderr)
 
     def on_train_end(self, trainer, result: TrainResult) -> None:
         if self.bar is not None:
             self.bar.close()
+        if result.chosen_on == "validation" and trainer.corpus.dev is not None and result.metrics:
+            print(f"epoch {result.best_epoch}, chosen on validation, scored once on dev: "
+                  f"auc {result.metrics['auc']:.4f}", file=sys.stderr)
 
 
 class SuiteLines:

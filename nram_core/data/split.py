@@ -9,6 +9,7 @@ second run neither re-parses nor re-tokenises.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import json
 import os
@@ -266,6 +267,62 @@ class Corpus:
     vocab: Vocab
     train: Split | None
     dev: Split | None
+    validation: Split | None = None  # the latest part of train, held out to choose the epoch (``carve_validation``)
+
+
+def take_impressions(split: Split, rows: np.ndarray, *, name: str) -> Split:
+    """The impressions ``rows`` (in that order) of ``split`` as a split of their own, named ``name``,
+    sharing its news table and user ids.
+
+    >>> from nram_core.data.mind import FileReport, RawBehaviors
+    >>> b = RawBehaviors(impression_ids=np.array([1, 2, 3]), impression_id_widths=np.array([1, 1, 1]),
+    ...                  user_ids=["u", "v", "u"], times=np.array([10, 30, 20]),
+    ...                  history_offsets=np.array([0, 1, 1, 3]), history=np.array([5, 6, 7], np.int32),
+    ...                  candidate_offsets=np.array([0, 2, 4, 6]), candidates=np.arange(6, dtype=np.int32),
+    ...                  labels=np.array([1, 0, 0, 1, 1, 0], np.int8), report=FileReport("b.tsv"))
+    >>> s = Split("train", Path("."), None, b, ["u", "v"], np.array([0, 1, 0], np.int32), [])
+    >>> part = take_impressions(s, np.array([2, 0]), name="validation")
+    >>> part.behaviors.impression_ids.tolist(), part.behaviors.history.tolist(), part.behaviors.labels.tolist()
+    ([3, 1], [6, 7, 5], [1, 0, 1, 0])
+    """
+    b = split.behaviors
+    rows = np.asarray(rows, dtype=np.int64)
+
+    def ragged(offsets: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lengths = offsets[rows + 1] - offsets[rows]  # [R]
+        new_offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))  # [R+1]
+        starts = np.repeat(offsets[rows] - new_offsets[:-1], lengths)  # [sum lengths]
+        return new_offsets, values[starts + np.arange(new_offsets[-1], dtype=np.int64)]
+
+    history_offsets, history = ragged(b.history_offsets, b.history)
+    candidate_offsets, candidates = ragged(b.candidate_offsets, b.candidates)
+    _, labels = ragged(b.candidate_offsets, b.labels)
+    behaviors = dataclasses.replace(
+        b, impression_ids=b.impression_ids[rows], impression_id_widths=b.impression_id_widths[rows],
+        user_ids=(CodedIds(b.user_ids.names, b.user_ids.codes[rows]) if isinstance(b.user_ids, CodedIds)
+                  else [b.user_ids[int(r)] for r in rows]),
+        times=b.times[rows], history_offsets=history_offsets, history=history,
+        candidate_offsets=candidate_offsets, candidates=candidates, labels=labels)
+    return Split(name=name, folder=split.folder, news=split.news, behaviors=behaviors, user_ids=split.user_ids,
+                 users=split.users[rows], reports=[])
+
+
+def carve_validation(split: Split, fraction: float) -> tuple[Split, Split]:
+    """Split ``split`` (train) by time: the latest ``fraction`` of its impressions (at least one) become
+    the validation split that chooses the epoch and stops training early, the rest the part that is
+    trained on; dev is then scored once, unseen by any choice. MIND's dev follows its train in time,
+    and so does this validation part. Equal times keep file order (a stable sort), so the cut is
+    deterministic."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation must be in (0, 1), got {fraction}")
+    count = split.num_impressions
+    held = max(1, int(round(count * fraction)))
+    if held >= count:
+        raise DataError(f"{split.folder}: {count} impression(s) are too few to hold out a validation part")
+    order = np.argsort(split.behaviors.times, kind="stable")  # [I] oldest first
+    fit_rows, validation_rows = np.sort(order[: count - held]), np.sort(order[count - held:])
+    return (take_impressions(split, fit_rows, name=split.name),
+            take_impressions(split, validation_rows, name="validation"))
 
 
 def load_corpus(layout: Layout, *, title_len: int, min_count: int = 1, vocab: Vocab | None = None,
