@@ -36,7 +36,7 @@ from .config import ModelConfig, RuntimeConfig, TrainConfig, from_dict, to_dict
 from .data.split import CategoryVocab
 from .data.text import Vocab
 from .fileio import DataError, atomic_write_json, atomic_write_text, atomic_write_with, json_text
-from .memory import check_budget, parameter_bytes
+from .memory import check_budget, parameter_bytes, shapes_only
 from .model import NRAM
 from .run_info import (CATEGORIES, FORMAT_VERSION, VOCAB, WEIGHTS, RunInfo, named_file, read_config, read_run_info,
                        read_state, safetensors_shapes)
@@ -297,7 +297,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Run:
     the meta device, so sizes that disagree with the weights file are refused before any memory
     is allocated for them."""
     info = read_run_info(run_dir)
-    with torch.device("meta"):
+    with shapes_only():
         skeleton = NRAM(info.model_config)
     check_shapes(info.weights_path, {name: list(t.shape) for name, t in skeleton.state_dict().items()})
     try:

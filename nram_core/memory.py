@@ -9,9 +9,12 @@ refuse sizes out of any machine's reach, not to predict the peak of a run that i
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .config import ModelConfig, RuntimeConfig, TrainConfig
 from .fileio import DataError
@@ -32,10 +35,35 @@ def machine_memory() -> int | None:
         return None
 
 
+class _SkipInit(TorchFunctionMode):
+    """Turns ``torch.nn.init``'s functions into no-ops: a module built for its shapes needs no values."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else next(iter((kwargs or {}).values()))
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Build modules on the meta device, for their shapes and sizes: no memory is allocated and no
+    initialisation runs (initialising a meta tensor goes through PyTorch's Python reference kernels,
+    whose first call imports the compiler stack, ``torch._dynamo``: a second of every command's
+    start-up, spent on values nobody reads).
+
+    >>> with shapes_only():
+    ...     layer = torch.nn.Linear(10**6, 10**4)  # 40 GB if it were real
+    >>> layer.weight.device.type, parameter_bytes(layer) // 10**9
+    ('meta', 40)
+    """
+    with torch.device("meta"), _SkipInit():
+        yield
+
+
 def parameter_bytes(module: torch.nn.Module) -> int:
     """Bytes of ``module``'s parameters and buffers; works on the meta device, where nothing is allocated.
 
-    >>> with torch.device("meta"):
+    >>> with shapes_only():
     ...     layer = torch.nn.Linear(1000, 1000)
     >>> parameter_bytes(layer)
     4004000

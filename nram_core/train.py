@@ -201,7 +201,7 @@ class Trainer:
         self.dist = distributed.current()
         seed_everything(train_config.seed)
         if model is None:
-            with torch.device("meta"):  # sizes only: the budget is checked before any weight exists
+            with memory.shapes_only():  # the budget is checked before any weight exists
                 parameters = memory.parameter_bytes(NRAM(model_config))
         else:
             parameters = memory.parameter_bytes(model)

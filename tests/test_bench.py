@@ -172,6 +172,13 @@ def test_bench_app(demo_corpus, capsys):
     assert r["max_ms"] == max(r["interaction_max_ms"].values())
 
 
+def test_bench_startup(demo_corpus, capsys):
+    """A command as a whole process against a bare torch import, and the heavy modules it imports."""
+    r = run_in_process(capsys, "startup", "--data", demo_corpus, "--rounds", 1)
+    assert_positive(r, ["evaluate_s", "import_torch_s", "ratio"])
+    assert r["imports"] == {"torch._dynamo": False, "gensim": False, "pandas": False, "sympy": False}
+
+
 def test_bench_profile(demo_corpus, capsys):
     """Where a step's and an evaluation's CPU time goes: each phase's top operators, in one line."""
     r = run_in_process(capsys, "profile", "--data", demo_corpus, "--preset", "demo", "--steps", 1,
