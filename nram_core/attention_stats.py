@@ -25,6 +25,7 @@ import torch
 from .data.batching import gather_histories
 from .data.split import Split
 from .data.text import Vocab
+from .families import require_nram
 from .metrics import normalized_entropy
 from .model import EncoderAttention
 from .scoring import category_ids, encode_all_news, model_device
@@ -75,6 +76,7 @@ def attention_stats(model, split: Split, vocab: Vocab, *, truth: dict[str, Any] 
     """Peakedness of ``model``'s word and click attention on ``split`` (first ``max_news`` news and
     ``max_impressions`` impressions); ``vocab`` is the model's. ``truth``: a synthetic corpus's
     truth.json, for the topical/common ratio."""
+    require_nram(model, "the attention figures")
     was_training = model.training
     model.eval()
     try:
@@ -248,6 +250,7 @@ def head_summaries(model, split: Split, vocab: Vocab, *, max_news: int = HEAD_SA
                    ) -> list[HeadSummary]:
     """``summarise_heads`` of ``model``'s news encoder over the titles of ``split`` (a seeded sample
     of ``max_news`` of them, ``sample_rows``); [] for a model without self-attention."""
+    require_nram(model, "a per-head summary")
     if model.news_encoder.self_attention is None:
         return []
     was_training = model.training

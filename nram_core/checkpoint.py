@@ -35,11 +35,12 @@ from safetensors.torch import load_file, save_file
 from .config import ModelConfig, RuntimeConfig, TrainConfig, from_dict, to_dict
 from .data.split import CategoryVocab
 from .data.text import Vocab
+from .data.users import UserVocab
+from .families import build_model
 from .fileio import DataError, atomic_write_json, atomic_write_text, atomic_write_with, json_text
 from .memory import check_budget, parameter_bytes, shapes_only
-from .model import NRAM
-from .run_info import (CATEGORIES, FORMAT_VERSION, VOCAB, WEIGHTS, RunInfo, named_file, read_config, read_run_info,
-                       read_state, safetensors_shapes)
+from .run_info import (CATEGORIES, FORMAT_VERSION, USERS, VOCAB, WEIGHTS, RunInfo, named_file, read_config,
+                       read_run_info, read_state, safetensors_shapes)
 
 __all__ = ["FORMAT_VERSION", "Run", "RunInfo", "commit_epoch", "commit_final", "load_optimizer", "load_run",
            "read_config", "read_run_info", "read_state", "restore", "resume", "committed_file", "save_optimizer",
@@ -163,7 +164,7 @@ def slim(run_dir: Path) -> None:
 # ---- loading -------------------------------------------------------------------------------------
 def resume(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
            model_config: ModelConfig, vocab: Vocab, categories: CategoryVocab | None,
-           main: bool = True) -> dict[str, Any]:
+           users: UserVocab | None = None, main: bool = True) -> dict[str, Any]:
     """Every --resume check (the data's ``vocab`` and ``categories``, the ``model_config``) against
     the saved run, then ``restore``: the last committed state ({} when nothing was committed).
     Reads only, until ``restore`` publishes again on the ``main`` process."""
@@ -172,6 +173,8 @@ def resume(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opti
     if (categories is not None and (run_dir / CATEGORIES).is_file()
             and CategoryVocab.load(run_dir / CATEGORIES) != categories):
         raise DataError(f"{run_dir}: resuming with data whose categories differ from the saved run")
+    if users is not None and (run_dir / USERS).is_file() and UserVocab.load(run_dir / USERS) != users:
+        raise DataError(f"{run_dir}: resuming with data whose users differ from the saved run")
     if not read_state(run_dir):
         return {}
     try:  # through the dataclass: a run saved before a field existed has that field's default
@@ -289,7 +292,7 @@ def check_shapes(path: Path, expected: dict[str, list[int]]) -> None:
 class Run(RunInfo):
     """A loaded run: what ``read_run_info`` gives, plus the model in eval mode."""
 
-    model: NRAM
+    model: torch.nn.Module  # the family of ``model_config.kind`` (``families.build_model``)
 
 
 def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Run:
@@ -298,14 +301,14 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Run:
     is allocated for them."""
     info = read_run_info(run_dir)
     with shapes_only():
-        skeleton = NRAM(info.model_config)
+        skeleton = build_model(info.model_config)
     check_shapes(info.weights_path, {name: list(t.shape) for name, t in skeleton.state_dict().items()})
     try:
         check_budget(2 * parameter_bytes(skeleton), what="this model", settings=())  # built, then loaded
     except DataError as exc:
         raise DataError(f"{info.path}: {exc}") from exc
     check_committed_hash(info)  # after the checks from the header: a file too big to load is never read whole
-    model = NRAM(info.model_config)
+    model = build_model(info.model_config)
     load_weights(model, info.weights_path)
     model.to(device).eval()
     return Run(**vars(info), model=model)

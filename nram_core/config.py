@@ -19,6 +19,9 @@ from typing import Any
 
 
 INITS = ("glorot", "torch")
+KINDS = ("nram", "lstur")  # the model families (nram_core/families.py)
+LONG_SHORT = ("ini", "con")
+DATA_SIZES = ("vocab_size", "num_categories", "num_subcategories", "num_users")  # from the data, never typed
 
 # Caps checked before anything is allocated: far above any real use (MIND titles are under 50
 # words, its histories are cut at 50 clicks; the paper's model is 300-d with 15 x 20 heads), and
@@ -83,9 +86,27 @@ class ModelConfig:
     # which keeps every position's own word in its vector, so the additive attention can still pick
     # words out. Off in `paper`, on in `demo` (see PRESETS); the ablation suite toggles it.
     residual: bool = False
+    # The model family (nram_core/families.py): "nram", this paper's; "lstur" (An et al., ACL 2019):
+    # a CNN title encoder with topic embeddings, and a GRU over the clicks with a long-term user
+    # embedding. The fields below are lstur's; nram ignores them.
+    kind: str = "nram"
+    filters: int = 400  # CNN filters over the title's words: the title vector's width
+    window: int = 3  # CNN window in words (odd, so each word is its window's centre)
+    category_dim: int = 100  # topic (category and subcategory) embedding width, with use_categories
+    long_short: str = "ini"  # the long-term user vector starts the GRU ("ini") or joins its output ("con")
+    user_mask: float = 0.0  # probability of masking a sample's long-term user vector while training
+    num_users: int = 0  # the train split's users, set from the data, never typed by hand
+
+    @property
+    def reads_users(self) -> bool:
+        """Whether the family reads who the user is (a user-id embedding), not only what they clicked:
+        its batches then carry ids of the train split's ``UserVocab``, saved with the run as users.json."""
+        return self.kind == "lstur"
 
     @property
     def news_dim(self) -> int:
+        if self.kind == "lstur":
+            return self.filters + (2 * self.category_dim if self.use_categories else 0)
         return self.num_heads * self.head_dim if self.self_attention else self.word_dim
 
     def __post_init__(self) -> None:
@@ -111,6 +132,21 @@ class ModelConfig:
         if self.num_heads * self.head_dim > MAX_WIDTH:
             raise field_error("num_heads", f"num_heads * head_dim must be <= {MAX_WIDTH}, got {self.num_heads} * "
                               f"{self.head_dim}", "head_dim")
+        if self.kind not in KINDS:
+            raise field_error("kind", f"kind must be one of {KINDS}, got {self.kind!r}")
+        for name in ("filters", "window", "category_dim"):
+            if getattr(self, name) < 1:
+                raise field_error(name, f"{name} must be >= 1, got {getattr(self, name)}")
+        check_caps(self, {"filters": MAX_WIDTH, "window": MAX_TITLE_LEN, "category_dim": MAX_WIDTH})
+        if self.window % 2 == 0:
+            raise field_error("window", f"window must be odd (a word at its centre), got {self.window}")
+        if self.long_short not in LONG_SHORT:
+            raise field_error("long_short", f"long_short must be one of {LONG_SHORT}, got {self.long_short!r}")
+        if self.kind == "lstur" and self.long_short == "con" and self.news_dim % 2:
+            raise field_error("long_short", f"long_short 'con' halves the news width between the GRU and the "
+                                            f"long-term vector: it must be even, got {self.news_dim}", "filters")
+        if not 0.0 <= self.user_mask < 1.0:
+            raise field_error("user_mask", f"user_mask must be in [0, 1), got {self.user_mask}")
         if self.init not in INITS:
             raise field_error("init", f"init must be one of {INITS}, got {self.init!r}")
         if self.embedding_std <= 0:
@@ -123,7 +159,10 @@ class ModelConfig:
 
     def check_data_sizes(self) -> None:
         """Raise ValueError when a size that comes from the data is missing (the category counts of a
-        model that reads categories); run once the sizes are filled in (``train.prepare_run``)."""
+        model that reads categories, the user count of one that reads users); run once the sizes are
+        filled in (``train.prepare_run``)."""
+        if self.reads_users and self.num_users < 1:
+            raise field_error("kind", f"a {self.kind} model needs num_users from the train split's users")
         if self.use_categories and (self.num_categories < 2 or self.num_subcategories < 2):
             raise field_error("use_categories", "use_categories needs num_categories and num_subcategories from "
                               "the train split's category vocabulary (>= 2 each)")
@@ -254,10 +293,30 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
 }
 
 
-def preset(name: str) -> tuple[ModelConfig, TrainConfig]:
+# The other families at the same two sizes, trained with the same recipe as NRAM's preset of that name
+# (one protocol: the optimiser and the data are not part of what is compared). LSTUR's sizes are
+# microsoft/recommenders' published hparams (lstur.yaml: 400 filters, window 3, attention 200,
+# 100-d topic embeddings, ini) and the user mask of yusanshi/news-recommendation (p = 0.5).
+FAMILY_SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "lstur": {
+        "paper": dict(kind="lstur", word_dim=300, filters=400, window=3, query_dim=200, category_dim=100,
+                      use_categories=True, long_short="ini", user_mask=0.5, residual=False),
+        "demo": dict(kind="lstur", word_dim=64, filters=64, window=3, query_dim=64, category_dim=16,
+                     use_categories=True, long_short="ini", user_mask=0.5, residual=False),
+    },
+}
+
+
+def preset(name: str, kind: str = "nram") -> tuple[ModelConfig, TrainConfig]:
+    """The configs of preset ``name`` (``paper``, ``demo``) for model family ``kind``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]
+    if kind not in KINDS:
+        raise field_error("kind", f"unknown model {kind!r}; choose one of {list(KINDS)}")
+    model_config, train_config = PRESETS[name]
+    if kind != "nram":
+        model_config = dataclasses.replace(model_config, **FAMILY_SIZES[kind][name])
+    return model_config, train_config
 
 
 def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:

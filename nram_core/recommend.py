@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .data.split import Split
+from .families import require_nram
 from .fileio import DataError
 from .metrics import has_both_labels, impression_metrics
 from .model import NRAM, Explanation
@@ -63,6 +64,7 @@ class Recommender:
 
     def __init__(self, model: NRAM, split: Split, *, news_vectors: torch.Tensor | None = None,
                  identity: tuple = ()):
+        require_nram(model, "ranking and explaining one user's news")
         self.model = model.eval()
         self.split = split
         self.news_vectors = news_vectors if news_vectors is not None else encode_all_news(model, split)

@@ -20,14 +20,16 @@ from typing import Any
 from .config import ModelConfig, RuntimeConfig, TrainConfig, from_dict
 from .data.layout import Layout
 from .data.mind import ReadProgress
-from .data.split import CategoryVocab, Split, align_categories, load_split
+from .data.split import CategoryVocab, Split, align_categories, align_users, load_split
 from .data.text import Vocab
+from .data.users import UserVocab
 from .fileio import DataError, json_loads, read_json
 from .synth import read_truth
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CATEGORIES = "categories.json"
+USERS = "users.json"
 VOCAB = "vocab.json"
 
 
@@ -45,6 +47,7 @@ class RunInfo:
     num_parameters: int
     categories: CategoryVocab | None  # the train split's category names, for a model that reads them
     weights_path: Path  # the best weights state.json committed (``committed_weights``)
+    users: UserVocab | None  # the trained part's user ids, for a model that reads them
 
     def load_split(self, name: str, folder: Path, *, strict: bool = False, cache: bool = True,
                    complete: bool = False, progress: ReadProgress | None = None) -> Split:
@@ -53,7 +56,9 @@ class RunInfo:
         ``progress``: told how far a first read of each file has got)."""
         split = load_split(name, Path(folder), self.vocab, title_len=self.model_config.title_len, strict=strict,
                            cache=cache, complete=complete, progress=progress)
-        return align_categories(split, self.categories) if self.categories is not None else split
+        if self.categories is not None:
+            split = align_categories(split, self.categories)
+        return align_users(split, self.users) if self.users is not None else split
 
 
 def run_slug(text: str, fallback: str = "run") -> str:
@@ -247,8 +252,15 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
             raise DataError(f"{run_dir / CATEGORIES}: {len(categories.categories)} categories and "
                             f"{len(categories.subcategories)} subcategories, but config.json says "
                             f"{model_config.num_categories} and {model_config.num_subcategories}")
+    users = None
+    if model_config.reads_users:  # a model with a user embedding: the ids its rows stand for
+        if not (run_dir / USERS).is_file():
+            raise DataError(f"{run_dir}: the model reads user ids but {USERS} is missing")
+        users = UserVocab.load(run_dir / USERS)
+        if len(users) != model_config.num_users:
+            raise DataError(f"{run_dir / USERS}: {len(users)} users, but config.json says {model_config.num_users}")
     shapes = safetensors_shapes(weights_path)
     return RunInfo(path=run_dir, vocab=vocab, model_config=model_config, train_config=train_config,
                    runtime_config=runtime_config, data=config.get("data", {}), state=state,
                    num_parameters=sum(math.prod(shape) for shape in shapes.values()), categories=categories,
-                   weights_path=weights_path)
+                   weights_path=weights_path, users=users)

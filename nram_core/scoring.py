@@ -169,7 +169,12 @@ def _row_hashes(rows: np.ndarray) -> np.ndarray:
 
 
 def encodes_apart(model: torch.nn.Module) -> bool:
-    """Whether the model encodes news and users apart, so that the fast path can score it."""
+    """Whether the model encodes news and users apart, so that the fast path can score it. A model that
+    reads user ids takes the per-impression path: the fast path shares one user vector between
+    impressions with the same history, which is right only when the history is all the user is."""
+    config = getattr(model, "config", None)
+    if getattr(config, "reads_users", False):
+        return False
     return callable(getattr(model, "encode_news", None)) and callable(getattr(model, "encode_users", None))
 
 
@@ -255,7 +260,8 @@ def _per_impression_scores(model, split: Split, *, max_impressions: int) -> np.n
         width = np.arange(widest)
         valid = width[None, :] < sizes[impressions][:, None]  # [b,C]
         candidates = np.where(valid, b.candidates[np.where(valid, lo[:, None] + width, 0)], 0).astype(np.int64)
-        logits = model.score_batch(make_batch(split, history, mask, candidates).to(device))  # [b,C]
+        users = split.model_users[impressions] if split.model_users is not None else None  # [b] or None
+        logits = model.score_batch(make_batch(split, history, mask, candidates, users=users).to(device))  # [b,C]
         scores[offsets[start]: offsets[stop]] = logits.float().cpu().numpy()[valid]  # [b,C] -> [m]
         start = stop
     return scores

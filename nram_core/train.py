@@ -36,13 +36,15 @@ from .config import ModelConfig, RuntimeConfig, TrainConfig
 from .data.batching import Batch, Shard, TrainBatches
 from .data.layout import Layout
 from .data.mind import ReadProgress
-from .data.split import CategoryVocab, Corpus, carve_validation, load_corpus, with_train_categories
+from .data.split import (CategoryVocab, Corpus, carve_validation, load_corpus, with_train_categories,
+                         with_train_users)
+from .data.users import UserVocab
 from .data.vectors import WordVectors, word_vectors
 from .data.vectors import check_choice as check_vectors_choice
 from .fastpath import StepKernels, cuda_precision, install
 from .fileio import DataError, FolderLock
-from .model import NRAM
-from .run_info import CATEGORIES, VOCAB
+from .families import build_model
+from .run_info import CATEGORIES, USERS, VOCAB
 from .scoring import evaluate_split
 
 
@@ -121,10 +123,11 @@ class PreparedRun:
     train_config: TrainConfig
     categories: CategoryVocab | None  # the train split's category vocabulary, when the model reads categories
     word_vectors: WordVectors | None  # the starting word embeddings (None: random, ``--word-vectors none``)
+    users: UserVocab | None = None  # the trained part's users, when the model reads user ids
 
     def trainer_args(self) -> dict[str, Any]:
         return {"model_config": self.model_config, "train_config": self.train_config, "corpus": self.corpus,
-                "categories": self.categories, "word_vectors": self.word_vectors}
+                "categories": self.categories, "word_vectors": self.word_vectors, "users": self.users}
 
 
 def prepare_run(layout: Layout, model_config: ModelConfig, train_config: TrainConfig, *,
@@ -152,6 +155,10 @@ def prepare_run(layout: Layout, model_config: ModelConfig, train_config: TrainCo
     if train_config.validation and corpus.validation is None:
         fit, validation = carve_validation(corpus.train, train_config.validation)
         corpus = dataclasses.replace(corpus, train=fit, validation=validation)
+    users = None
+    if model_config.reads_users:  # the users of the part trained on: a validation-only user is unknown
+        corpus, users = with_train_users(corpus)
+        model_config = dataclasses.replace(model_config, num_users=len(users))
     model_config = dataclasses.replace(model_config, vocab_size=len(corpus.vocab))
     if model_config.use_categories:
         if categories is None:
@@ -162,7 +169,7 @@ def prepare_run(layout: Layout, model_config: ModelConfig, train_config: TrainCo
     vectors = word_vectors(train_config.word_vectors, layout=layout, vocab=corpus.vocab, dim=model_config.word_dim,
                            seed=train_config.seed, strict=strict, cache=cache, on_status=on_status)
     return PreparedRun(corpus=corpus, model_config=model_config, train_config=train_config,
-                       categories=categories, word_vectors=vectors)
+                       categories=categories, word_vectors=vectors, users=users)
 
 
 class Trainer:
@@ -170,16 +177,19 @@ class Trainer:
                  run_dir: str | Path | None = None, callbacks: Sequence[Callback] = (),
                  device: str | None = None, word_vectors: WordVectors | None = None, resume: bool = False,
                  data_info: dict[str, Any] | None = None, model: torch.nn.Module | None = None,
-                 categories: CategoryVocab | None = None, runtime: RuntimeConfig = RuntimeConfig()):
+                 categories: CategoryVocab | None = None, runtime: RuntimeConfig = RuntimeConfig(),
+                 users: UserVocab | None = None):
         """Usually built from ``prepare_run``: ``Trainer(**prepared.trainer_args(), run_dir=...)``.
 
-        ``model`` defaults to ``NRAM(model_config)``; any module with ``score_batch(batch) -> [B,C]``
+        ``model`` defaults to ``families.build_model(model_config)`` (NRAM, LSTUR, ...); any module with
+        ``score_batch(batch) -> [B,C]``
         logits trains the same way (the baselines do). ``categories``: the category vocabulary the
         corpus' category ids refer to (``data.split.with_train_categories``), saved with the run.
         ``word_vectors``: the starting word embeddings (a model with ``news_encoder.embedding``).
         ``runtime``: how the run computes (workers, precision, kernels); the plain fp32 path is
         ``RuntimeConfig().plain_fp32()``. The configs checked their fields when they were made
-        (``config.py``), and ``NRAM`` checks the sizes that come from the data."""
+        (``config.py``), and each model checks the sizes that come from the data. ``users``: the user
+        vocabulary the corpus' ``model_users`` refer to (``data.split.with_train_users``), saved with the run."""
         if corpus.train is None:
             raise DataError("training needs a train split")
         self.model_config = model_config
@@ -195,6 +205,7 @@ class Trainer:
         self.resume = resume
         self.data_info = dict(data_info or {})
         self.categories = categories
+        self.users = users  # saved as users.json: the ids the model's user embedding was trained on
         self._stop = threading.Event()
         self._lock: FolderLock | None = None  # held from the run folder's opening to the end of fit()
         self._best_weights: dict[str, torch.Tensor] | None = None  # the chosen epoch's, when no run folder keeps them
@@ -202,14 +213,14 @@ class Trainer:
         seed_everything(train_config.seed)
         if model is None:
             with memory.shapes_only():  # the budget is checked before any weight exists
-                parameters = memory.parameter_bytes(NRAM(model_config))
+                parameters = memory.parameter_bytes(build_model(model_config))
         else:
             parameters = memory.parameter_bytes(model)
         memory.check_budget(memory.training_bytes(model_config, train_config, parameters),
                             what="one training step", settings=memory.STEP_SETTINGS)
         memory.check_budget(memory.scoring_bytes(model_config, runtime, parameters),
                             what="one batch of dev scoring", settings=memory.EVAL_SETTINGS)
-        self.model = install(model if model is not None else NRAM(model_config)).to(self.device)
+        self.model = install(model if model is not None else build_model(model_config)).to(self.device)
         self.word_vectors = word_vectors
         self.data_info["word_vectors"] = {"choice": train_config.word_vectors,
                                           **(word_vectors.describe() if word_vectors is not None else {})}
@@ -320,6 +331,7 @@ class Trainer:
         if self.resume:
             state = ckpt.resume(self.run_dir, model=self.model, optimizer=self.optimizer, device=self.device,
                                 model_config=self.model_config, vocab=self.corpus.vocab, categories=self.categories,
+                                users=self.users,
                                 main=self.dist.is_main) or state
         elif (self.run_dir / "state.json").exists():
             raise DataError(f"{self.run_dir}: already holds a run; resume it or choose another run folder",
@@ -330,6 +342,8 @@ class Trainer:
             self.corpus.vocab.save(self.run_dir / VOCAB)
             if self.categories is not None:
                 self.categories.save(self.run_dir / CATEGORIES)
+            if self.users is not None:
+                self.users.save(self.run_dir / USERS)
         return state
 
     def _writes(self) -> bool:

@@ -970,8 +970,8 @@ CLI = {
     "train_vectors_file_wrong_width": (_train_vectors("the 0.1 0.2\n"), 2, ("glove.txt:1",)),
     "train_vectors_file_not_numeric": (_train_vectors("the" + " x" * 16 + "\n"), 2, ("glove.txt:1",)),
     "train_vectors_file_ten_mb_line": (_train_vectors("the" + " 0.1" * (10 << 18) + "\n"), 2, ("glove.txt:1",)),
-    # NaN vectors are read (a refusal at load would be earlier); the first step's loss stops the run.
-    "train_vectors_file_nan_vectors": (_train_vectors("the" + " nan" * 16 + "\n"), 2, ("diverged",)),
+    # A vector of NaNs is refused as it is read, naming its line (training from it would diverge).
+    "train_vectors_file_nan_vectors": (_train_vectors("the" + " nan" * 16 + "\n"), 2, ("glove.txt:1",)),
     "train_vectors_file_is_a_fifo": (_train_vectors(None), 2, ("glove.txt",)),
     "train_vectors_file_is_a_directory": (lambda p: _train("--word-vectors", p.tmp)(p), 2, ()),
     # truth.json is optional metadata of a synthetic corpus (synth.read_truth: an unreadable one is

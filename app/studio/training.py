@@ -18,7 +18,7 @@ from pathlib import Path, PureWindowsPath
 from typing import Any, Callable
 
 from nram_core.callbacks import Callback, EpochInfo, StepInfo
-from nram_core.config import RUNTIME_FIELDS, ModelConfig, TrainConfig, preset, to_dict, with_overrides
+from nram_core.config import DATA_SIZES, RUNTIME_FIELDS, ModelConfig, TrainConfig, preset, to_dict, with_overrides
 from nram_core.data.layout import Layout
 from nram_core.fileio import DataError, read_json
 from nram_core.run_info import best_metrics, dataset_name, read_config, read_state
@@ -26,7 +26,7 @@ from nram_core.run_info import best_metrics, dataset_name, read_config, read_sta
 from .jobs import BackgroundJob, JobContext
 
 MAX_LOSS_POINTS = 5000
-FROM_DATA = ("vocab_size", "num_categories", "num_subcategories")  # sizes read from the data, never set
+FROM_DATA = (*DATA_SIZES, "kind")  # sizes read from the data, never set; the family has its own choice
 
 
 # ---- the form's settings and their command-line twins ---------------------------------------------

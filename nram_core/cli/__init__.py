@@ -14,7 +14,7 @@ import re
 import sys
 from typing import NoReturn, Sequence
 
-from ..config import PRESETS, ModelConfig, RuntimeConfig, TrainConfig
+from ..config import DATA_SIZES, KINDS, PRESETS, ModelConfig, RuntimeConfig, TrainConfig
 from ..data.archive import MAX_RATIO, MAX_UNZIPPED_BYTES
 from ..data.download import MIND_SIZES, MIND_SPLITS
 from ..fileio import DataError
@@ -44,7 +44,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] 
     group = parser.add_argument_group("config fields (override the preset)")
     for cls in (ModelConfig, TrainConfig, RuntimeConfig):
         for f in dataclasses.fields(cls):
-            if f.name in ("vocab_size", "num_categories", "num_subcategories") + skip:  # sizes: always from the data
+            if f.name in DATA_SIZES + ("kind",) + skip:  # sizes: always from the data; the kind: --model
                 continue
             flag = f"--{f.name.replace('_', '-')}"
             text = f"{cls.__name__}.{f.name} " + ("(default from preset)" if cls is not RuntimeConfig
@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model; prints one JSON line of dev metrics")
     _add_data_args(p)
+    p.add_argument("--model", dest="kind", choices=KINDS, default="nram",
+                   help="model family: nram (this paper's) or lstur (a CNN news encoder and a GRU user encoder "
+                        "with a long-term user embedding, An et al. 2019); --preset picks its size")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--out", help="run folder (default NRAM_HOME/runs/PRESET-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

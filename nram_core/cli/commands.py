@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..run_info import create_run_dir, data_info
     from ..train import Trainer, prepare_run
 
-    model_cfg, train_cfg = preset(args.preset)
+    model_cfg, train_cfg = preset(args.preset, kind=args.kind)
     overrides = vars(args)
     model_cfg = with_overrides(model_cfg, overrides)  # a bad flag fails here, before the data is read
     train_cfg = with_overrides(train_cfg, overrides)
@@ -92,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"word vectors: {train_cfg.word_vectors}" + (
             f", {vectors.coverage:.1%} of the vocabulary found ({vectors.found} of {len(corpus.vocab) - 2} words)"
             if vectors is not None else " (random initialisation)"), file=sys.stderr)
-    out = Path(args.out) if args.out else create_run_dir(nram_home() / "runs", args.preset) if rank0 else None
+    name = args.preset if args.kind == "nram" else f"{args.kind}-{args.preset}"
+    out = Path(args.out) if args.out else create_run_dir(nram_home() / "runs", name) if rank0 else None
     out = Path(distributed.broadcast_object(str(out)))  # every rank uses rank 0's run folder
     try:
         trainer = Trainer(**prepared.trainer_args(), run_dir=out, callbacks=[TrainingBar(not args.no_progress)],

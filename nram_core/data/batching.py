@@ -43,10 +43,13 @@ class Batch:
     # [U,L] int64 entity id per title token (0: none), when the split carries ``news.entities``
     # (see nram_core.data.entities); None otherwise.
     entities: torch.Tensor | None = None
+    # [B] int64 each sample's user as an id of the model's ``UserVocab`` (0: unknown), when the split
+    # carries ``model_users`` (see nram_core.data.users); None for a model that reads no user ids.
+    users: torch.Tensor | None = None
 
     # The layout of the fields, so that cutting a batch never guesses from shapes. Every field not
     # named here has one row per unique news ([U,...]).
-    SAMPLE_FIELDS: ClassVar[tuple[str, ...]] = ("history_mask", "labels")  # one row per sample
+    SAMPLE_FIELDS: ClassVar[tuple[str, ...]] = ("history_mask", "labels", "users")  # one row per sample
     NEWS_INDEX_FIELDS: ClassVar[tuple[str, ...]] = ("history", "candidates")  # per sample, index the unique news
     TOKEN_FIELDS: ClassVar[tuple[str, ...]] = ("titles", "entities")  # [U,L]: one column per title token
 
@@ -137,8 +140,12 @@ def trim_titles(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, :keep]  # [N,L] -> [N,keep]
 
 
-def make_batch(split: Split, history: np.ndarray, history_mask: np.ndarray, candidates: np.ndarray) -> Batch:
-    """Deduplicate the news of a batch and express history and candidates as indices into them."""
+def make_batch(split: Split, history: np.ndarray, history_mask: np.ndarray, candidates: np.ndarray,
+               users: np.ndarray | None = None) -> Batch:
+    """Deduplicate the news of a batch and express history and candidates as indices into them.
+    ``users`` [B]: each sample's user id in the model's ``UserVocab`` (``split.model_users`` rows)."""
+    if users is not None and np.shape(users) != (len(candidates),):
+        raise ValueError(f"users must hold one id per sample: shape {np.shape(users)}, {len(candidates)} samples")
     unique, inverse = np.unique(np.concatenate([history.ravel(), candidates.ravel()]), return_inverse=True)
     split_at = history.size
     return Batch(
@@ -152,6 +159,7 @@ def make_batch(split: Split, history: np.ndarray, history_mask: np.ndarray, cand
         subcategories=torch.from_numpy(split.news.subcategory[unique].astype(np.int64)),
         entities=(torch.from_numpy(split.news.entities[unique].astype(np.int64))
                   if split.news.entities is not None else None),
+        users=torch.from_numpy(np.array(users, dtype=np.int64)) if users is not None else None,  # [B]
     )
 
 
@@ -204,7 +212,8 @@ class TrainBatches(torch.utils.data.Dataset):
         clicks = self.split.behaviors.candidates[self.sample_candidate[chosen]].astype(np.int64)
         candidates = np.concatenate([clicks[:, None], negatives], axis=1)  # click first: label 0
         history, mask = gather_histories(self.split, impressions, self.history_len)
-        return make_batch(self.split, history, mask, candidates)
+        users = self.split.model_users[impressions] if self.split.model_users is not None else None  # [B]
+        return make_batch(self.split, history, mask, candidates, users)
 
     def _sample_negatives(self, impressions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         b = self.split.behaviors

@@ -10,15 +10,21 @@ candidates is a bad row. A UTF-8 byte-order mark at the start of a file is dropp
 An impression id is ASCII digits and fits int64; it is kept as its value and its width, so that
 ``prediction.txt`` gives it back as written (``007`` stays ``007``, which MIND's scorer compares
 as text). ``+5``, `` 5``, ``1_000`` or ``٣`` (which ``int()`` would accept) are bad rows.
+
+A line is at most ``MAX_LINE_BYTES`` (16 MiB; MIND's longest is a few KB): a longer one is a bad
+row (``line_too_long``) whose bytes are read in chunks and dropped, so a multi-GB line without a
+newline costs at most about twice the cap in memory, and the lines after it keep their numbers.
+Only regular files are read: a FIFO or a device (``/dev/zero``) is refused before any read.
 """
 from __future__ import annotations
 
 import calendar
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -37,6 +43,47 @@ _PROGRESS_EVERY = 1 << 16  # rows between two progress calls
 _CHUNK_ROWS = 1 << 16  # rows parsed into Python lists before they become NumPy arrays
 _INT64_MAX = np.iinfo(np.int64).max
 _INT64_DIGITS = len(str(_INT64_MAX))
+MAX_LINE_BYTES = 16 << 20  # the longest line read (its newline not counted); read at call time
+_DRAIN_BYTES = 1 << 20  # the piece in which the rest of a longer line is read and dropped
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """``path`` opened for binary reading; a DataError "PATH: not a regular file" for a folder, FIFO,
+    socket or device. Opened without blocking, so a FIFO never waits for a writer, and checked on
+    the open descriptor, so a file swapped after an earlier check is still caught. OSError (a
+    missing or unreadable file) is the caller's to word."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(f"{path}: not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def capped_lines(handle: BinaryIO) -> Iterator[tuple[bytes | None, int]]:
+    """``(line, size)`` for each line of a binary file: ``line`` with its newline, or None for a
+    line longer than ``MAX_LINE_BYTES`` (the rest of it read in pieces and dropped, never held);
+    ``size`` is the bytes the line takes in the file. One item per line, so line numbers hold."""
+    limit = MAX_LINE_BYTES
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line, len(line)
+            continue
+        size = len(line)
+        del line
+        while True:
+            rest = handle.readline(_DRAIN_BYTES)
+            size += len(rest)
+            if not rest or rest.endswith(b"\n"):
+                break
+        yield None, size
 
 
 @dataclass
@@ -97,7 +144,7 @@ class _Rows:
     def __iter__(self):
         """Line by line from a buffered file: a 1 GB behaviors.tsv is never in memory at once."""
         try:
-            with open(self.path, "rb") as handle:
+            with open_regular(self.path) as handle:
                 yield from self._lines(handle)
         except OSError as exc:
             raise DataError(f"{self.path}: cannot read ({exc.strerror or exc})") from exc
@@ -105,12 +152,16 @@ class _Rows:
     def _lines(self, handle):
         total = os.fstat(handle.fileno()).st_size
         done = 0
-        for lineno, raw in enumerate(handle, start=1):
-            done += len(raw)
-            if lineno == 1 and raw.startswith(_BOM):  # written by some editors; never part of the first id
-                raw = raw[len(_BOM):]
+        for lineno, (raw, size) in enumerate(capped_lines(handle), start=1):
+            done += size
             if self.progress is not None and lineno % _PROGRESS_EVERY == 0:
                 self.progress(str(self.path), done, total)
+            if raw is None:
+                self.report.rows += 1
+                self.bad(lineno, "row", "line_too_long", f"longer than {MAX_LINE_BYTES:,} bytes")
+                continue
+            if lineno == 1 and raw.startswith(_BOM):  # written by some editors; never part of the first id
+                raw = raw[len(_BOM):]
             raw = raw.rstrip(b"\n").rstrip(b"\r")
             if not raw.strip():
                 continue

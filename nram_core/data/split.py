@@ -25,6 +25,7 @@ from . import stats
 from .layout import Layout
 from .mind import CodedIds, FileReport, RawBehaviors, ReadProgress, read_behaviors, read_news
 from .text import Vocab, cached_index
+from .users import UserVocab
 
 # 2: unlabelled (test) rows kept, the complete mode, BOM stripped; 3: one .npy per array;
 # 4: the split's overview (stats.json, users_*.npy) stored with it; 5: impression id widths (ids kept as written)
@@ -79,6 +80,9 @@ class Split:
     reports: list[FileReport]
     # What ``overview`` returns: loaded with the cache, else computed by its first call
     overview_data: tuple[stats.SplitStats, stats.UserTable] | None = field(default=None, repr=False)
+    # [I] int64: each impression's user as an id of a model's ``UserVocab`` (``align_users``); None when the
+    # model reads no user ids. It depends on the run, so the split's cache never holds it.
+    model_users: np.ndarray | None = field(default=None, repr=False)
 
     def overview(self) -> tuple[stats.SplitStats, stats.UserTable]:
         """The split's figures, chart counts and per-user table (``stats.summarise``), computed once."""
@@ -304,7 +308,8 @@ def take_impressions(split: Split, rows: np.ndarray, *, name: str) -> Split:
         times=b.times[rows], history_offsets=history_offsets, history=history,
         candidate_offsets=candidate_offsets, candidates=candidates, labels=labels)
     return Split(name=name, folder=split.folder, news=split.news, behaviors=behaviors, user_ids=split.user_ids,
-                 users=split.users[rows], reports=[])
+                 users=split.users[rows], reports=[],
+                 model_users=split.model_users[rows] if split.model_users is not None else None)
 
 
 def carve_validation(split: Split, fraction: float) -> tuple[Split, Split]:
@@ -401,3 +406,24 @@ def with_train_categories(corpus: Corpus) -> tuple[Corpus, CategoryVocab]:
     aligned = Corpus(vocab=corpus.vocab, train=align_categories(corpus.train, vocab),
                      dev=align_categories(corpus.dev, vocab) if corpus.dev is not None else None)
     return aligned, vocab
+
+
+# ---- the trained part's user vocabulary (``data.users``) ------------------------------------
+def align_users(split: Split, vocab: UserVocab) -> Split:
+    """A copy of ``split`` whose ``model_users`` [I] are its impressions' users as ids of ``vocab``
+    (0: a user the vocabulary lacks)."""
+    return dataclasses.replace(split, model_users=vocab.codes(split))
+
+
+def with_train_users(corpus: Corpus) -> tuple[Corpus, UserVocab]:
+    """The corpus with train, dev and validation aligned to the users of train's impressions (after a
+    validation carve, the part trained on: a user seen only in validation is unknown), and that vocabulary."""
+    if corpus.train is None:
+        raise DataError("a model that reads user ids needs a train split to take them from")
+    vocab = UserVocab.from_split(corpus.train)
+
+    def aligned(split: Split | None) -> Split | None:
+        return align_users(split, vocab) if split is not None else None
+
+    return dataclasses.replace(corpus, train=aligned(corpus.train), dev=aligned(corpus.dev),
+                               validation=aligned(corpus.validation)), vocab

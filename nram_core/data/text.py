@@ -11,6 +11,7 @@ from typing import Iterable
 import numpy as np
 
 from ..fileio import DataError, atomic_write_json, read_json_lists
+from .mind import MAX_LINE_BYTES, capped_lines, open_regular
 
 # The NRMS authors' tokeniser (Microsoft recommenders' word_tokenize): lowercase,
 # runs of word characters, and a few punctuation marks as their own tokens.
@@ -109,31 +110,55 @@ class GloveResult:
 
 
 def load_glove(path: str | Path, vocab: Vocab, *, dim: int, seed: int = 0) -> GloveResult:
-    """Vectors in GloVe text format (``word v1 v2 ...``) for the words of ``vocab``.
+    """Vectors in GloVe text format (``word v1 v2 ...``, space-separated, UTF-8) for the words of ``vocab``.
 
-    Words the file lacks are drawn from N(0, 0.1); only vocabulary words are kept in
-    memory, so a multi-GB file streams through.
+    Words the file lacks are drawn from N(0, 0.1); only vocabulary words are kept in memory, so a
+    multi-GB file streams through (lines capped as in ``mind.capped_lines``).
+
+    Refused in one line (DataError naming the file, and the line where there is one), in strict and
+    non-strict runs alike: a path that is not a regular file; a line longer than ``MAX_LINE_BYTES``;
+    a vocabulary word's row with the wrong number of values, a value that is not a number, or one
+    that is not a finite float32 (``nan``, ``inf``, ``1e999``: training from it would diverge at its
+    first step); and a file in which no vocabulary word was found (empty, not UTF-8, tab-separated).
+    A bad row is refused rather than skipped because this loader keeps no skip report: a vector
+    silently left out would change the run unseen. Rows of words outside the vocabulary are not
+    parsed.
     """
     rng = np.random.default_rng(seed)
     vectors = rng.normal(0.0, 0.1, size=(len(vocab), dim)).astype(np.float32)
     vectors[PAD_ID] = 0.0
     index = vocab.index
     found: set[int] = set()
+    settings = ("word_vectors",)
     try:
-        with open(path, "r", encoding="utf-8", errors="replace") as handle:
-            for lineno, line in enumerate(handle, start=1):
-                word, _, rest = line.rstrip("\n").partition(" ")
+        with open_regular(path) as handle:
+            for lineno, (raw, _size) in enumerate(capped_lines(handle), start=1):
+                if raw is None:
+                    raise DataError(f"{path}:{lineno}: line longer than {MAX_LINE_BYTES:,} bytes", settings=settings)
+                line = raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r")
+                word, _, rest = line.partition(" ")
                 row = index.get(word)
                 if row is None or row < 2 or row in found:
                     continue
                 values = rest.split(" ")
                 if len(values) != dim:
-                    raise DataError(f"{path}:{lineno}: field 'vector' has {len(values)} values, expected {dim}")
+                    raise DataError(f"{path}:{lineno}: field 'vector' has {len(values)} values, expected {dim}",
+                                    settings=settings)
                 try:
-                    vectors[row] = np.asarray(values, dtype=np.float32)
+                    with np.errstate(over="ignore"):  # 1e39 overflows float32: caught as non-finite below
+                        parsed = np.asarray(values, dtype=np.float32)
                 except ValueError as exc:
-                    raise DataError(f"{path}:{lineno}: field 'vector' is not numeric") from exc
+                    raise DataError(f"{path}:{lineno}: field 'vector' is not numeric", settings=settings) from exc
+                bad = ~np.isfinite(parsed)
+                if bad.any():
+                    first = values[int(np.argmax(bad))]
+                    raise DataError(f"{path}:{lineno}: field 'vector' of {word!r} holds {first[:40]!r}, not a finite "
+                                    f"float32 (training from it would have diverged)", settings=settings)
+                vectors[row] = parsed
                 found.add(row)
     except OSError as exc:
-        raise DataError(f"{path}: cannot read word vectors ({exc.strerror or exc})") from exc
+        raise DataError(f"{path}: cannot read word vectors ({exc.strerror or exc})", settings=settings) from exc
+    if not found and len(vocab) > 2:
+        raise DataError(f"{path}: no word of the vocabulary found (is it a GloVe text file: word then numbers, "
+                        f"space-separated?)", settings=settings)
     return GloveResult(vectors=vectors, found=len(found))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -189,9 +191,23 @@ def file_vectors(path: str | Path, vocab: Vocab, *, dim: int, seed: int) -> Word
 
 
 def check_choice(choice: str) -> None:
-    """Fail early (before any data is read) on a ``--word-vectors`` path that is not a file."""
-    if choice not in (CORPUS, NONE) and not Path(choice).expanduser().is_file():
-        raise DataError(f"word vectors {choice}: no such file (use 'corpus', 'none' or a GloVe-format text file)")
+    """Fail early (before any data is read) on a ``--word-vectors`` path that is not a regular
+    file: missing, a folder, a FIFO or a device (``/dev/zero``). Only ``stat`` is called: nothing
+    is opened, so a FIFO never blocks. The file's rows are checked as it is read (``text.load_glove``)."""
+    if choice in (CORPUS, NONE):
+        return
+    hint = "use 'corpus', 'none' or a GloVe-format text file"
+    try:
+        info = os.stat(Path(choice).expanduser())
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(f"word vectors {choice}: no such file ({hint})", settings=("word_vectors",)) from None
+    except OSError as exc:  # a symlink loop, a name too long, no permission
+        raise DataError(f"word vectors {choice}: cannot read ({exc.strerror or exc})",
+                        settings=("word_vectors",)) from None
+    except ValueError:  # an embedded NUL
+        raise DataError(f"word vectors {choice!r}: not a valid path", settings=("word_vectors",)) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"word vectors {choice}: not a regular file ({hint})", settings=("word_vectors",))
 
 
 def word_vectors(choice: str, *, layout: Layout, vocab: Vocab, dim: int, seed: int, strict: bool = False,

@@ -103,11 +103,11 @@ def load_suite_data(layout: Layout, *, title_len: int, min_count: int, strict: b
 
 # ---- one run -------------------------------------------------------------------------------------
 def build_model(spec: ModelSpec, model_cfg: ModelConfig, *, data: SuiteData, preset: str, seed: int):
-    from ..model import NRAM
+    from ..families import build_model as build_family
 
     baseline = BASELINE_PRESETS.get(preset, BASELINE_PRESETS["paper"])
     if spec.kind == "nram":
-        return NRAM(model_cfg)
+        return build_family(model_cfg)
     if spec.kind == "wide_deep":
         return WideDeep(config=model_cfg, baseline=baseline, num_categories=len(data.categories.categories),
                         num_subcategories=len(data.categories.subcategories))
