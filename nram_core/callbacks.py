@@ -48,3 +48,15 @@ class Callback:
     def on_step(self, trainer: Any, info: StepInfo) -> None: ...
     def on_epoch_end(self, trainer: Any, info: EpochInfo) -> None: ...
     def on_train_end(self, trainer: Any, result: TrainResult) -> None: ...
+
+
+def seconds_left(*, done_steps: int, total_steps: int, batch_size: int, samples_per_s: float) -> float | None:
+    """About how long the remaining training steps take at the measured throughput (dev scoring
+    not included); None before there is a measure, or when nothing is left.
+
+    >>> seconds_left(done_steps=10, total_steps=110, batch_size=64, samples_per_s=320.0)
+    20.0
+    """
+    if not done_steps or samples_per_s <= 0 or done_steps >= total_steps:
+        return None
+    return (total_steps - done_steps) * batch_size / samples_per_s

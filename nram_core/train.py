@@ -346,6 +346,12 @@ class Trainer:
                 self.users.save(self.run_dir / USERS)
         return state
 
+    @property
+    def total_steps(self) -> int:
+        """The optimiser steps of the whole run: every epoch's batches, capped by ``max_steps``."""
+        total = len(self.batches) * self.train_config.epochs
+        return min(total, self.train_config.max_steps) if self.train_config.max_steps else total
+
     def _writes(self) -> bool:
         return self.run_dir is not None and self.dist.is_main
 

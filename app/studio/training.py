@@ -240,12 +240,7 @@ class _Progress(Callback):
         self.context = context
 
     def on_train_start(self, trainer: Any) -> None:
-        steps = len(trainer.batches)
-        cfg = trainer.train_config
-        total = steps * cfg.epochs
-        if cfg.max_steps:
-            total = min(total, cfg.max_steps)
-        self.context.update(status="running", steps_in_epoch=steps, total_steps=total,
+        self.context.update(status="running", steps_in_epoch=len(trainer.batches), total_steps=trainer.total_steps,
                             samples=trainer.batches.num_samples, precision=trainer.precision)
         if self.context.stop.is_set():
             trainer.request_stop()

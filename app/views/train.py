@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from nram_core.callbacks import seconds_left
 from nram_core.config import PRESETS, preset as get_preset
 from nram_core.run_info import create_run_dir, data_info
 
@@ -213,11 +214,9 @@ def _use_model_button(path: str) -> None:
 # ---- live progress ------------------------------------------------------------------------------
 def _time_left(s: dict, total: int) -> str:
     """About how long the remaining steps take at the measured throughput (dev evaluation not included)."""
-    done = s["global_step"]
-    if not done or not s["samples_per_s"] or done >= total:
-        return ""
-    seconds = (total - done) * s.get("batch_size", 1) / s["samples_per_s"]
-    return f" · about {seconds:.0f}s of training left"
+    seconds = seconds_left(done_steps=s["global_step"], total_steps=total, batch_size=s.get("batch_size", 1),
+                           samples_per_s=s["samples_per_s"] or 0.0)
+    return "" if seconds is None else f" · about {seconds:.0f}s of training left"
 
 def _progress(polling: bool) -> None:
     s = job.snapshot()

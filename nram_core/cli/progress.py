@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..callbacks import Callback, EpochInfo, StepInfo, TrainResult
+from ..callbacks import Callback, EpochInfo, StepInfo, TrainResult, seconds_left
 
 
 class TqdmProgress:
@@ -65,7 +65,8 @@ class ReadingBars:
 
 
 class TrainingBar(Callback):
-    """The trainer's callbacks on the command line: a tqdm bar per epoch and a line of dev metrics."""
+    """The trainer's callbacks on the command line: a tqdm bar per epoch (loss, samples/s and the time
+    the whole run has left at that pace, as the studio shows) and a line of dev metrics."""
 
     def __init__(self, enabled: bool):
         self.enabled, self.bar = enabled, None
@@ -78,7 +79,11 @@ class TrainingBar(Callback):
 
             self.bar = tqdm(total=info.steps_in_epoch, desc=f"epoch {info.epoch}", file=sys.stderr, leave=False)
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{info.loss:.4f}", samples_s=f"{info.samples_per_s:.0f}")
+        left = 0.0 if info.global_step >= trainer.total_steps else seconds_left(
+            done_steps=info.global_step, total_steps=trainer.total_steps,
+            batch_size=trainer.train_config.batch_size, samples_per_s=info.samples_per_s)
+        self.bar.set_postfix(loss=f"{info.loss:.4f}", samples_s=f"{info.samples_per_s:.0f}",
+                             left="?" if left is None else f"{int(left) // 60}m{int(left) % 60:02d}s")
 
     def on_epoch_end(self, trainer, info: EpochInfo) -> None:
         if self.bar is not None:
