@@ -238,3 +238,23 @@ def test_cli_evaluate_names_the_unusable_dev_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert f"{root / 'dev' / 'news.tsv'}: not a regular file" in err and "no dev split" not in err
+
+
+def test_a_zip_of_one_split_given_as_data_is_scored_as_that_split(demo_corpus, tmp_path, capsys):
+    """`--data split.zip` scores the split in the zip, as `--data split_folder` does (it said
+    "has no dev split" before)."""
+    import json
+    import zipfile
+
+    from nram_core.cli import main
+
+    archive = tmp_path / "MINDdemo_dev.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("news.tsv", "behaviors.tsv"):
+            zf.write(demo_corpus / "dev" / name, name)
+    figures = []
+    for data in (archive, demo_corpus / "dev"):
+        run = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
+        assert main(["evaluate", "--run", str(run), "--data", str(data), "--max-impressions", "100"]) == 0
+        figures.append(json.loads(capsys.readouterr().out)["auc"])
+    assert figures[0] == figures[1]

@@ -130,9 +130,10 @@ def _scored_split(args: argparse.Namespace, layout) -> tuple[str, Path]:
     """The split that evaluate/predict score: --split, else dev; a --data that is itself one split
     folder is that split. Never silently another split than the one asked for."""
     asked = getattr(args, "split", None)
-    if asked is None and layout.dev is None and layout.train is not None and args.data is not None \
-            and Path(args.data).expanduser().resolve() == layout.train.resolve():
-        return "dev", layout.train  # --data names one split folder (or zip) itself
+    given = Path(args.data).expanduser() if args.data is not None else None
+    if asked is None and layout.dev is None and layout.train is not None and given is not None \
+            and (given.resolve() == layout.train.resolve() or given.is_file()):
+        return "dev", layout.train  # --data names one split folder, or a zip of one split, itself
     name = asked or "dev"
     folder = layout.dev if name == "dev" else layout.train
     if folder is None:
