@@ -51,6 +51,42 @@ def start(p: argparse.ArgumentParser, argv: list[str] | None):
     return args, pick_device(args.device)
 
 
+# A busy machine as a second training job makes it: another torch process multiplying matrices on
+# every core it gets (plain busy loops do not reproduce it: they leave the FPUs and caches alone).
+HOG = """
+import sys, torch
+a = torch.randn(384, 384)
+print("ready", flush=True)
+while True:
+    a = torch.tanh(a @ a)
+"""
+
+
+def add_hogs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hogs", type=int, default=0,
+                   help="start N other torch processes multiplying 384x384 matrices beside the measurement "
+                        "(a busy machine), stopped after it")
+
+
+@contextlib.contextmanager
+def hogs(count: int) -> Iterator[list]:
+    """``count`` hog processes (``HOG``, their ``Popen`` objects) running, each past its first product,
+    for the block; killed and reaped after it."""
+    import subprocess
+
+    procs = [subprocess.Popen([sys.executable, "-c", HOG], stdout=subprocess.PIPE, text=True)
+             for _ in range(max(0, count))]
+    try:
+        for proc in procs:
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a hog process did not start")
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 @contextlib.contextmanager
 def corpus_dir(data: str | None) -> Iterator[Path]:
     """``--data``, or a freshly generated demo corpus (``synth.generate(dir, scale="demo", seed=0)``)."""

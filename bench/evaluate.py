@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-impressions", type=int, default=0,
                    help="time the reference on the first N only (0: the same as --impressions)")
     p.add_argument("--rounds", type=int, default=2, help="timed runs of each path, in turns; the best counts")
+    common.add_hogs(p)
     p.add_argument("--batch-size", type=int, default=1024, help="our encoding batch")
     p.add_argument("--baseline-batch-size", type=int, default=64, help="impressions per reference batch")
     p.add_argument("--run", help="a run folder: score its trained model (default: an untrained --preset model)")
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
                               amp=amp and precompute, precompute=precompute)
 
     run(True, min(n, 64)), run(False, min(n, 64))  # warm-up, both paths
-    laps = common.best_of_rounds({"ours": lambda: run(True), "fp32": lambda: run(False)}, args.rounds)
+    with common.hogs(args.hogs):
+        laps = common.best_of_rounds({"ours": lambda: run(True), "fp32": lambda: run(False)}, args.rounds)
     ours_s, fp32_s = laps["ours"].best.seconds, laps["fp32"].best.seconds
     agreement = _per_impression_auc_diff(model, split, n, args.batch_size, amp)
     news_vectors, news_s = common.timed(lambda: encode_all_news(model, split, batch_size=args.batch_size, amp=amp))

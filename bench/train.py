@@ -97,6 +97,7 @@ def _parser():
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before each round (>= 1)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    common.add_hogs(p)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers, for both paths")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 matmuls: autocast + TF32 on CUDA (both paths), the Linear GEMMs on a CPU with bf16")
@@ -148,7 +149,8 @@ def main(argv=None) -> int:
     rounds = {name: (lambda t=t: ours_round(t, args.warmup, args.steps)) for name, t in paths.items()}
     if not args.no_baseline:
         rounds["baseline"] = _baseline_path(prepared, model, args, device, figures)
-    laps = common.best_of_rounds(rounds, args.rounds)
+    with common.hogs(args.hogs):
+        laps = common.best_of_rounds(rounds, args.rounds)
     figures.setdefault("peak_rss_mb", common.peak_rss_mb())  # no reference path: after all our rounds
     if "baseline" in laps and device.type == "cuda":
         figures["baseline_peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

@@ -110,6 +110,19 @@ def test_bench_evaluate(demo_corpus, capsys):
     assert r["auc"] == pytest.approx(r["baseline_auc"], abs=1e-4)
 
 
+def test_bench_hogs_run_beside_the_measurement_and_stop_after(demo_corpus, capsys):
+    """``--hogs N``: N other torch processes multiply matrices while the rounds run (a busy machine),
+    and none is left afterwards."""
+    from bench import common
+
+    r = run_in_process(capsys, "evaluate", "--data", demo_corpus, "--preset", "demo", "--impressions", 40,
+                       "--rounds", 1, "--threads", 1, "--hogs", 2)
+    assert r["settings"]["hogs"] == 2 and r["speedup_vs_fp32"] > 0
+    with common.hogs(2) as procs:
+        assert len(procs) == 2 and all(proc.poll() is None for proc in procs)  # running
+    assert all(proc.poll() is not None for proc in procs)  # stopped and reaped
+
+
 def test_bench_evaluate_scores_a_trained_run(demo_corpus, capsys):
     """``--run``: the shipped demo model (trained on this corpus) instead of an untrained preset."""
     shipped = ROOT / "assets" / "demo_model"
