@@ -27,7 +27,7 @@ from .data.split import Split
 from .data.text import Vocab
 from .families import require_nram
 from .metrics import normalized_entropy
-from .model import EncoderAttention
+from .model import EncoderAttention, evaluating
 from .scoring import category_ids, encode_all_news, model_device
 
 
@@ -77,16 +77,12 @@ def attention_stats(model, split: Split, vocab: Vocab, *, truth: dict[str, Any] 
     ``max_impressions`` impressions); ``vocab`` is the model's. ``truth``: a synthetic corpus's
     truth.json, for the topical/common ratio."""
     require_nram(model, "the attention figures")
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         rows = np.arange(1, min(len(split.news), max_news + 1))
         words = word_weights(model, split, rows)  # [R,L]
         tokens = split.news.tokens[rows]  # [R,L]
         impressions = np.arange(min(split.num_impressions, max_impressions))
         clicks, click_mask = click_weights(model, split, impressions)  # [I,H], [I,H]
-    finally:
-        model.train(was_training)
     word_mask = tokens != 0
     stats: dict[str, Any] = {
         "word_entropy": _mean_or_none(normalized_entropy(words, word_mask)),
@@ -253,12 +249,8 @@ def head_summaries(model, split: Split, vocab: Vocab, *, max_news: int = HEAD_SA
     require_nram(model, "a per-head summary")
     if model.news_encoder.self_attention is None:
         return []
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         received, counts = head_word_attention(model, split, sample_rows(len(split.news), max_news, seed=seed))
-    finally:
-        model.train(was_training)
     return summarise_heads(received, counts, vocab.words, top=top)
 
 

@@ -34,6 +34,16 @@ MAX_HEADS = 256
 MAX_NEGATIVES = 1000
 
 
+def flag_of(name: str) -> str:
+    """The command-line spelling of config field (or setting) ``name``: the CLI gives each field one
+    flag, and the app names that flag beside its own widget (a switch also has ``--no-`` before it).
+
+    >>> flag_of("head_dim")
+    '--head-dim'
+    """
+    return "--" + name.replace("_", "-")
+
+
 def field_error(name: str, message: str, *more: str) -> ValueError:
     """A ValueError about field ``name`` (and the fields ``more`` that share the fault), carrying them
     as ``settings`` (as ``fileio.DataError`` does), so that a front end can name its own way to set

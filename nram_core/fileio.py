@@ -58,16 +58,22 @@ def _new_temp_file(path: Path) -> tuple[Path, int]:
     """A new empty hidden temp file beside ``path``, and its permission bits: those open() gives a new
     file (0666 less the umask). Made with os.open rather than mkstemp (0600), so the umask applies
     without being read, which only changing it process-wide can do."""
+    tmp, fd = _create_beside(path, lambda candidate: os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        return tmp, stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+
+
+def _create_beside(path: Path, create: Callable[[Path], Any]) -> tuple[Path, Any]:
+    """``create(tmp)`` on the first free hidden name ``.NAME.RANDOM.tmp`` beside ``path`` (it must raise
+    FileExistsError when the name is taken); returns the name and what ``create`` gave."""
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            return tmp, create(tmp)
         except FileExistsError:
             continue
-        try:
-            return tmp, stat.S_IMODE(os.fstat(fd).st_mode)
-        finally:
-            os.close(fd)
 
 
 def _fsync_file(path: Path) -> None:
@@ -96,13 +102,9 @@ def temp_dir_beside(path: str | os.PathLike) -> Path:
     would give, to fill and then rename over ``path``; a crash leaves only a hidden ``.*.tmp``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:  # mkdir, not mkdtemp (0700), so the process umask applies without being changed
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            tmp.mkdir()
-        except FileExistsError:
-            continue
-        return tmp
+    # mkdir, not mkdtemp (0700), so the process umask applies without being changed
+    tmp, _ = _create_beside(path, Path.mkdir)
+    return tmp
 
 
 LOCK_FILE = ".lock"

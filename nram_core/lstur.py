@@ -48,7 +48,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from .config import ModelConfig
 from .layers import TitleCNN, UserEmbedding
-from .model import AdditiveAttention, glorot_init
+from .model import AdditiveAttention, evaluating, glorot_init
 
 
 class LSTURNewsEncoder(nn.Module):
@@ -223,9 +223,7 @@ class LSTUR(nn.Module):
         With ``use_categories``, ``*_categories`` are the news' (category ids, subcategory ids), [H] or [C]
         each. Runs in eval mode (no dropout, no user masking) and restores the previous mode afterwards.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             hist_cat, hist_sub = history_categories or (None, None)
             cand_cat, cand_sub = candidate_categories or (None, None)
             hist_vecs, hist_words = self.news_encoder(history_titles, need_weights=True, categories=hist_cat,
@@ -254,8 +252,6 @@ class LSTUR(nn.Module):
             half = self.config.news_dim // 2
             short_scores = cand_vecs[:, :half] @ short[0] if exact else scores.new_zeros(0)  # [C,D/2]@[D/2] -> [C]
             long_scores = cand_vecs[:, half:] @ long_term[0] if exact else scores.new_zeros(0)  # [C]
-        finally:
-            self.train(was_training)
 
         def cpu(t: torch.Tensor) -> np.ndarray:
             return t.detach().float().cpu().numpy()

@@ -17,7 +17,9 @@ swaps in its own layer types and composes the encoders' steps (``contextualise``
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,6 +206,17 @@ class UserEncoder(Encoder):
         return user, (EncoderAttention(self_weights, click_weights) if need_weights else None)
 
 
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 def glorot_init(module: nn.Module) -> None:
     """The reference NRMS initialisation: Glorot-uniform dense weights and additive-attention
     queries (a [Q,1] matrix there), zero biases. Embeddings keep their own initialisation."""
@@ -295,9 +308,7 @@ class NRAM(nn.Module):
         With ``use_categories``, ``*_categories`` are the news' (category ids, subcategory ids), [H] or [C]
         each. Runs in eval mode (no dropout) and restores the previous mode afterwards.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             hist_cat, hist_sub = history_categories or (None, None)
             cand_cat, cand_sub = candidate_categories or (None, None)
             hist_vecs, hist_att = self.news_encoder(history_titles, need_weights=True, categories=hist_cat,
@@ -310,8 +321,6 @@ class NRAM(nn.Module):
             per_click = cand_vecs @ context[0].T  # [C,D]@[D,H] -> [C,H]
             contributions = per_click * click_pool[0]  # [C,H]
             scores = cand_vecs @ user[0]  # [C,D]@[D] -> [C]
-        finally:
-            self.train(was_training)
 
         def cpu(t: torch.Tensor | None) -> np.ndarray:
             if t is None:  # a model without self-attention has no self-attention weights

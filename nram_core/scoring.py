@@ -36,7 +36,7 @@ from .data.split import Split
 from .fileio import DataError
 from .metrics import EvalResult, impression_ranks, mean_metrics, ranked_metrics, segment_metrics
 from .fastpath import autocast_for, by_length, lengths_of, news_from_table, news_table, users_from_table, word_table
-from .model import NRAM, NewsEncoder, UserEncoder
+from .model import NRAM, NewsEncoder, UserEncoder, evaluating
 
 SCORE_CHUNK = 1 << 16  # candidates scored per step: bounds the [chunk,D] temporaries
 DOT_CHUNK = 1 << 13  # cells per batched product in dot_scores: its [b,w,D] gather stays in cache (4x faster)
@@ -193,16 +193,12 @@ def score_impressions(model, split: Split, *, max_impressions: int = 0, batch_si
     """
     if callable(getattr(model, "score_split", None)):  # count-based: no torch module
         return model.score_split(split, max_impressions=max_impressions)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         if (encodes_apart(model) if fast is None else fast):
             scores = _fast_scores(model, split, max_impressions=max_impressions, batch_size=batch_size,
                                   news_vectors=news_vectors, amp=amp, precompute=precompute)
         else:
             scores = _per_impression_scores(model, split, max_impressions=max_impressions)
-    finally:
-        model.train(was_training)
     check_finite_scores(scores)
     offsets, end = split.impression_range(max_impressions)
     return scores, split.behaviors.labels[:end], offsets

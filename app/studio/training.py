@@ -18,7 +18,8 @@ from pathlib import Path, PureWindowsPath
 from typing import Any, Callable
 
 from nram_core.callbacks import Callback, EpochInfo, StepInfo
-from nram_core.config import DATA_SIZES, RUNTIME_FIELDS, ModelConfig, TrainConfig, preset, to_dict, with_overrides
+from nram_core.config import (DATA_SIZES, RUNTIME_FIELDS, ModelConfig, TrainConfig, flag_of, preset, to_dict,
+                               with_overrides)
 from nram_core.data.layout import Layout
 from nram_core.fileio import DataError, read_json
 from nram_core.run_info import best_metrics, dataset_name, read_config, read_state
@@ -40,9 +41,8 @@ def _config_defaults() -> dict[str, Any]:
 def cli_flag(field: str, value: Any = None) -> str:
     """The ``train`` flag that sets config ``field``: for a switch given ``value``, the one form
     that sets it (``--no-self-attention``), else every form (``--self-attention / --no-self-attention``).
-    The CLI gives every config field the flag ``--field-name`` (a switch its ``--no-`` form too);
-    the app reaches the core, never the CLI, so it spells them by that rule, and
-    tests/test_app_train_form.py parses each flag it names with the CLI's own parser.
+    The CLI gives every config field the flag ``config.flag_of(field)`` (a switch its ``--no-`` form
+    too); tests/test_app_train_form.py parses each flag it names with the CLI's own parser.
 
     >>> cli_flag("negatives"), cli_flag("self_attention"), cli_flag("self_attention", False)
     ('--negatives', '--self-attention / --no-self-attention', '--no-self-attention')
@@ -50,10 +50,10 @@ def cli_flag(field: str, value: Any = None) -> str:
     defaults = _config_defaults()
     if field not in defaults:
         raise KeyError(f"the train command has no flag for {field!r}")
-    flag = "--" + field.replace("_", "-")
+    flag = flag_of(field)
     if not isinstance(defaults[field], bool):
         return flag
-    negative = "--no-" + field.replace("_", "-")
+    negative = "--no-" + flag.removeprefix("--")
     return " / ".join((flag, negative)) if value is None else flag if value else negative
 
 

@@ -14,7 +14,7 @@ import re
 import sys
 from typing import NoReturn, Sequence
 
-from ..config import DATA_SIZES, KINDS, PRESETS, ModelConfig, RuntimeConfig, TrainConfig
+from ..config import DATA_SIZES, KINDS, PRESETS, ModelConfig, RuntimeConfig, TrainConfig, flag_of
 from ..data.archive import MAX_RATIO, MAX_UNZIPPED_BYTES
 from ..data.download import MIND_SIZES, MIND_SPLITS
 from ..fileio import DataError
@@ -46,7 +46,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] 
         for f in dataclasses.fields(cls):
             if f.name in DATA_SIZES + ("kind",) + skip:  # sizes: always from the data; the kind: --model
                 continue
-            flag = f"--{f.name.replace('_', '-')}"
+            flag = flag_of(f.name)
             text = f"{cls.__name__}.{f.name} " + ("(default from preset)" if cls is not RuntimeConfig
                                                   else f"(default {f.default})")
             if isinstance(f.default, bool):
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (DataError, ValueError) as exc:
-        flags = [_FLAGS.get(name, f"--{name.replace('_', '-')}") for name in getattr(exc, "settings", ())]
+        flags = [_FLAGS.get(name, flag_of(name)) for name in getattr(exc, "settings", ())]
         print(f"error: {exc}" + (f" (see {', '.join(flags)})" if flags else ""), file=sys.stderr)
         return 2
     except OSError as exc:  # a full or read-only disk, a folder where a file should be, ...
