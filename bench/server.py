@@ -51,9 +51,16 @@ def streamlit_server(env: dict[str, str], log: IO | int = subprocess.DEVNULL,
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else log,
     )
+    with serving(proc, port, timeout) as url:
+        yield url, proc
+
+
+@contextlib.contextmanager
+def serving(proc: subprocess.Popen, port: int, timeout: float = 90.0) -> Iterator[str]:
+    """Wait until the started server ``proc`` answers on ``port``, yield its URL; always stop it."""
     try:
         wait_healthy(port, proc, timeout)
-        yield f"http://127.0.0.1:{port}", proc
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:

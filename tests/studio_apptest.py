@@ -55,3 +55,13 @@ def assert_clean(at: AppTest) -> None:
 
 def ctx(at: AppTest):
     return at.session_state[CTX_KEY]
+
+
+def fill_train_form(at: AppTest, **values) -> None:
+    """Fill the Train page's form (``values``: widget key stems of the demo preset, e.g. ``epochs=1``,
+    ``name="run"``) and press Start training."""
+    for key, value in values.items():
+        widget = at.text_input(key=f"tf_{key}_demo") if key == "name" else at.number_input(key=f"tf_{key}_demo")
+        widget.set_value(value)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception, [e.value for e in at.exception]

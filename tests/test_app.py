@@ -24,7 +24,8 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from studio_apptest import APP, REPO, SHIPPED, TIMEOUT, assert_clean, ctx, goto, new_app  # noqa: E402
+from studio_apptest import (APP, REPO, SHIPPED, TIMEOUT, assert_clean, ctx, goto, new_app,  # noqa: E402
+                            fill_train_form)
 
 
 # ---- fixtures ------------------------------------------------------------------------------------
@@ -606,14 +607,6 @@ def test_download_from_a_mirror_registers_the_folder(monkeypatch, studio_home):
 
 
 # ---- training ------------------------------------------------------------------------------------------------
-def _fill_train_form(at: AppTest, **values) -> None:
-    for key, value in values.items():
-        widget = at.text_input(key=f"tf_{key}_demo") if key == "name" else at.number_input(key=f"tf_{key}_demo")
-        widget.set_value(value)
-    next(b for b in at.button if b.label == "Start training").click().run()
-    assert not at.exception, [e.value for e in at.exception]
-
-
 def _wait_for(at: AppTest, done, timeout: float = 90.0) -> None:
     from studio.cache import training_job
 
@@ -630,7 +623,7 @@ def _wait_for(at: AppTest, done, timeout: float = 90.0) -> None:
 def test_training_run_finishes_and_appears_in_model_picker(studio_home):
     at = goto(new_app(), "train")
     models_before = len(at.selectbox(key="model").options)
-    _fill_train_form(at, name="tiny test", epochs=1, maxsteps=3, maximp=40, maxdev=40, batch=16, heads=2, headdim=8,
+    fill_train_form(at, name="tiny test", epochs=1, maxsteps=3, maximp=40, maxdev=40, batch=16, heads=2, headdim=8,
                      worddim=16)
     assert not at.error, [e.value for e in at.error]
     _wait_for(at, lambda a: any("Finished" in s.value for s in a.success))
@@ -656,7 +649,7 @@ def test_a_categories_model_trained_from_the_train_page_works(studio_home):
     at = goto(new_app(), "train")
     at.checkbox(key="tf_cats_demo").check()
     at.selectbox(key="tf_vectors_demo").set_value("none")
-    _fill_train_form(at, name="with categories", epochs=1, maxsteps=3, maximp=40, maxdev=40, batch=16)
+    fill_train_form(at, name="with categories", epochs=1, maxsteps=3, maximp=40, maxdev=40, batch=16)
     _wait_for(at, lambda a: any("Finished" in s.value for s in a.success))
     assert_clean(at)
     run_dir = next(p for p in (studio_home / "runs").iterdir() if p.name.startswith("with-categories-"))
@@ -676,7 +669,7 @@ def test_training_cancel_and_one_run_at_a_time(studio_home):
     from studio.cache import training_job
 
     at = goto(new_app(), "train")
-    _fill_train_form(at, name="to cancel", epochs=5, maxsteps=0, maximp=3000, maxdev=40, batch=8)
+    fill_train_form(at, name="to cancel", epochs=5, maxsteps=0, maximp=3000, maxdev=40, batch=8)
     job = training_job()
     assert job.busy
     # one run at a time: the form is disabled, and a direct start is refused with a message
@@ -769,7 +762,7 @@ def test_one_job_at_a_time_per_server(studio_home):
     from studio.suites import start_suite
 
     at = goto(new_app(), "train")
-    _fill_train_form(at, name="holds the server", epochs=5, maxsteps=0, maximp=3000, maxdev=40, batch=8)
+    fill_train_form(at, name="holds the server", epochs=5, maxsteps=0, maximp=3000, maxdev=40, batch=8)
     job = training_job()
     try:
         assert job.busy
@@ -846,7 +839,7 @@ def test_compare_two_models_on_one_user(studio_home):
     """A second model (trained here from the Train page) ranks the same impression beside the first."""
     at = goto(new_app(), "compare")
     if len(ctx(at).models) < 2:
-        _fill_train_form(at := goto(at, "train"), name="second model", epochs=1, maxsteps=3, maximp=40, maxdev=40,
+        fill_train_form(at := goto(at, "train"), name="second model", epochs=1, maxsteps=3, maximp=40, maxdev=40,
                          batch=16)
         _wait_for(at, lambda a: any("Finished" in s.value for s in a.success))
         at = new_app()

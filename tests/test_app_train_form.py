@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from studio_apptest import APP, SHIPPED, TIMEOUT, app_home  # noqa: E402
+from studio_apptest import APP, SHIPPED, TIMEOUT, app_home, fill_train_form  # noqa: E402
 # The paper's questions on the form: widget key (demo preset) -> the train command's flag that sets the same field.
 TWINS = {"tf_selfattn_demo": "--no-self-attention", "tf_residual_demo": "--no-residual",
          "tf_cats_demo": "--use-categories", "tf_heads_demo": "--num-heads", "tf_headdim_demo": "--head-dim",
@@ -56,14 +56,6 @@ def table_with(at: AppTest, *columns: str):
     return next(df.value for df in at.dataframe if set(columns) <= set(df.value.columns))
 
 
-def start_training(at: AppTest, **values) -> None:
-    for key, value in values.items():
-        widget = at.text_input(key=f"tf_{key}_demo") if key == "name" else at.number_input(key=f"tf_{key}_demo")
-        widget.set_value(value)
-    next(b for b in at.button if b.label == "Start training").click().run()
-    assert not at.exception, [e.value for e in at.exception]
-
-
 def wait_until_finished(at: AppTest, timeout: float = 180.0) -> None:
     from studio.cache import training_job
 
@@ -102,7 +94,7 @@ def test_an_invalid_combination_is_the_configs_one_line_message(studio_home, val
     runs = studio_home / "runs"
     before = set(runs.iterdir()) if runs.is_dir() else set()
     at = page("train")
-    start_training(at, name="invalid", **values)
+    fill_train_form(at, name="invalid", **values)
     errors = texts(at, "error")
     assert len(errors) == 1 and errors[0].startswith("Invalid setting: ") and message in errors[0], errors
     assert "\n" not in errors[0] and "Traceback" not in errors[0]
@@ -138,7 +130,7 @@ def test_self_attention_off_from_the_form_trains_that_ablation_and_compare_says_
     at = page("train")
     at.checkbox(key="tf_selfattn_demo").uncheck()
     at.selectbox(key="tf_vectors_demo").set_value("none")  # skips word2vec: a quicker tiny run
-    start_training(at, name="no self attention", **TINY)
+    fill_train_form(at, name="no self attention", **TINY)
     assert not at.error, texts(at, "error")
     wait_until_finished(at)
     run_dir = next(p for p in (studio_home / "runs").iterdir() if p.name.startswith("no-self-attention-"))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.server import free_port, wait_healthy
+from bench.server import free_port, serving
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app" / "main.py"
@@ -73,15 +73,8 @@ def server_elsewhere(tmp_path: Path, *, public: bool):
                 "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]
     with (tmp_path / "streamlit.log").open("w") as log:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_healthy(port, proc, timeout=120)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        with serving(proc, port, timeout=120) as url:
+            yield url
     assert "Traceback" not in (tmp_path / "streamlit.log").read_text()
 
 
