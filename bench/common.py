@@ -100,12 +100,13 @@ def corpus_dir(data: str | None) -> Iterator[Path]:
 
 
 def prepare(args: argparse.Namespace, folder: Path, *, dev: bool = True, **train_overrides: Any):
-    """``prepare_run`` on ``folder`` with ``--preset`` and the non-None ``train_overrides``; with
+    """``prepare_run`` on ``folder`` with ``--preset`` (of the family ``--model``, where the benchmark has that
+    flag) and the non-None ``train_overrides``; with
     ``dev=False`` the dev split is not read, so a Trainer of it evaluates nothing inside the timing."""
     from nram_core.data import resolve_layout
     from nram_core.train import prepare_run
 
-    model_cfg, train_cfg = preset(args.preset)
+    model_cfg, train_cfg = preset(args.preset, getattr(args, "model", "nram"))
     chosen = {name: value for name, value in train_overrides.items() if value is not None}
     layout = resolve_layout(folder)
     if not dev:

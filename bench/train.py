@@ -12,7 +12,8 @@ per-tensor loop, ``F.dropout``'s masks, as the Trainer ran before issue 14) is t
 same rounds: ``speedup_vs_fp32_eager``.
 The Trainers come from ``prepare_run`` on the train split (random word vectors: the vectors'
 values do not change a step's work). ``peak_rss_mb`` is the process peak before any reference
-step.
+step. ``--model naml|lstur|npa`` times another family at its own sizes for the preset
+(``config.FAMILY_SIZES``), against its plain fp32 path; the reference loop is NRAM's only.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from nram_core.fastpath import autocast_for
-from nram_core.model import NRAM
+from nram_core.config import KINDS
+from nram_core.families import build_model
 from nram_core.train import Callback, Trainer, seed_everything
 
 from . import common
@@ -107,6 +109,9 @@ def _parser():
     p.add_argument("--compare-workers", type=int,
                    help="also time our step with this many DataLoader workers in the same rounds")
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--model", choices=KINDS, default="nram",
+                   help="the model family to time (its own sizes for --preset); the reference NRMS loop is NRAM's "
+                        "only, so another family is timed without it")
     return p
 
 
@@ -130,7 +135,9 @@ def main(argv=None) -> int:
             args, folder, dev=False, batch_size=args.batch_size, epochs=10_000, seed=args.seed, word_vectors="none"))
     runtime = common.runtime(num_workers=args.workers, amp=args.amp, compile=args.compile, title_chunk=args.title_chunk)
     seed_everything(args.seed)
-    model = NRAM(prepared.model_config)  # shared by every path: same weights, same work
+    model = build_model(prepared.model_config)  # shared by every path: same weights, same work
+    if args.model != "nram":
+        args.no_baseline = True
 
     def trainer(config):
         return common.train_only(prepared, runtime=config, device=str(device), model=model)
@@ -141,7 +148,8 @@ def main(argv=None) -> int:
     if args.compare_workers is not None:
         paths["workers"] = trainer(dataclasses.replace(runtime, num_workers=args.compare_workers))
     ours = paths["ours"]
-    figures = {"device": str(device), "batch_size": prepared.train_config.batch_size, "precision": ours.precision,
+    figures = {"device": str(device), "model": args.model, "batch_size": prepared.train_config.batch_size,
+               "precision": ours.precision,
                "title_chunk": runtime.title_chunk, "corpus_load_s": round(load_s, 3),
                "epoch_samples": ours.batches.num_samples}
     if device.type == "cuda":

@@ -19,7 +19,7 @@ from typing import Any
 
 
 INITS = ("glorot", "torch")
-KINDS = ("nram", "lstur")  # the model families (nram_core/families.py)
+KINDS = ("nram", "lstur", "naml", "npa")  # the model families (nram_core/families.py)
 LONG_SHORT = ("ini", "con")
 DATA_SIZES = ("vocab_size", "num_categories", "num_subcategories", "num_users")  # from the data, never typed
 
@@ -106,17 +106,38 @@ class ModelConfig:
     long_short: str = "ini"  # the long-term user vector starts the GRU ("ini") or joins its output ("con")
     user_mask: float = 0.0  # probability of masking a sample's long-term user vector while training
     num_users: int = 0  # the train split's users, set from the data, never typed by hand
+    # NAML (Wu et al., IJCAI 2019) reads the abstract as a view of its own: words kept per abstract.
+    abstract_len: int = 50  # at most MAX_TITLE_LEN
+    # NPA (Wu et al., KDD 2019): the width of the user-id embedding whose projections are the
+    # personalized word and news attention queries.
+    user_dim: int = 50
+    # A learned user vector for a history with no click (``layers.EmptyHistory``), trained on the
+    # empty histories of train; without it every candidate of a cold user scores the same (AUC .5).
+    empty_history: bool = True
 
     @property
     def reads_users(self) -> bool:
         """Whether the family reads who the user is (a user-id embedding), not only what they clicked:
         its batches then carry ids of the train split's ``UserVocab``, saved with the run as users.json."""
-        return self.kind == "lstur"
+        return self.kind in ("lstur", "npa")
+
+    @property
+    def reads_abstracts(self) -> bool:
+        """Whether the family reads each news' abstract (NAML's body view), not only its title: its
+        batches then carry ``abstract_len`` abstract tokens per news."""
+        return self.kind == "naml"
+
+    @property
+    def abstract_words(self) -> int:
+        """Abstract words read per news: ``abstract_len`` for a family that reads abstracts, else 0."""
+        return self.abstract_len if self.reads_abstracts else 0
 
     @property
     def news_dim(self) -> int:
         if self.kind == "lstur":
             return self.filters + (2 * self.category_dim if self.use_categories else 0)
+        if self.kind in ("naml", "npa"):  # every view (NAML) or the title (NPA) is ``filters`` wide
+            return self.filters
         return self.num_heads * self.head_dim if self.self_attention else self.word_dim
 
     def __post_init__(self) -> None:
@@ -144,10 +165,11 @@ class ModelConfig:
                               f"{self.head_dim}", "head_dim")
         if self.kind not in KINDS:
             raise field_error("kind", f"kind must be one of {KINDS}, got {self.kind!r}")
-        for name in ("filters", "window", "category_dim"):
+        for name in ("filters", "window", "category_dim", "abstract_len", "user_dim"):
             if getattr(self, name) < 1:
                 raise field_error(name, f"{name} must be >= 1, got {getattr(self, name)}")
-        check_caps(self, {"filters": MAX_WIDTH, "window": MAX_TITLE_LEN, "category_dim": MAX_WIDTH})
+        check_caps(self, {"filters": MAX_WIDTH, "window": MAX_TITLE_LEN, "category_dim": MAX_WIDTH,
+                          "abstract_len": MAX_TITLE_LEN, "user_dim": MAX_WIDTH})
         if self.window % 2 == 0:
             raise field_error("window", f"window must be odd (a word at its centre), got {self.window}")
         if self.long_short not in LONG_SHORT:
@@ -166,6 +188,15 @@ class ModelConfig:
                               f"{self.head_dim} != {self.word_dim}", "num_heads", "head_dim", "word_dim")
         if not 0.0 <= self.dropout < 1.0:
             raise field_error("dropout", f"dropout must be in [0, 1), got {self.dropout}")
+
+    def check_buildable(self, kind: str) -> None:
+        """Raise ValueError unless a model of family ``kind`` can be built from this config: its kind, and
+        the sizes that come from the data (the vocabulary, and ``check_data_sizes``), filled in."""
+        if self.kind != kind:
+            raise ValueError(f"a {kind} model needs a ModelConfig of kind {kind!r}, got {self.kind!r}")
+        if self.vocab_size < 2:
+            raise ValueError("ModelConfig.vocab_size must come from the data's vocabulary (>= 2)")
+        self.check_data_sizes()  # the other fields were checked when the config was made
 
     def check_data_sizes(self) -> None:
         """Raise ValueError when a size that comes from the data is missing (the category counts of a
@@ -285,11 +316,12 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     # layers as the reference NRMS, word vectors learned from the corpus's own news text. The
     # recipe (lr 1e-3 after a 100-step warm-up, gradients clipped at norm 1) learns from the first
     # steps with or without pretrained vectors; docs/experiments.md measures each part of it.
+    # Both presets choose the epoch on the latest 10% of train (``validation``), never on dev.
     "paper": (
         ModelConfig(word_dim=300, num_heads=15, head_dim=20, query_dim=200, dropout=0.2,
                     title_len=30, history_len=50, init="glorot", residual=False),
         TrainConfig(epochs=5, batch_size=64, negatives=4, lr=1e-3, warmup_steps=100, grad_clip=1.0,
-                    word_vectors="corpus"),
+                    word_vectors="corpus", validation=0.1),
     ),
     # Small and quick on two CPU cores; trains on the demo corpus in about two minutes. It adds a
     # residual around each self-attention (not in the paper): without it the additive attention
@@ -298,7 +330,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     "demo": (
         ModelConfig(word_dim=64, num_heads=4, head_dim=16, query_dim=64, dropout=0.2,
                     title_len=16, history_len=50, init="glorot", residual=True),
-        TrainConfig(epochs=4, batch_size=64, negatives=4, lr=3e-3, word_vectors="corpus"),
+        TrainConfig(epochs=4, batch_size=64, negatives=4, lr=3e-3, word_vectors="corpus", validation=0.1),
     ),
 }
 
@@ -313,6 +345,24 @@ FAMILY_SIZES: dict[str, dict[str, dict[str, Any]]] = {
                       use_categories=True, long_short="ini", user_mask=0.5, residual=False),
         "demo": dict(kind="lstur", word_dim=64, filters=64, window=3, query_dim=64, category_dim=16,
                      use_categories=True, long_short="ini", user_mask=0.5, residual=False),
+    },
+    # NAML: recommenders' naml.yaml (400 filters, window 3, attention 200, 100-d category and
+    # subcategory embeddings, 50 abstract words).
+    "naml": {
+        "paper": dict(kind="naml", word_dim=300, filters=400, window=3, query_dim=200, category_dim=100,
+                      abstract_len=50, use_categories=True, residual=False),
+        "demo": dict(kind="naml", word_dim=64, filters=64, window=3, query_dim=64, category_dim=16,
+                     abstract_len=24, use_categories=True, residual=False),
+    },
+    # NPA: the paper's sizes (400 filters, window 3, 50-d user embedding, 200-d preference queries), which
+    # recommenders' npa.yaml also uses. The paper masks no user; p = 0.1 trains the unknown user's generic
+    # queries (a zero embedding) on a tenth of the samples, and LSTUR's p = 0.5 measured no better on
+    # unknown users (docs/experiments.md).
+    "npa": {
+        "paper": dict(kind="npa", word_dim=300, filters=400, window=3, query_dim=200, user_dim=50,
+                      user_mask=0.1, residual=False),
+        "demo": dict(kind="npa", word_dim=64, filters=64, window=3, query_dim=64, user_dim=16,
+                     user_mask=0.1, residual=False),
     },
 }
 
@@ -340,19 +390,26 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+# Fields added after runs were saved without them, with the value those runs were trained with (which is
+# not the new default): a saved config that lacks the key loads as the model it describes.
+ABSENT_FROM_OLDER_RUNS: dict[str, dict[str, Any]] = {"ModelConfig": {"empty_history": False}}
+
+
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Build ``cls`` from saved JSON, ignoring keys a newer/older version does not know. Each value
     must have its field's type (an int for ``word_dim``, never ``"64"``); a TypeError names the field.
 
     >>> from_dict(ModelConfig, {"word_dim": 32}).word_dim
     32
+    >>> from_dict(ModelConfig, {}).empty_history  # saved before the field existed (ABSENT_FROM_OLDER_RUNS)
+    False
     >>> from_dict(ModelConfig, {"word_dim": "64"})
     Traceback (most recent call last):
     TypeError: field 'word_dim': expected int, got str '64'
     """
     if not isinstance(data, dict):
         raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-    values = {}
+    values = dict(ABSENT_FROM_OLDER_RUNS.get(cls.__name__, {}))
     for f in dataclasses.fields(cls):
         if f.name in data:
             values[f.name] = _typed(f.name, data[f.name], type(f.default))

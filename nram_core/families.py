@@ -1,6 +1,6 @@
 """The model families, by ``ModelConfig.kind``: each lives in one readable file (``model.py`` for
-NRAM, ``lstur.py`` for LSTUR) and is built from its config here, so that the trainer, the run
-folder, the suites and the memory budget name no family.
+NRAM, ``lstur.py``, ``naml.py`` and ``npa.py`` for the others) and is built from its config here,
+so that the trainer, the run folder, the suites and the memory budget name no family.
 """
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ def model_class(kind: str) -> type[torch.nn.Module]:
         from .lstur import LSTUR
 
         return LSTUR
+    if kind == "naml":
+        from .naml import NAML
+
+        return NAML
+    if kind == "npa":
+        from .npa import NPA
+
+        return NPA
     raise ValueError(f"unknown model kind {kind!r}")
 
 

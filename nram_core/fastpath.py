@@ -430,4 +430,4 @@ def users_from_table(encoder: UserEncoder, news: Projected, history: torch.Tenso
     """``encoder``'s user vectors [B,D] of ``history`` [B,H] rows of ``news`` (``news_table``), ``mask`` [B,H]."""
     clicked = news.rows[history] if encoder.residual else None  # [B,H] -> [B,H,D], only for the residual
     context, _ = encoder.contextualise(clicked, mask, qkv=news.attention_inputs(history, mask))  # [B,H,D]
-    return encoder.pooling(context, mask)[0]  # [B,H,D] -> [B,D]
+    return encoder.pool(context, mask)[0]  # [B,H,D] -> [B,D]

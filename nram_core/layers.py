@@ -1,5 +1,6 @@
-"""Layers shared by the CNN model families (LSTUR, and NAML and NPA after it): the title CNN and
-the user-id embedding. The attention layers they use are NRAM's (``model.AdditiveAttention``,
+"""Layers shared by the model families: the word-vector table (all), the title CNN and the user-id
+embedding (LSTUR, NAML, NPA), and the learned vector of a history with no click (every family whose
+user vector pools the clicks). The attention layers they use are NRAM's (``model.AdditiveAttention``,
 ``model.masked_softmax``).
 
 Shapes: N news, L title length, E word dim, w window, F filters, B batch, U users.
@@ -11,6 +12,16 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def word_embedding(config) -> nn.Embedding:
+    """The word-vector table of a ``ModelConfig``: N(0, embedding_std), row 0 (padding) zero and never
+    trained (pretrained vectors replace the values, ``data/vectors.py``)."""
+    table = nn.Embedding(config.vocab_size, config.word_dim, padding_idx=0)
+    nn.init.normal_(table.weight, std=config.embedding_std)
+    with torch.no_grad():
+        table.weight[0].zero_()
+    return table
 
 
 class TitleCNN(nn.Module):
@@ -85,3 +96,22 @@ class UserEmbedding(nn.Module):
             keep = torch.rand(users.shape, device=users.device) >= self.mask_p  # [B]
             vectors = vectors * keep.unsqueeze(-1).to(vectors.dtype)  # [B,dim]
         return vectors
+
+
+class EmptyHistory(nn.Module):
+    """The user vector of a history with no click: one learned vector in place of the pooled clicks.
+
+    Pooling attention over no click gives the zero vector, and a zero user vector scores every
+    candidate the same, so a cold user's ranking would be a tie (AUC exactly .5). This vector is
+    trained on the empty histories of train, like any parameter. It starts at zero, which is the old
+    behaviour: a run saved without it (``config.ABSENT_FROM_OLDER_RUNS``) is the same model with it off.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.vector = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, user: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``user`` [B,D] pooled clicks, ``mask`` [B,H] bool -> [B,D], the learned vector where a row has no click."""
+        empty = ~mask.any(dim=-1, keepdim=True)  # [B,H] -> [B,1]
+        return torch.where(empty, self.vector.to(user.dtype), user)  # [B,D]

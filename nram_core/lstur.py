@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from .config import ModelConfig
-from .layers import TitleCNN, UserEmbedding
+from .layers import TitleCNN, UserEmbedding, word_embedding
 from .model import AdditiveAttention, evaluating, glorot_init
 
 
@@ -56,8 +56,7 @@ class LSTURNewsEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.embedding = nn.Embedding(config.vocab_size, config.word_dim, padding_idx=0)
-        nn.init.normal_(self.embedding.weight, std=config.embedding_std)
+        self.embedding = word_embedding(config)
         self.dropout = nn.Dropout(config.dropout)
         self.cnn = TitleCNN(word_dim=config.word_dim, filters=config.filters, window=config.window)
         self.pooling = AdditiveAttention(input_dim=config.filters, query_dim=config.query_dim)
@@ -159,14 +158,7 @@ class LSTURExplanation:
 class LSTUR(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if config.kind != "lstur":
-            raise ValueError(f"LSTUR needs a ModelConfig of kind 'lstur', got {config.kind!r}")
-        if config.vocab_size < 2:
-            raise ValueError("ModelConfig.vocab_size must come from the data's vocabulary (>= 2)")
-        if config.num_users < 1:
-            raise ValueError("ModelConfig.num_users must come from the train split's user vocabulary "
-                             "(>= 1: row 0 is the unknown user)")
-        config.check_data_sizes()  # the other fields were checked when the config was made
+        config.check_buildable("lstur")  # num_users too (row 0: the unknown user)
         self.config = config
         self.news_encoder = LSTURNewsEncoder(config)
         self.user_encoder = LSTURUserEncoder(config)

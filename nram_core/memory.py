@@ -73,15 +73,24 @@ def parameter_bytes(module: torch.nn.Module) -> int:
 
 
 def title_activation_bytes(model_config: ModelConfig) -> int:
-    """Forward activations of one encoded title: word vectors, the attention projections and output,
-    the additive attention's hidden layer, and each head's title_len x title_len weights.
+    """Forward activations of one encoded news: for NRAM, per title word, the word vector, the attention
+    projections and output, the additive attention's hidden layer and each head's title_len weights;
+    for the CNN families (LSTUR, NAML, NPA), the word vector, its unfolded window, the filters and the
+    hidden layer, over the title and (NAML) the abstract.
 
     >>> title_activation_bytes(ModelConfig(word_dim=8, num_heads=2, head_dim=4, query_dim=8, title_len=4))
     896
+    >>> title_activation_bytes(ModelConfig(kind="naml", word_dim=8, window=3, filters=8, query_dim=8, title_len=4,
+    ...                                    abstract_len=6))
+    1920
     """
     c = model_config
-    per_position = c.word_dim + 4 * c.news_dim + c.query_dim + c.num_heads * c.title_len
-    return c.title_len * per_position * FLOAT_BYTES
+    if c.kind == "nram":
+        per_position = c.word_dim + 4 * c.news_dim + c.query_dim + c.num_heads * c.title_len
+    else:
+        per_position = (1 + c.window) * c.word_dim + c.filters + c.query_dim
+    positions = c.title_len + c.abstract_words
+    return positions * per_position * FLOAT_BYTES
 
 
 def training_bytes(model_config: ModelConfig, train_config: TrainConfig, parameters: int) -> int:

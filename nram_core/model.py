@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .layers import EmptyHistory, word_embedding
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -142,10 +143,7 @@ class NewsEncoder(Encoder):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.embedding = nn.Embedding(config.vocab_size, config.word_dim, padding_idx=0)
-        nn.init.normal_(self.embedding.weight, std=config.embedding_std)
-        with torch.no_grad():
-            self.embedding.weight[0].zero_()
+        self.embedding = word_embedding(config)
         self.dropout = nn.Dropout(config.dropout)
         self.self_attention = MultiHeadSelfAttention(
             input_dim=config.word_dim, num_heads=config.num_heads, head_dim=config.head_dim
@@ -198,12 +196,21 @@ class UserEncoder(Encoder):
         self.dropout = nn.Dropout(config.dropout)
         self.residual = config.residual
         self.pooling = AdditiveAttention(input_dim=config.news_dim, query_dim=config.query_dim)
+        self.empty_history = EmptyHistory(config.news_dim) if config.empty_history else None
 
     def forward(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
-        """``clicked`` [B,H,D] news vectors, ``mask`` [B,H] bool. An empty history gives a zero vector."""
+        """``clicked`` [B,H,D] news vectors, ``mask`` [B,H] bool. An empty history gives the learned
+        empty-history vector (``config.empty_history``), else a zero vector."""
         context, self_weights = self.contextualise(clicked, mask, need_weights)  # [B,H,D]
-        user, click_weights = self.pooling(context, mask, need_weights)  # [B,H,D] -> [B,D]
+        user, click_weights = self.pool(context, mask, need_weights)  # [B,H,D] -> [B,D]
         return user, (EncoderAttention(self_weights, click_weights) if need_weights else None)
+
+    def pool(self, context: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
+        """Additive attention over the clicks, [B,H,D] -> (user [B,D], click weights [B,H])."""
+        user, click_weights = self.pooling(context, mask, need_weights)  # [B,H,D] -> [B,D]
+        if self.empty_history is not None:
+            user = self.empty_history(user, mask)  # [B,D]
+        return user, click_weights
 
 
 @contextlib.contextmanager
@@ -253,9 +260,7 @@ class Explanation:
 class NRAM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if config.vocab_size < 2:
-            raise ValueError("ModelConfig.vocab_size must come from the data's vocabulary (>= 2)")
-        config.check_data_sizes()  # the other fields were checked when the config was made
+        config.check_buildable("nram")
         self.config = config
         self.news_encoder = NewsEncoder(config)
         self.user_encoder = UserEncoder(config)
@@ -317,7 +322,7 @@ class NRAM(nn.Module):
                                                     subcategories=cand_sub)  # [C,L] -> [C,D]
             mask = torch.ones(1, hist_vecs.shape[0], dtype=torch.bool, device=hist_vecs.device)  # [1,H]
             context, click_self = self.user_encoder.contextualise(hist_vecs.unsqueeze(0), mask, True)  # [1,H,D]
-            user, click_pool = self.user_encoder.pooling(context, mask, True)  # [1,H,D] -> [1,D]
+            user, click_pool = self.user_encoder.pool(context, mask, True)  # [1,H,D] -> [1,D]
             per_click = cand_vecs @ context[0].T  # [C,D]@[D,H] -> [C,H]
             contributions = per_click * click_pool[0]  # [C,H]
             scores = cand_vecs @ user[0]  # [C,D]@[D] -> [C]

@@ -51,11 +51,12 @@ class RunInfo:
 
     def load_split(self, name: str, folder: Path, *, strict: bool = False, cache: bool = True,
                    complete: bool = False, progress: ReadProgress | None = None) -> Split:
-        """A split as this model reads it: its vocabulary, its title length, its category ids
+        """A split as this model reads it: its vocabulary, its title length (and abstract length), its category ids
         (``complete``: every behaviors row and candidate, for a leaderboard submission;
         ``progress``: told how far a first read of each file has got)."""
         split = load_split(name, Path(folder), self.vocab, title_len=self.model_config.title_len, strict=strict,
-                           cache=cache, complete=complete, progress=progress)
+                           cache=cache, complete=complete, progress=progress,
+                           abstract_len=self.model_config.abstract_words)
         if self.categories is not None:
             split = align_categories(split, self.categories)
         return align_users(split, self.users) if self.users is not None else split

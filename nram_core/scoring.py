@@ -3,9 +3,9 @@
 the app.
 
 It picks a path by what the model can do:
-* a model that encodes news and users apart (``encode_news`` and ``encode_users``, as NRAM does)
-  is scored the ``run_fast_eval`` way: every news encoded once, every distinct user history
-  once, then dot products;
+* a model that encodes news and users apart (``encode_news`` and ``encode_users``, as NRAM and
+  NAML do) is scored the ``run_fast_eval`` way: every news encoded once (with its categories and,
+  for a model that reads them, its abstract), every distinct user history once, then dot products;
 * any other trained model (``score_batch``: DKN and Wide&Deep, whose user side depends on the
   candidate) is scored impression by impression, in batches of whole impressions;
 * a count-based model (``score_split``: popularity, random) scores the split itself.
@@ -31,7 +31,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from .data.batching import gather_histories, make_batch
+from .data.batching import gather_histories, make_batch, trim_titles
 from .data.split import Split
 from .fileio import DataError
 from .metrics import EvalResult, impression_ranks, mean_metrics, ranked_metrics, segment_metrics
@@ -73,6 +73,7 @@ def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: b
     news = split.news
     lengths = title_lengths(news.tokens)  # [N+1]
     with_categories = getattr(model.config, "use_categories", False)
+    abstracts = abstract_tokens(model, split)  # [N+1,A] or None
     encoder = getattr(model, "news_encoder", None)
     words = None
     if (precompute and not model.training and isinstance(encoder, NewsEncoder)
@@ -85,6 +86,9 @@ def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: b
         categories = category_ids(news, picked, device) if with_categories else ()  # 2 x [b] or none
         if words is not None:
             return news_from_table(encoder, words, chunk, *categories).float()  # [b,width] -> [b,D]
+        if abstracts is not None:  # each chunk cut to its longest abstract
+            body = trim_titles(torch.from_numpy(abstracts[picked])).to(device)  # [b,A] -> [b,A']
+            return model.encode_news(chunk, *categories, abstracts=body).float()  # [b,width], [b,A'] -> [b,D]
         return model.encode_news(chunk, *categories).float()  # [b,width] -> [b,D]
 
     with autocast_for(device, amp):
@@ -92,6 +96,17 @@ def encode_all_news(model: NRAM, split: Split, *, batch_size: int = 1024, amp: b
                             min_rows=MIN_BATCH_ROWS).to(device)  # [N+1,D]
     vectors[0] = 0.0
     return vectors
+
+
+def abstract_tokens(model: torch.nn.Module, split: Split) -> np.ndarray | None:
+    """The split's abstract tokens [N+1,A] for a model that reads abstracts (NAML), None for any other;
+    a DataError when such a model meets a split read without them."""
+    if not getattr(getattr(model, "config", None), "reads_abstracts", False):
+        return None
+    if split.news.abstract_tokens is None:
+        raise DataError(f"{split.folder}: this model reads abstracts, but the {split.name} split was read without "
+                        "them (load it with the run's abstract_len: RunInfo.load_split)")
+    return split.news.abstract_tokens
 
 
 @torch.inference_mode()
@@ -193,6 +208,7 @@ def score_impressions(model, split: Split, *, max_impressions: int = 0, batch_si
     """
     if callable(getattr(model, "score_split", None)):  # count-based: no torch module
         return model.score_split(split, max_impressions=max_impressions)
+    abstract_tokens(model, split)  # a model that reads abstracts refuses a split without them, in one line
     with evaluating(model):
         if (encodes_apart(model) if fast is None else fast):
             scores = _fast_scores(model, split, max_impressions=max_impressions, batch_size=batch_size,

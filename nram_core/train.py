@@ -139,15 +139,20 @@ def prepare_run(layout: Layout, model_config: ModelConfig, train_config: TrainCo
     ``train_config.word_vectors`` asks for.
 
     ``corpus`` and ``categories`` pass data already loaded from ``layout`` (a suite loads it once
-    for many runs); the corpus must then be aligned to ``categories`` when the model reads them.
+    for many runs); the corpus must then be aligned to ``categories`` when the model reads them. A
+    model that reads abstracts (NAML) loads its own corpus when the one passed lacks them: its
+    vocabulary is built from the train titles and abstracts, where every other family's is the titles'.
     ``on_progress(path, done_bytes, total_bytes)`` hears how far a first read of each file has got.
     """
     check_vectors_choice(train_config.word_vectors)  # the configs checked their fields when they were made
+    abstract_len = model_config.abstract_words
+    if corpus is not None and abstract_len and not carries_abstracts(corpus, abstract_len):
+        corpus = None  # a suite's shared corpus reads titles only; this model's vocabulary covers its abstracts too
     if corpus is None:
         if on_status is not None:
             on_status("reading and tokenising the data")
         corpus = load_corpus(layout, title_len=model_config.title_len, min_count=train_config.min_word_count,
-                             strict=strict, cache=cache, progress=on_progress)
+                             strict=strict, cache=cache, progress=on_progress, abstract_len=abstract_len)
         if model_config.use_categories:
             corpus, categories = with_train_categories(corpus)
     if corpus.train is None:
@@ -170,6 +175,14 @@ def prepare_run(layout: Layout, model_config: ModelConfig, train_config: TrainCo
                            seed=train_config.seed, strict=strict, cache=cache, on_status=on_status)
     return PreparedRun(corpus=corpus, model_config=model_config, train_config=train_config,
                        categories=categories, word_vectors=vectors, users=users)
+
+
+def carries_abstracts(corpus: Corpus, abstract_len: int) -> bool:
+    """Whether ``corpus``'s splits carry abstract tokens ``abstract_len`` wide, encoded with its
+    vocabulary (``load_corpus(abstract_len=...)``)."""
+    splits = [s for s in (corpus.train, corpus.dev, corpus.validation) if s is not None]
+    return all(s.news.abstract_tokens is not None and s.news.abstract_tokens.shape[1] == abstract_len
+               for s in splits)
 
 
 class Trainer:

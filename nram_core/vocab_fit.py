@@ -65,10 +65,10 @@ def judge_fit(*, unk_rate: float, truncated: float, known_titles: float, same_vo
 
 
 def vocab_fit(split: Split, vocab: Vocab, *, title_len: int, train_folder: Path | None = None,
-              min_count: int = 1) -> VocabFit:
+              min_count: int = 1, abstracts: bool = False) -> VocabFit:
     """``judge_fit`` of ``split``'s titles as encoded with ``vocab`` (the split must have been read
-    with it); ``train_folder``, when given, tells whether ``vocab`` is the one its titles build with
-    ``min_count``."""
+    with it); ``train_folder``, when given, tells whether ``vocab`` is the one its titles (and, with
+    ``abstracts``, for a model that reads them, its abstracts) build with ``min_count``."""
     tokens = split.news.tokens[1:]  # [N,title_len]; row 0 is padding
     n_words = int((tokens > 0).sum())
     unk_rate = float((tokens == UNK_ID).sum() / n_words) if n_words else 1.0
@@ -79,7 +79,8 @@ def vocab_fit(split: Split, vocab: Vocab, *, title_len: int, train_folder: Path 
     same_vocab = None
     if train_folder is not None:
         try:
-            same_vocab = build_vocab(Path(train_folder), min_count=min_count).digest == vocab.digest
+            built = build_vocab(Path(train_folder), min_count=min_count, abstracts=abstracts)
+            same_vocab = built.digest == vocab.digest
         except (DataError, OSError):
             same_vocab = None
     return judge_fit(unk_rate=unk_rate, truncated=truncated, known_titles=known_titles, same_vocab=same_vocab,

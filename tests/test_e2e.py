@@ -18,6 +18,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -187,6 +189,10 @@ def test_walk_every_page(server, browser, tmp_path):
     timings["cold_start_to_user_auc_s"] = time.perf_counter() - server["started"]
     wait_idle(page)
     no_exception(page)
+    page.get_by_role("button", name="Compute the beyond-accuracy figures (seconds)").click()
+    page.get_by_text("more personal than popularity").wait_for(timeout=60_000)
+    wait_idle(page)
+    no_exception(page)
     shoot(page, "overview", tmp_path)
 
     # ---- Recommendations --------------------------------------------------------------------------------
@@ -235,6 +241,7 @@ def test_walk_every_page(server, browser, tmp_path):
     offline.get_by_text("sum of the contributions").wait_for(timeout=10_000)
     text = offline.inner_text("body")
     assert "Recommendations for user" in text and "✓" in text and "attention" in text
+    assert "most-attended words" in text
     assert not fetched, fetched
     shoot(offline, "export", tmp_path)
     offline.close()
@@ -259,6 +266,8 @@ def test_walk_every_page(server, browser, tmp_path):
     assert "Self-attention inside a title" in body
     assert "heads mostly attend to one common token" in body  # the demo model's heads all look at 'the'
     assert "Σ per-click contributions" in body and "Score (model)" in body
+    assert "Is the shading faithful? Remove the words it points at" in body
+    assert "most-attended words" in body and "Gradient attribution" in body
     assert "uniform (1/n) or less" in body and "all attention on it" in body
     assert page.locator("[data-testid='stPlotlyChart']").count() >= 3
     values = page.locator("[data-testid='stMetricValue']").all_inner_texts()
@@ -413,3 +422,49 @@ def test_public_mode_in_a_browser(public_server, browser):
         assert not leaked, (title, leaked[:3])
     page.close()
     assert not outside, outside[:5]
+
+
+FAMILY_ATTENTION = {"lstur": "LSTUR has no per-click attention", "naml": "View attention: how much title",
+                    "npa": "as the unknown user reads it"}
+
+
+@pytest.fixture(scope="module")
+def family_runs(tmp_path_factory, demo_corpus):
+    """A tiny CLI run of NRAM and of each other family on the demo corpus (the one the app generates)."""
+    root = tmp_path_factory.mktemp("family_runs")
+    home = tmp_path_factory.mktemp("family_home")
+    for kind in ("nram", *FAMILY_ATTENTION):
+        subprocess.run([sys.executable, "-m", "nram_core", "train", "--data", str(demo_corpus), "--model", kind,
+                        "--out", str(root / kind), "--preset", "demo", "--epochs", "1", "--max-impressions", "100",
+                        "--max-dev-impressions", "50", "--word-vectors", "none", "--no-progress"],
+                       check=True, cwd=REPO, capture_output=True, env={**os.environ, "NRAM_HOME": str(home)})
+    return root
+
+
+def test_each_family_in_a_browser_attention_and_nram_beside_naml_on_compare(tmp_path_factory, family_runs, browser,
+                                                                             tmp_path):
+    """Each family's own Attention view, and Compare ranking one impression with NRAM and NAML side by side."""
+    with _streamlit(tmp_path_factory, NRAM_RUNS_DIRS=str(family_runs)) as server:
+        page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+        page.goto(server["url"], timeout=120_000)
+        page.get_by_text("Model card").wait_for(timeout=120_000)
+        wait_idle(page, 120_000)
+
+        def use(kind: str) -> None:
+            page.get_by_role("combobox", name="Model", exact=True).click()
+            page.get_by_role("option", name=re.compile(f"› {kind} ")).first.click()
+            wait_idle(page, 120_000)
+
+        for kind, marker in FAMILY_ATTENTION.items():
+            use(kind)
+            go(page, "Attention", marker)
+            page.get_by_text(f"{kind.upper()} has no self-attention inside a title").wait_for(timeout=60_000)
+            shoot(page, f"attention-{kind}", tmp_path)
+        use("nram")
+        go(page, "Compare", "sit at another rank in B")
+        page.get_by_role("combobox", name="Compare the sidebar's model with").click()
+        page.get_by_role("option", name=re.compile("› naml ")).first.click()
+        page.get_by_text(re.compile(r"\(NAML\)\. Both rank the same candidates")).wait_for(timeout=60_000)
+        wait_idle(page, 120_000)
+        no_exception(page)
+        shoot(page, "compare-nram-naml", tmp_path)

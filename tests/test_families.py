@@ -48,8 +48,12 @@ def test_an_lstur_run_records_its_kind_and_users_and_every_scoring_command_loads
     assert json.loads(out)["auc"] == pytest.approx(state["final"]["auc"], abs=1e-6)  # the trainer's own figure
     code, out, err = run_cli(capsys, "predict", "--run", lstur_run, "--data", demo_corpus, "--out", tmp_path)
     assert code == 0 and (tmp_path / "prediction.zip").is_file(), err
-    code, _, err = run_cli(capsys, "recommend", "--run", lstur_run, "--data", demo_corpus, "--user", "U5107")
-    assert code == 2 and "built for NRAM models so far; this is a lstur model" in error_line(err)
+    code, out, err = run_cli(capsys, "recommend", "--run", lstur_run, "--data", demo_corpus, "--user", "U5107")
+    assert code == 0 and len(out.splitlines()) == 10, err  # the catalog ranked with the user's id
+    code, out, err = run_cli(capsys, "explain", "--run", lstur_run, "--data", demo_corpus, "--user", "U5107",
+                             "--news", json.loads(out.splitlines()[0])["news_id"])
+    explained = json.loads(out)
+    assert code == 0 and explained["model"] == "lstur" and "effect" in explained["clicks"][0], err
 
 
 def test_a_dev_user_unknown_to_the_model_scores_as_the_unknown_user(lstur_run, demo_corpus):
@@ -71,8 +75,8 @@ def test_resuming_an_lstur_run_on_data_with_other_users_is_refused(lstur_run, de
     shutil.copytree(demo_corpus, data)
     behaviors = data / "train" / "behaviors.tsv"
     lines = behaviors.read_text().splitlines(keepends=True)
-    fields = lines[-1].split("\t")
-    lines[-1] = "\t".join([fields[0], "Unew", *fields[2:]])  # one more user, the same words
+    fields = lines[0].split("\t")  # an early impression: in the part trained on, not the validation part
+    lines[0] = "\t".join([fields[0], "Unew", *fields[2:]])  # one more user, the same words
     behaviors.write_text("".join(lines))
     before = (copy / "state.json").read_bytes()
     code, _, err = run_cli(capsys, "train", "--data", data, "--out", copy, "--resume", *TINY_FLAGS, *LSTUR_FLAGS,

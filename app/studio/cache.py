@@ -29,6 +29,7 @@ from . import registry, tables
 
 if TYPE_CHECKING:  # torch is imported on first use: the Overview page and the sidebar never need it
     from nram_core.checkpoint import Run
+    from nram_core.faithfulness import PairRemoval
     from nram_core.model import Explanation
     from nram_core.recommend import Ranked, Recommender
 
@@ -128,7 +129,14 @@ def get_recommender(model_path: str, model_mtime: int, split_name: str, folder: 
 
     run = get_run(model_path, model_mtime)
     split = get_split(split_name, folder, train_folder, model_path, model_mtime)
-    return Recommender(run.model, split, identity=(model_path, model_mtime, folder, split_name))
+    return Recommender(run.model, split, identity=recommender_identity(model_path, model_mtime, split_name, folder,
+                                                                       train_folder))
+
+
+def recommender_identity(model_path: str, model_mtime: int, split_name: str, folder: str,
+                         train_folder: str | None) -> tuple:
+    """The ``identity`` of ``get_recommender``'s Recommender for the same arguments, known without building it."""
+    return (model_path, model_mtime, folder, split_name)
 
 
 QUALITY_KEPT = 6
@@ -295,3 +303,77 @@ def head_summaries(rec: Recommender, words: tuple[str, ...]) -> list:
     from nram_core.data.text import Vocab
 
     return summarise(rec.model, rec.split, Vocab(words), max_news=HEAD_SAMPLE)
+
+
+# ---- can the recommendations be trusted (issue 28): faithfulness and beyond accuracy ---------------------
+@st.cache_data(max_entries=256, show_spinner=False, hash_funcs=BY_IDENTITY)
+def pair_removal(rec: Recommender, history: np.ndarray | list[int], candidate: int, *, k: int = 2,
+                 seed: int = 0) -> PairRemoval:
+    """``nram_core.faithfulness.pair_removal`` of news row ``candidate`` for the user vector of ``history``
+    (an NRAM model's), cached per model, split, history and candidate."""
+    from nram_core.faithfulness import pair_removal as remove
+    from nram_core.scoring import category_ids, model_device
+
+    user = rec.user_vector(np.asarray(history, dtype=np.int64))  # [D]
+    row = np.array([int(candidate)])
+    categories = category_ids(rec.split.news, row, model_device(rec.model)) if rec.config.use_categories else ()
+    return remove(rec.model, rec.split.news.tokens[int(candidate)], user, categories=categories, k=k, seed=seed)
+
+
+BEYOND_KEPT = 32
+_beyond_ready: dict[tuple, dict | Exception] = {}  # what beyond_figures gave (the error, when it failed), newest last
+_beyond_running: set[tuple] = set()  # beyond_figures computing now (in a page or in the background)
+
+
+def beyond_key(identity: tuple, train: tuple, *, top: int = 10, ruler: tuple | None = None,
+               popularity: bool = False) -> tuple:
+    """What ``ready_beyond`` looks ``beyond_figures`` up by: the identities of the Recommender and of the
+    ruler (``recommender_identity``) and the other arguments, so that a page asks without building either."""
+    return (tuple(identity), tuple(train), int(top), None if ruler is None else tuple(ruler), bool(popularity))
+
+
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_IDENTITY)
+def beyond_figures(rec: Recommender, train: tuple, *, top: int = 10, ruler: Recommender | None = None,
+                   popularity: bool = False) -> dict:
+    """``nram_core.beyond.beyond_accuracy`` of ``rec``'s top-``top`` lists on its split (``popularity``:
+    of the popularity ranking's, on the same users), the intra-list diversity measured with ``ruler``'s
+    news vectors (None, or a ruler that has none of its own: that figure is None). ``train``: ``(folder,
+    model_path, model_mtime)`` of the train split, read as ``get_split`` reads it (its clicks make
+    popularity and novelty). Recorded for ``ready_beyond``; a failure is recorded, then raised."""
+    from nram_core.baselines import Popularity
+    from nram_core.beyond import beyond_accuracy
+    from nram_core.scoring import encodes_apart
+
+    key = beyond_key(_identity(rec), train, top=top, ruler=None if ruler is None else _identity(ruler),
+                     popularity=popularity)
+    folder, model_path, model_mtime = train
+    _beyond_running.add(key)
+    try:
+        train_split = get_split("train", folder, folder, model_path, model_mtime)
+        vectors = ruler.news_vectors if ruler is not None and encodes_apart(ruler.model) else None
+        if popularity:
+            figures = beyond_accuracy(Popularity(train_split), rec.split, train_split, top=top, vectors=vectors)
+        else:
+            figures = beyond_accuracy(rec.model, rec.split, train_split, top=top, vectors=vectors,
+                                      news_vectors=rec.news_vectors if encodes_apart(rec.model) else None)
+    except Exception as exc:
+        _beyond_ready[key] = exc  # a page says why instead of offering to compute it again
+        raise
+    else:
+        _beyond_ready[key] = figures
+    finally:
+        _beyond_running.discard(key)
+        while len(_beyond_ready) > BEYOND_KEPT:
+            _beyond_ready.pop(next(iter(_beyond_ready)))
+    return figures
+
+
+def ready_beyond(key: tuple) -> dict | Exception | None:
+    """What ``beyond_figures`` gave for ``key`` (``beyond_key``) when this process has computed it (the
+    error, when it failed), else None. It never computes."""
+    return _beyond_ready.get(key)
+
+
+def beyond_running(key: tuple) -> bool:
+    """Whether ``beyond_figures`` for ``key`` is being computed now (by another session or the warm-up)."""
+    return key in _beyond_running

@@ -283,3 +283,61 @@ def news_map(points: pd.DataFrame, marked: list[tuple[str, list[int], str, str]]
     fig.update_layout(height=620, margin=dict(l=10, r=10, t=10, b=10), legend=dict(itemsizing="constant"),
                       xaxis=dict(title="component 1", zeroline=False), yaxis=dict(title="component 2", zeroline=False))
     return fig
+
+
+def leave_one_out_bar(labels: list[str], effects: np.ndarray, *, title: str) -> go.Figure:
+    """Horizontal bars of what each click adds to the score (the score minus the score with that click
+    left out): green where the click raised it, red where it lowered it. For a user encoder with no
+    per-click attention (LSTUR's GRU) these measured effects stand where the attention bars would."""
+    effects = np.asarray(effects, dtype=float)
+    fig = go.Figure(go.Bar(
+        x=effects, y=labels, orientation="h", marker=dict(color=[UP if e >= 0 else DOWN for e in effects]),
+        hovertemplate="%{y}<br>score with it minus without it: %{x:+.4f}<extra></extra>",
+    ))
+    fig.add_vline(x=0.0, line=dict(color="#57606a", width=1))
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_xaxes(title="score with the click minus the score without it")
+    return _layout(fig, height=max(260, 22 * len(labels) + 80), title=title)
+
+
+def paired_click_attention_bar(labels: list[str], weights: dict[str, np.ndarray], *, title: str) -> go.Figure:
+    """Grouped horizontal bars of the attention over the clicks under several readers (NPA: the chosen
+    user and the unknown user), one colour each, with the uniform share 1/n as a dashed line."""
+    fig = go.Figure()
+    colours = ("#d7301f", "#8c96a0")
+    for (name, values), colour in zip(weights.items(), colours):
+        fig.add_trace(go.Bar(x=np.asarray(values, dtype=float), y=labels, orientation="h", name=name,
+                             marker=dict(color=colour), hovertemplate="%{y}<br>" + name + ": %{x:.3f}<extra></extra>"))
+    if labels:
+        fig.add_vline(x=1.0 / len(labels), line=dict(color="#57606a", dash="dash", width=1),
+                      annotation_text=f"uniform 1/{len(labels)}", annotation_position="top")
+    fig.update_layout(barmode="group", legend=dict(orientation="h", x=0.0, y=-0.12, yanchor="top"))
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_xaxes(title="attention weight over the clicks (each reader's sum to 1)")
+    return _layout(fig, height=max(300, 34 * len(labels) + 140), title=title)
+
+
+def view_attention_bar(views: tuple[str, ...], weights: dict[str, np.ndarray], *,
+                       title: str | None = None) -> alt.Chart:
+    """Grouped bars of view attention (NAML: title, abstract, category, subcategory), one group per view
+    and one bar per news (``weights``: name -> [V] weights, summing to 1 over the views a news has)."""
+    frame = pd.DataFrame([{"view": view, "news": name, "weight": float(w[i])}
+                          for name, w in weights.items() for i, view in enumerate(views)])
+    return alt.Chart(frame, height=260, title=title or "").mark_bar().encode(
+        x=alt.X("view:N", sort=list(views), title=None, axis=alt.Axis(labelAngle=0)),
+        xOffset=alt.XOffset("news:N", sort=list(weights)),
+        y=alt.Y("weight:Q", title="view attention weight", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("news:N", sort=list(weights), title=None,
+                        scale=alt.Scale(range=["#d7301f", "#fdbb84", "#8c96a0"])),
+        tooltip=["news:N", "view:N", alt.Tooltip("weight:Q", format=".3f")],
+    )
+
+
+def attention_shift(weights: np.ndarray, other: np.ndarray) -> float:
+    """How far two attention distributions over the same positions differ: half their L1 distance
+    (total variation), 0 for the same weights, 1 for attention on disjoint positions.
+
+    >>> attention_shift(np.array([0.5, 0.5, 0.0]), np.array([0.0, 0.5, 0.5]))
+    0.5
+    """
+    return float(0.5 * np.abs(np.asarray(weights, dtype=float) - np.asarray(other, dtype=float)).sum())

@@ -27,7 +27,7 @@ from nram_core.run_info import RunInfo
 from nram_core.user_quality import PICKS, UserQuality, rank_among
 from nram_core.vocab_fit import VocabFit
 
-from . import cache, registry
+from . import cache, registry, trust
 from .registry import DatasetEntry, ModelEntry
 from .widgets import keep_choice
 
@@ -94,6 +94,13 @@ class Ctx:
         """``model`` serving this split (the sidebar's, or the Compare page's second), built once per process."""
         return cache.get_recommender(*self.recommender_args(model))
 
+    def for_user(self, rec: Recommender) -> Recommender:
+        """``rec`` serving the sidebar's user: a family that reads who the user is (LSTUR, NPA) gets
+        the user's id in its run (0, the unknown user, for a user it never trained on) in every call
+        that has no impression to take it from (the catalog, What-if, explanations)."""
+        assert self.user is not None
+        return rec.for_user(rec.user_id(self.user))
+
     @property
     def truth(self) -> dict:
         path = self.dataset.truth_path if self.dataset else None
@@ -108,6 +115,12 @@ class Ctx:
         """The words of news ``row``'s title as the model reads them (its vocabulary, its title length)."""
         words = self.words
         return [words[t] for t in self.split.news.tokens[int(row)] if t]
+
+    def abstract_words(self, row: int) -> list[str]:
+        """The words of news ``row``'s abstract as a model that reads abstracts (NAML) reads them; [] for a
+        split read without abstracts."""
+        tokens = self.split.news.abstract_tokens
+        return [] if tokens is None else [self.words[t] for t in tokens[int(row)] if t]
 
     def news(self) -> pd.DataFrame:
         """Titles, ids and category names by news row (``tables.news_frame``)."""
@@ -172,10 +185,12 @@ def warm_up(c: Ctx) -> None:
     def build() -> None:
         try:
             rec = cache.get_recommender(*args)
-            if c.info.model_config.self_attention:  # the Attention page's per-head summary
+            config = c.info.model_config
+            if config.kind == "nram" and config.self_attention:  # the Attention page's per-head summary (NRAM's)
                 cache.head_summaries(rec, c.words)
-            if c.split.num_impressions <= AUTO_QUALITY_IMPRESSIONS:
+            if auto_quality(c):
                 cache.get_user_quality(*args)
+            trust.warm_up(c, rec, beyond=False)  # Captum imported off the page: the first removal test waits for none
         except Exception:  # noqa: BLE001 - need_model() builds it again on its page and shows the error there
             logging.getLogger(__name__).warning("warm-up of %s failed; the model pages will say why", args[0],
                                                 exc_info=True)
@@ -260,11 +275,23 @@ def need_user() -> Ctx:
 
 # ---- users picked by the model's AUC ---------------------------------------------------------------
 AUTO_QUALITY_IMPRESSIONS = 1_000_000  # larger splits: per-user AUC only when asked (scoring takes minutes)
+# A family that reads user ids (LSTUR, NPA) is scored impression by impression (``scoring.encodes_apart``),
+# every news encoded again in each batch: beyond this many, per-user AUC only when asked.
+AUTO_QUALITY_PER_IMPRESSION = 5_000
 USER_PENDING = "_user_pending"  # a provisional default user, replaced by the typical one once AUCs are known
 PENDING_PICK = "_pending_pick"  # a pick ("best", ...) the sidebar applies before drawing the user box
 USER_PICK = "_user_pick"  # how the current user was picked: pick, user id, default or not, model and split
 PICK_LABELS = {"best": "Best", "typical": "Typical", "worst": "Worst"}
 PICK_WORDS = {"best": "the best", "typical": "a typical (median)", "worst": "the worst"}
+
+
+def auto_quality(c: Ctx) -> bool:
+    """Whether every user's AUC under the chosen model is computed without being asked (in the background,
+    and awaited for the default user): splits small enough to score in seconds for this model's family."""
+    if c.split is None or c.info is None:
+        return False
+    per_impression = getattr(c.info.model_config, "reads_users", False)
+    return c.split.num_impressions <= (AUTO_QUALITY_PER_IMPRESSION if per_impression else AUTO_QUALITY_IMPRESSIONS)
 
 
 def user_quality(c: Ctx) -> UserQuality | None:
@@ -372,7 +399,7 @@ def _default_user_choice(c: Ctx, among: np.ndarray, sb) -> None:
     if c.quality is not None and _apply_pick(c, "typical", among=pool, sb=sb, default=True):
         return
     st.session_state["user"] = _default_user(c.users, pool)
-    if c.scores_users and c.quality is None and c.split.num_impressions <= AUTO_QUALITY_IMPRESSIONS:
+    if c.scores_users and c.quality is None and auto_quality(c):
         st.session_state[USER_PENDING] = st.session_state["user"]
 
 
@@ -400,9 +427,32 @@ def _pick_widgets(c: Ctx, among: np.ndarray, sb) -> None:
 
 def cold_user_note(c: Ctx) -> None:
     if len(c.history) == 0:
-        st.info(f"**{c.user} is a cold user**: no clicks in the history, so the user vector is zero and every "
-                "candidate gets the same score (0, probability 0.5). Equal scores keep their listed order (the "
-                "tie rule), so the ranking and its metrics show only where the clicks were listed.")
+        st.info(f"**{c.user} is a cold user**: no clicks in the history. " + cold_scoring_text(c.rec))
+
+
+def cold_scoring_text(rec: Recommender | None) -> str:
+    """How the model scores a history with no click, in words."""
+    if rec is None or rec.cold_users_tie:
+        return ("The user vector is zero, so every candidate gets the same score (0, probability 0.5). Equal "
+                "scores keep their listed order (the tie rule), so the ranking and its metrics show only where "
+                "the clicks were listed.")
+    if rec.kind == "lstur":
+        return ("LSTUR's GRU takes one step on an empty input from the user's long-term vector, so the candidates "
+                "are still ranked, by what the model learned of this user id (or of the unknown user).")
+    return ("The model uses its learned empty-history user vector, trained on the cold users of train: the "
+            "candidates are ranked by what suits a user with no clicks.")
+
+
+def user_identity_note(c: Ctx, rec: Recommender) -> str | None:
+    """For a family that reads who the user is (LSTUR, NPA): whether the model knows the sidebar's user,
+    and how it scores one it does not (the unknown user, id 0); None for the other families."""
+    if not rec.reads_users or c.user is None:
+        return None
+    if rec.user_id(c.user):
+        return (f"{rec.kind.upper()} reads who the user is: {c.user} was in its training data, so their learned "
+                "user embedding is used.")
+    return (f"{rec.kind.upper()} reads who the user is: {c.user} was not in its training data, so they are scored "
+            "as the unknown user (id 0), the generic user that masked training samples taught it.")
 
 
 # ---- the sidebar -----------------------------------------------------------------------------

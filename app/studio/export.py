@@ -2,8 +2,8 @@
 
 Inline CSS only: no script, no font, no image, nothing fetched, so it opens offline in any
 browser. It holds the model card line, the history with its word-attention shading, the ranked
-impression with the true clicks, and for the top candidate the click attention and the exact
-per-click contributions to its score.
+impression with the true clicks, and for the top candidate the click attention, the exact
+per-click contributions to its score and the removal test of its word attention (``trust``).
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from nram_core.recommend import Ranked
+from nram_core.recommend import Ranked, click_effects, has_click_attention, word_weights
 
-from . import cache, charts
+from . import cache, charts, trust
 from .views_common import impression_label
 
 STYLE = """
@@ -38,10 +38,11 @@ def _e(value: object) -> str:
 def user_report_html(*, user: str, dataset: str, split: str, model_line: str, impression_label: str,
                      news_titles: list[str], news_categories: list[str], history: np.ndarray,
                      history_words: list[list[str]], ranked: Ranked, top_title: str,
-                     explanation) -> str:
+                     explanation, faithfulness: str = "") -> str:
     """The page. ``history``: the clicks the user encoder reads, oldest first; ``history_words``:
     their title words; ``explanation``: ``Recommender.explain`` of that history and the top candidate
-    (``news_titles``/``news_categories`` are indexed by news row)."""
+    (``news_titles``/``news_categories`` are indexed by news row); ``faithfulness``: the removal test of
+    the top candidate's word attention, in words (``trust.faithfulness_line``)."""
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>NRAM Studio: user {_e(user)}"
              f"</title><meta name='viewport' content='width=device-width, initial-scale=1'><style>{STYLE}</style>"
              "</head><body>",
@@ -67,9 +68,11 @@ def user_report_html(*, user: str, dataset: str, split: str, model_line: str, im
 
     parts.append(f"<h2>Why “{_e(top_title)}” ranks first</h2>")
     if len(history) == 0:
-        parts.append("<p>This user has no clicks (a cold user): the user vector is zero and every candidate "
-                     "scores the same.</p>")
+        parts.append("<p>This user has no clicks (a cold user): there is no click to explain the score by.</p>")
+    elif not has_click_attention(explanation):
+        parts.append(_measured_clicks_html(explanation, history, history_words, news_categories))
     else:
+        history_weights, _ = word_weights(explanation)
         weights = np.asarray(explanation.click_weights, dtype=float)
         contributions = np.asarray(explanation.contributions[0], dtype=float)
         parts.append(f"<p>The score {float(explanation.scores[0]):+.4f} is the sum of one term per click, "
@@ -84,8 +87,7 @@ def user_report_html(*, user: str, dataset: str, split: str, model_line: str, im
         uniform = 100.0 * (1.0 / len(weights)) / longest if longest > 0 else 0.0
         for k, i in enumerate(range(len(history) - 1, -1, -1), start=1):
             row = int(history[i])
-            shading = charts.shaded_title_html(history_words[i], explanation.history_word_weights[i][
-                :len(history_words[i])])
+            shading = charts.shaded_title_html(history_words[i], history_weights[i][:len(history_words[i])])
             width = 100.0 * weights[i] / longest if longest > 0 else 0.0
             css = "up" if contributions[i] >= 0 else "down"
             parts.append(f"<tr><td class='num'>{k}</td><td>{shading}<span class='card'>{_e(news_categories[row])}"
@@ -96,7 +98,35 @@ def user_report_html(*, user: str, dataset: str, split: str, model_line: str, im
                      f"<td class='num'><b>{contributions.sum():+.4f}</b></td></tr></table>")
         parts.append(f"<p class='card'>{_e(charts.ATTENTION_LEGEND_TEXT)} {_e(charts.BAR_LEGEND_TEXT)} "
                      f"{_e(charts.peakedness_text(weights, 'Attention over the clicks'))}</p>")
+    if faithfulness and len(history):
+        parts.append(f"<h2>Is the word shading of “{_e(top_title)}” faithful?</h2><p>{_e(faithfulness)}</p>")
     parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _measured_clicks_html(explanation, history: np.ndarray, history_words: list[list[str]],
+                          news_categories: list[str]) -> str:
+    """The "why" of a family without per-click attention (LSTUR's GRU): each click's measured effect on
+    the top candidate's score (the score with the click minus the score without it), beside its words."""
+    history_weights, _ = word_weights(explanation)
+    effects = click_effects(explanation)[0]  # [H]
+    parts = [f"<p>The score is {float(explanation.scores[0]):+.4f}. This model's user encoder is a GRU: it has "
+             "no per-click attention, so the score does not split over the clicks. Each click's effect is "
+             "measured instead: the score with the click minus the score with it left out (the effects need not "
+             "add up to the score). Green clicks raised it, red ones lowered it.</p>"]
+    unknown = getattr(explanation, "unknown_user_scores", None)
+    if unknown is not None:
+        parts.append(f"<p class='card'>The same history scored as the unknown user (no user embedding): "
+                     f"{float(unknown[0]):+.4f}.</p>")
+    parts.append("<table><tr><th>#</th><th>clicked news (newest first), words shaded by attention</th>"
+                 "<th class='num'>effect on the score</th></tr>")
+    for k, i in enumerate(range(len(history) - 1, -1, -1), start=1):
+        row = int(history[i])
+        shading = charts.shaded_title_html(history_words[i], history_weights[i][:len(history_words[i])])
+        css = "up" if effects[i] >= 0 else "down"
+        parts.append(f"<tr><td class='num'>{k}</td><td>{shading}<span class='card'>{_e(news_categories[row])}"
+                     f"</span></td><td class='num {css}'>{effects[i]:+.4f}</td></tr>")
+    parts.append(f"</table><p class='card'>{_e(charts.ATTENTION_LEGEND_TEXT)}</p>")
     return "".join(parts)
 
 
@@ -105,7 +135,8 @@ def view_report(c, impression: int, ranked: Ranked) -> str:
     news = c.news()
     recent = np.asarray(c.history, dtype=np.int64)[-c.info.model_config.history_len:]
     top = int(ranked.rows[0])
-    exp = cache.explain(c.rec, recent, [top])
+    rec = c.for_user(c.rec)
+    exp = cache.explain(rec, recent, [top])
     best = (c.info.state or {}).get("best_auc")
     model_line = (f"model {c.model.label} · {c.info.num_parameters:,} parameters"
                   + (f" · best dev AUC {best:.4f}" if isinstance(best, (int, float)) else ""))
@@ -114,4 +145,5 @@ def view_report(c, impression: int, ranked: Ranked) -> str:
         impression_label=impression_label(c, impression), news_titles=list(news["title"]),
         news_categories=list(news["category"]), history=recent,
         history_words=[c.title_words(r) for r in recent],
-        ranked=ranked, top_title=str(news.at[top, "title"]), explanation=exp)
+        ranked=ranked, top_title=str(news.at[top, "title"]), explanation=exp,
+        faithfulness=trust.faithfulness_line(c, rec, recent, top))

@@ -159,9 +159,15 @@ def variant(model: dict[str, Any]) -> str:
 
     >>> variant({"self_attention": False, "residual": True, "use_categories": True})
     'no self-attention + categories'
+    >>> variant({"kind": "naml", "use_categories": True})
+    'NAML + categories'
     """
-    words = ["self-attention" + (" + residual" if model.get("residual") else "")
-             if model.get("self_attention", True) else "no self-attention"]
+    kind = model.get("kind", "nram")
+    if kind != "nram":  # another family: NRAM's switches (self-attention, residual) do not apply
+        words = [str(kind).upper()]
+    else:
+        words = ["self-attention" + (" + residual" if model.get("residual") else "")
+                 if model.get("self_attention", True) else "no self-attention"]
     if model.get("use_categories"):
         words.append("categories")
     return " + ".join(words)
@@ -211,7 +217,8 @@ def setting_differences(folder_a: Path, folder_b: Path) -> list[dict[str, str]]:
         for name in dict.fromkeys([*a, *b]):
             if name in RUNTIME_FIELDS or a.get(name) == b.get(name):
                 continue
-            flag = cli_flag(name) if name in _config_defaults() else "(from the data)"
+            flag = ("--model" if name == "kind" else cli_flag(name) if name in _config_defaults()
+                    else "(from the data)")
             rows.append({"setting": name, "flag": flag, "A": _shown(a.get(name)), "B": _shown(b.get(name))})
     return rows
 

@@ -1,4 +1,5 @@
-"""Compare: two models rank the same impression of the same user, side by side."""
+"""Compare: two models, of one family or two (NRAM beside NAML, LSTUR or NPA), rank the same impression of the
+same user, side by side."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,8 @@ import streamlit as st
 from nram_core.fileio import DataError
 from nram_core.recommend import rank_change
 
-from studio import cache, registry, views_common as vc
-from studio.context import need_user
+from studio import cache, registry, trust, views_common as vc
+from studio.context import need_user, user_identity_note
 from studio.training import auc_text, impressions_text, run_facts, setting_differences
 from studio.widgets import keep_choice
 
@@ -66,8 +67,12 @@ show_models(c.model.path, second.path)
 imp = vc.impression_picker(c)
 a = cache.rank_impression(c.rec, imp)
 b = cache.rank_impression(rec_b, imp)
-st.caption(f"User **{c.user}** · A = {c.model.label} (the sidebar's model) · B = {second.label}. Both rank the "
-           "same candidates with the same history; the news rows are the dataset's, so they line up.")
+st.caption(f"User **{c.user}** · A = {c.model.label} ({c.rec.kind.upper()}, the sidebar's model) · "
+           f"B = {second.label} ({rec_b.kind.upper()}). Both rank the same candidates with the same history; the "
+           "news rows are the dataset's, so they line up.")
+notes = dict.fromkeys(note for note in (user_identity_note(c, c.rec), user_identity_note(c, rec_b)) if note)
+if notes:
+    st.caption(" ".join(notes))
 
 metric_names = (("AUC", "auc"), ("MRR", "mrr"), ("nDCG@5", "ndcg@5"), ("nDCG@10", "ndcg@10"))
 cols = [*st.columns(2), *st.columns(2)]  # two a row: "0.636 → 0.954" is cut in a quarter of 1280 px
@@ -113,3 +118,5 @@ clicked_b = sorted(rank_b[int(r)] for r in rows if labels.get(int(r), 0) > 0)
 st.caption(f"In A's order. {moved} of {len(table)} candidates sit at another rank in B (↑ higher in B, ↓ lower). "
            f"True clicks: at ranks {', '.join(map(str, clicked_a)) or '–'} in A, "
            f"{', '.join(map(str, clicked_b)) or '–'} in B.")
+
+trust.compare_beyond(c, second, rec_b)

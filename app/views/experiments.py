@@ -33,6 +33,7 @@ SUITE_HELP = {
     "heads": "NRAM with 1 / 5 / 10 / 15 heads at one total width",
     "negatives": "NRAM trained with K = 1 / 2 / 4 / 8 non-clicks per click",
     "ablation": "NRAM, NRAM without self-attention, NRAM with categories fused",
+    "sota": "NRAM vs NAML, LSTUR and NPA, with popularity and random floors",
     "all": "every model above (identical configurations trained once)",
 }
 

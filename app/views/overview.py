@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from studio import charts, registry, training
-from studio.context import (AUTO_QUALITY_IMPRESSIONS, background_quality, fit_warning, need_split, rerun_view,
+from studio import charts, registry, training, trust
+from studio.context import (auto_quality, background_quality, fit_warning, need_split, rerun_view,
                             user_quality)
 
 
@@ -146,7 +146,7 @@ if isinstance(ready, Exception):
     st.error(registry.shown_text(f"The model cannot score this split: {ready}"))
 elif ready is not None:
     draw_per_user_auc(ready)
-elif c.split.num_impressions <= AUTO_QUALITY_IMPRESSIONS:  # the warm-up thread computes it after this run
+elif auto_quality(c):  # the warm-up thread computes it after this run
     when_scored()
 elif st.button(f"Score all {c.split.num_impressions:,} impressions (minutes)", key="ov_score_users"):
     quality = user_quality(c)
@@ -154,3 +154,5 @@ elif st.button(f"Score all {c.split.num_impressions:,} impressions (minutes)", k
         st.error(registry.shown_text(c.model_error or "The model cannot score this split."))
     else:
         draw_per_user_auc(quality)
+
+trust.overview_beyond(c)

@@ -5,7 +5,7 @@ import streamlit as st
 
 from studio import charts, cache, views_common as vc
 from studio.export import view_report
-from studio.context import cold_user_note, need_user, user_note
+from studio.context import cold_user_note, need_user, user_identity_note, user_note
 from studio.widgets import keep_choice
 
 c = need_user()
@@ -16,6 +16,10 @@ note = user_note(c)  # how the model does for this user, and how they were picke
 if note:
     st.caption(note + ("" if c.pick else " Pick the best, a typical or the worst user in the sidebar."))
 cold_user_note(c)
+identity = user_identity_note(c, c.rec)
+if identity:
+    st.caption(identity)
+served = c.for_user(c.rec)  # the user's id where the model reads it (the catalog has no impression to take it from)
 
 news = c.news()
 with st.expander(f"History: {len(c.history)} clicked news, newest first", expanded=True):
@@ -50,7 +54,8 @@ if mode == "Impression":
     # A callable: the page is built when the button is pressed (on its own thread), not on every rerun
     # (half a second for a user of a 2M-impression split).
     st.download_button("Export this view (HTML)", data=lambda: view_report(c, imp, ranked),
-                       file_name=f"nram-{c.user}-impression-{c.split.behaviors.impression_id_texts(imp, imp + 1)[0]}.html",
+                       file_name=(f"nram-{c.user}-impression-"
+                                  f"{c.split.behaviors.impression_id_texts(imp, imp + 1)[0]}.html"),
                        mime="text/html", icon=":material/download:", key="rec_export",
                        help="One self-contained HTML file (no script, nothing fetched) that opens offline in any "
                             "browser: the ranking with the true clicks, the history with its word attention, and "
@@ -62,12 +67,12 @@ else:
     categories = ["All categories"] + list(c.split.news.categories)
     keep_choice("catalog_category", categories)
     category = right.selectbox("Category", categories, key="catalog_category")
-    ranked = cache.rank_catalog(c.rec, c.history, top=top, category=None if category == categories[0] else category)
+    ranked = cache.rank_catalog(served, c.history, top=top, category=None if category == categories[0] else category)
     st.dataframe(vc.ranked_table(news, ranked), hide_index=True, width="stretch", key="rec_catalog",
                  column_config=vc.RANKED_COLUMNS)
     st.caption(f"Top {len(ranked.rows)} of the {len(news) - 1:,} news in the catalog; the {len(c.history)} "
                "news already in the history are left out.")
-    scores = cache.catalog_scores(c.rec, c.history)
+    scores = cache.catalog_scores(served, c.history)
     threshold = float(ranked.scores[-1]) if len(ranked.scores) else None
     st.subheader("Score distribution over the whole catalog")
     st.altair_chart(charts.histogram(scores, xlabel="score (user · news)", vline=threshold,

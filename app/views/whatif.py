@@ -7,7 +7,7 @@ import streamlit as st
 from nram_core.recommend import rank_change
 
 from studio import cache, views_common as vc
-from studio.context import need_user
+from studio.context import cold_scoring_text, need_user, user_identity_note
 from studio.widgets import keep_choice
 
 c = need_user()
@@ -44,6 +44,11 @@ st.session_state["whatif_clicks"] = [r for r in options if r in kept]
 st.caption(f"User **{c.user}** · edit the history below; the model re-encodes the user at once. Only the latest "
            f"{c.info.model_config.history_len} clicks are read by the model.")
 
+identity = user_identity_note(c, c.rec)
+if identity:  # the edited history stays this user's: the same id (the unknown user 0 for one the model never saw)
+    st.caption(identity + " The edited history is scored as the same user.")
+served = c.for_user(c.rec)
+
 if not options:
     st.info("This user has no clicks yet (a cold user): add news below to build a history.")
 st.pills("Clicks in the edited history (oldest first): highlighted = kept, grey = removed; click one to remove it, "
@@ -68,7 +73,7 @@ added = [r for r in edited.tolist() if r not in set(original)]
 st.markdown(f"**Edits:** {len(removed)} click(s) removed, {len(added)} added → {len(edited)} clicks "
             f"(was {len(original)}).")
 if len(edited) == 0:
-    st.info("The edited history is empty: a cold user, so every candidate gets the same score.")
+    st.info("The edited history is empty: a cold user. " + cold_scoring_text(c.rec))
 
 modes = ["Impression candidates", "Whole catalog"]
 keep_choice("whatif_mode", modes)
@@ -84,8 +89,8 @@ else:
     keep_choice("whatif_top", range(5, 51, 5), default=20)
     top = st.slider("How many", 5, 50, step=5, key="whatif_top")
     everything = len(news) - 1  # rank the whole catalog, so that a rank change is known for every news
-    base = cache.rank_catalog(c.rec, original, top=everything)
-    new = cache.rank_catalog(c.rec, edited, top=everything)
+    base = cache.rank_catalog(served, original, top=everything)
+    new = cache.rank_catalog(served, edited, top=everything)
     shown = new.top(top)
     old_rank = base.top(top).rank_of()  # a news that was below the list shown is "new" in it
 old_score = base.score_of()

@@ -1,5 +1,5 @@
 """``python -m nram_core COMMAND``: demo-data, download, train, evaluate, recommend, predict, explain,
-attention, experiment.
+attention, faithfulness, beyond, experiment.
 
 Errors are one line on stderr and exit code 2. Results are JSON on stdout: one line per command,
 recommend a line per news. Here the flags are parsed; ``commands`` runs each command and
@@ -18,8 +18,8 @@ from ..config import DATA_SIZES, KINDS, PRESETS, ModelConfig, RuntimeConfig, Tra
 from ..data.archive import MAX_RATIO, MAX_UNZIPPED_BYTES
 from ..data.download import MIND_SIZES, MIND_SPLITS
 from ..fileio import DataError
-from .commands import (cmd_attention, cmd_demo_data, cmd_download, cmd_evaluate, cmd_experiment, cmd_explain,
-                       cmd_predict, cmd_recommend, cmd_train)
+from .commands import (cmd_attention, cmd_beyond, cmd_demo_data, cmd_download, cmd_evaluate, cmd_experiment,
+                       cmd_explain, cmd_faithfulness, cmd_predict, cmd_recommend, cmd_train)
 
 
 # ---- shared argument groups ------------------------------------------------------------------
@@ -101,6 +101,10 @@ def _seed(value: str) -> int:
     return number
 
 
+def _steps(value: str) -> int:
+    return _whole_number(value, lowest=2)
+
+
 def _device(value: str) -> str:
     """A device this torch build and machine have (``train.pick_device`` checks it)."""
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", value):
@@ -140,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model; prints one JSON line of dev metrics")
     _add_data_args(p)
     p.add_argument("--model", dest="kind", choices=KINDS, default="nram",
-                   help="model family: nram (this paper's) or lstur (a CNN news encoder and a GRU user encoder "
-                        "with a long-term user embedding, An et al. 2019); --preset picks its size")
+                   help="model family: nram (this paper's); naml (multi-view CNN news encoder over title, "
+                        "abstract and categories, Wu et al. 2019); lstur (CNN news encoder, GRU user encoder with a "
+                        "long-term user embedding, An et al. 2019); npa (CNN news encoder with personalized word "
+                        "and news attention from a user-id embedding, Wu et al. 2019); --preset picks its size")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--out", help="run folder (default NRAM_HOME/runs/PRESET-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -159,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("experiment", help="train and compare a suite of models (NRAM, baselines, ablations)")
     _add_data_args(p)
-    p.add_argument("--suite", default="paper", help="paper, heads, negatives, ablation or all; several joined by "
-                                                     "commas (paper,ablation) train a shared model once")
+    p.add_argument("--suite", default="paper", help="paper, heads, negatives, ablation, sota or all; several "
+                                                     "joined by commas (paper,ablation) train a shared model once")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--epochs", type=int, default=None, help="epochs per model (default from the preset)")
     p.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 per model")
@@ -170,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-dev-impressions", type=int, default=None, help="cap on dev impressions scored (0 = all)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--validation", type=float, default=None,
+                   help="latest share of train held out to choose each model's epoch (default from the preset, 0.1; "
+                        "0: train on all of train and score the last epoch)")
     p.add_argument("--device", type=_device, help="cpu, cuda, ... (default: cuda when present)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_experiment)
@@ -179,7 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
                              ("predict", cmd_predict, "write prediction.txt and prediction.zip (leaderboard format)"),
                              ("explain", cmd_explain, "attention and per-click contributions for a user and a news"),
                              ("attention", cmd_attention, "how peaked the word and click attention is (normalised "
-                                                          "entropy; topical/common ratio on a synthetic corpus)")):
+                                                          "entropy; topical/common ratio on a synthetic corpus)"),
+                             ("faithfulness", cmd_faithfulness, "does removing the most-attended words move the score "
+                                                                "more than random ones, or the top words by "
+                                                                "integrated gradients? one JSON line"),
+                             ("beyond", cmd_beyond, "beyond-accuracy figures of the dev users' top-N lists, the "
+                                                    "model's and popularity's; one JSON line")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--run", required=True, help="run folder (holds config.json, vocab.json, model.safetensors)")
         _add_data_args(p)
@@ -206,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "explain":
             p.add_argument("--user", required=True)
             p.add_argument("--news", required=True)
+        if name == "faithfulness":
+            p.add_argument("--impressions", type=_count, default=None,
+                           help="test the candidates of the first N dev impressions (0: all; default "
+                                "faithfulness.DEFAULT_IMPRESSIONS, 300)")
+            p.add_argument("--seed", type=_seed, default=0, help="seed of the random words")
+            p.add_argument("--steps", type=_steps, default=None,
+                           help="points of the integrated-gradients path integral (default "
+                                "faithfulness.DEFAULT_STEPS, 8)")
+        if name == "beyond":
+            p.add_argument("--top", type=_positive_int, default=10, help="length of each user's list")
     return parser
 
 

@@ -195,6 +195,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     run, split = _load_run_and_split(args)
     rec = Recommender(run.model, split)
+    rec = rec.for_user(rec.user_id(args.user))  # LSTUR, NPA: the user's id (0: a user the run never trained on)
     history = split.user_history(args.user)
     ranked = rec.rank_catalog(history, top=args.top, category=args.category)
     news = split.news
@@ -226,13 +227,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from ..recommend import Recommender
+    from ..recommend import Recommender, click_effects, has_click_attention, word_weights
 
     run, split = _load_run_and_split(args)
     rec = Recommender(run.model, split)
+    rec = rec.for_user(rec.user_id(args.user))  # LSTUR, NPA: the user's id (0: a user the run never trained on)
     history = split.user_history(args.user)[-run.model_config.history_len:]
     candidate = rec.row_of(args.news)
     exp = rec.explain(history, np.array([candidate]))
+    history_weights, candidate_weights = word_weights(exp)
+    attended = has_click_attention(exp)  # LSTUR's GRU has no per-click weights: measured effects instead
     words = run.vocab.words
     news = split.news
 
@@ -240,20 +244,31 @@ def cmd_explain(args: argparse.Namespace) -> int:
         tokens = news.tokens[row]
         return [[words[t], round(float(w), 4)] for t, w in zip(tokens, weights) if t]
 
-    clicks = [
-        {"news_id": news.ids[row], "title": news.titles[row], "click_weight": round(float(exp.click_weights[i]), 4),
-         "contribution": round(float(exp.contributions[0, i]), 5),
-         "words": weighted_words(row, exp.history_word_weights[i])}
-        for i, row in enumerate(history)
-    ]
-    clicks.sort(key=lambda c: -abs(c["contribution"]))
-    _print_json({"user": args.user, "news_id": args.news, "title": news.titles[candidate],
-                 "score": round(float(exp.scores[0]), 5),
-                 "sum_of_contributions": round(float(exp.contributions[0].sum()), 5),
-                 "candidate_words": weighted_words(candidate, exp.candidate_word_weights[0]), "clicks": clicks,
-                 **({"candidate_views": dict(zip(("title", "category", "subcategory"),
-                                                 (round(float(w), 4) for w in exp.candidate_view_weights[0])))}
-                    if exp.candidate_view_weights.size else {})})
+    def per_click(i: int) -> dict[str, float]:
+        if attended:
+            return {"click_weight": round(float(exp.click_weights[i]), 4),
+                    "contribution": round(float(exp.contributions[0, i]), 5)}
+        return {"effect": round(float(click_effects(exp)[0, i]), 5)}  # score with the click minus without it
+
+    clicks = [{"news_id": news.ids[row], "title": news.titles[row], **per_click(i),
+               "words": weighted_words(row, history_weights[i])} for i, row in enumerate(history)]
+    clicks.sort(key=lambda c: -abs(c["contribution" if attended else "effect"]))
+    record = {"user": args.user, "news_id": args.news, "title": news.titles[candidate], "model": rec.kind,
+              "score": round(float(exp.scores[0]), 5)}
+    if attended:
+        record["sum_of_contributions"] = round(float(exp.contributions[0].sum()), 5)
+    if hasattr(exp, "unknown_user_scores"):  # a family that reads user ids: the same history as the unknown user
+        record["unknown_user_score"] = round(float(exp.unknown_user_scores[0]), 5)
+    if getattr(exp, "exact", False):  # LSTUR con: the score splits into its two user vectors
+        record["short_term_score"] = round(float(exp.short_term_scores[0]), 5)
+        record["long_term_score"] = round(float(exp.long_term_scores[0]), 5)
+    record.update(candidate_words=weighted_words(candidate, candidate_weights[0]), clicks=clicks)
+    views = getattr(exp, "candidate_view_weights", np.zeros(0))
+    if views.size:  # NRAM with categories: title, category, subcategory; NAML: title, abstract, category, subcategory
+        names = ("title", "abstract", "category", "subcategory") if views.shape[1] == 4 else ("title", "category",
+                                                                                             "subcategory")
+        record["candidate_views"] = dict(zip(names, (round(float(w), 4) for w in views[0])))
+    _print_json(record)
     return 0
 
 
@@ -268,11 +283,64 @@ def cmd_attention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rounded(record: dict[str, Any]) -> dict[str, Any]:
+    """Floats to 6 places, inside lists and dicts too."""
+    def one(value: Any) -> Any:
+        if isinstance(value, float):
+            return round(value, 6)
+        if isinstance(value, list):
+            return [one(v) for v in value]
+        if isinstance(value, dict):
+            return {k: one(v) for k, v in value.items()}
+        return value
+    return one(record)
+
+
+def cmd_faithfulness(args: argparse.Namespace) -> int:
+    from ..faithfulness import faithfulness
+
+    run, split = _load_run_and_split(args)
+    with _scoring_run(args):
+        chosen = {name: value for name, value in (("impressions", args.impressions), ("steps", args.steps))
+                  if value is not None}  # unset: the core's defaults
+        result = faithfulness(run.model, split, seed=args.seed, **chosen)
+    if result["titles"] == 0:
+        raise DataError(f"{split.folder}: nothing to test: no candidate title of the first "
+                        f"{result['impressions']} impressions has two or more words of the model's vocabulary")
+    _print_json({**_rounded(result), "split": str(split.folder)})
+    return 0
+
+
+def cmd_beyond(args: argparse.Namespace) -> int:
+    from ..baselines import Popularity
+    from ..beyond import beyond_accuracy, list_impressions
+    from ..scoring import encode_all_news, encodes_apart
+
+    layout = _layout(args)
+    if layout.dev is None or layout.train is None:
+        raise DataError(f"--data {args.data or args.dev_dir or args.train_dir}: beyond needs a train and a dev split "
+                        "(the lists are of the dev users; popularity and novelty count the train clicks)")
+    run, dev = _load_run_and_split(args)
+    if not len(list_impressions(dev, args.top)):
+        raise DataError(f"{dev.folder}: no impression has more than {args.top} candidates to choose a top "
+                        f"{args.top} from", settings=("top",))
+    with ReadingBars() as reading:
+        train = run.load_split("train", layout.train, strict=args.strict, cache=not args.no_cache, progress=reading)
+    with _scoring_run(args):
+        # One ruler for intra-list diversity: the run's news vectors measure both rankings' lists,
+        # or none when the model has none of its own (then the figure is null for both).
+        vectors = encode_all_news(run.model, dev).float().cpu().numpy() if encodes_apart(run.model) else None
+        model = beyond_accuracy(run.model, dev, train, top=args.top, vectors=vectors)
+        popular = beyond_accuracy(Popularity(train), dev, train, top=args.top, vectors=vectors)
+    _print_json({**_rounded(model), "popularity": _rounded(popular), "split": str(dev.folder)})
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from ..experiments import run_suite
 
     train = {"max_impressions": args.max_impressions, "max_dev_impressions": args.max_dev_impressions,
-             "batch_size": args.batch_size, "lr": args.lr}
+             "batch_size": args.batch_size, "lr": args.lr, "validation": args.validation}
     layout = _layout(args)
     folder = run_suite(suite=args.suite, layout=layout, out=args.out, preset=args.preset, epochs=args.epochs,
                        seeds=args.seeds, train_overrides=train, device=args.device,

@@ -46,12 +46,16 @@ class Batch:
     # [B] int64 each sample's user as an id of the model's ``UserVocab`` (0: unknown), when the split
     # carries ``model_users`` (see nram_core.data.users); None for a model that reads no user ids.
     users: torch.Tensor | None = None
+    # [U,A] int64 abstract tokens of each unique news, when the split carries ``news.abstract_tokens``
+    # (a model that reads abstracts, ``ModelConfig.reads_abstracts``); None otherwise.
+    abstracts: torch.Tensor | None = None
 
     # The layout of the fields, so that cutting a batch never guesses from shapes. Every field not
     # named here has one row per unique news ([U,...]).
     SAMPLE_FIELDS: ClassVar[tuple[str, ...]] = ("history_mask", "labels", "users")  # one row per sample
     NEWS_INDEX_FIELDS: ClassVar[tuple[str, ...]] = ("history", "candidates")  # per sample, index the unique news
     TOKEN_FIELDS: ClassVar[tuple[str, ...]] = ("titles", "entities")  # [U,L]: one column per title token
+    ABSTRACT_FIELDS: ClassVar[tuple[str, ...]] = ("abstracts",)  # [U,A]: one column per abstract token
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -99,10 +103,14 @@ class Batch:
 
     def trim(self) -> "Batch":
         """The batch with the title columns that are padding in every title cut off, and every
-        per-token field cut with them; exact, since padding is masked out everywhere."""
+        per-token field cut with them (the abstracts by their own padding columns); exact, since
+        padding is masked out everywhere."""
         width = trim_titles(self.titles).shape[1]
-        return dataclasses.replace(self, **{name: getattr(self, name)[:, :width] for name in self.TOKEN_FIELDS
-                                            if getattr(self, name) is not None})  # [U,L] -> [U,L']
+        cut = {name: getattr(self, name)[:, :width] for name in self.TOKEN_FIELDS
+               if getattr(self, name) is not None}  # [U,L] -> [U,L']
+        cut.update({name: trim_titles(getattr(self, name)) for name in self.ABSTRACT_FIELDS
+                    if getattr(self, name) is not None})  # [U,A] -> [U,A']
+        return dataclasses.replace(self, **cut)
 
 
 @dataclass
@@ -134,7 +142,8 @@ def shard_rows(n: int, rank: int, world_size: int) -> tuple[int, int]:
 
 
 def trim_titles(tokens: torch.Tensor) -> torch.Tensor:
-    """Drop the trailing columns that are padding in every row (keeps at least one column)."""
+    """Drop the trailing columns that are padding in every row (keeps at least one column), of
+    titles or abstracts."""
     filled = (tokens != 0).any(dim=0)  # [N,L] -> [L]
     keep = int(filled.nonzero().max()) + 1 if bool(filled.any()) else 1
     return tokens[:, :keep]  # [N,L] -> [N,keep]
@@ -160,6 +169,8 @@ def make_batch(split: Split, history: np.ndarray, history_mask: np.ndarray, cand
         entities=(torch.from_numpy(split.news.entities[unique].astype(np.int64))
                   if split.news.entities is not None else None),
         users=torch.from_numpy(np.array(users, dtype=np.int64)) if users is not None else None,  # [B]
+        abstracts=(torch.from_numpy(split.news.abstract_tokens[unique].astype(np.int64))
+                   if split.news.abstract_tokens is not None else None),  # [U,A]
     )
 
 

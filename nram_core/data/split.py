@@ -2,9 +2,9 @@
 ``Corpus`` (the splits with their vocabulary) and ``CategoryVocab``.
 
 ``layout.resolve_layout`` finds the train and dev folders (or zips) that a user points at;
-``load_split`` parses one folder and encodes every title once into an int32 array,
-cached on disk under a key made of the input files' hash and the settings, so a
-second run neither re-parses nor re-tokenises.
+``load_split`` parses one folder and encodes every title once into an int32 array (and, for a
+model that reads abstracts, every abstract), cached on disk under a key made of the input files'
+hash and the settings, so a second run neither re-parses nor re-tokenises.
 """
 from __future__ import annotations
 
@@ -57,6 +57,9 @@ class News:
     category: np.ndarray  # [N+1] int32 into categories
     subcategory: np.ndarray  # [N+1] int32 into subcategories
     tokens: np.ndarray  # [N+1, title_len] int32
+    # [N+1, abstract_len] int32, for a model that reads abstracts (``load_split(abstract_len=...)``, cached
+    # with the split); None otherwise.
+    abstract_tokens: np.ndarray | None = None
     # [N+1, title_len] int32 entity id per title token, set by nram_core.data.entities.with_entities
     # (never cached: it depends on the run's entity vocabulary); None until then.
     entities: np.ndarray | None = None
@@ -139,7 +142,7 @@ class Split:
 
 
 def _parse_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict: bool,
-                 complete: bool = False, progress: ReadProgress | None = None) -> Split:
+                 complete: bool = False, progress: ReadProgress | None = None, abstract_len: int = 0) -> Split:
     raw = read_news(folder / "news.tsv", strict=strict, progress=progress)
     ids = [""] + raw.ids
     categories = sorted(set(raw.categories))
@@ -156,6 +159,7 @@ def _parse_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, stric
         category=np.asarray([0] + [cat_index[c] for c in raw.categories], dtype=np.int32),
         subcategory=np.asarray([0] + [sub_index[s] for s in raw.subcategories], dtype=np.int32),
         tokens=vocab.encode_many([""] + raw.titles, title_len),
+        abstract_tokens=vocab.encode_many([""] + raw.abstracts, abstract_len) if abstract_len else None,
     )
     behaviors = read_behaviors(folder / "behaviors.tsv", news.index, strict=strict, complete=complete,
                                progress=progress)
@@ -165,12 +169,14 @@ def _parse_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, stric
 
 
 _ARRAYS_NEWS = ("category", "subcategory", "tokens")
+_ABSTRACTS = "news_abstract_tokens"  # cached only for a split read with ``abstract_len`` (its own key)
 _ARRAYS_BEHAVIORS = ("impression_ids", "impression_id_widths", "times", "history_offsets", "history",
                      "candidate_offsets", "candidates", "labels")
 
 
-def _array_names() -> list[str]:
-    return [f"news_{k}" for k in _ARRAYS_NEWS] + [f"beh_{k}" for k in _ARRAYS_BEHAVIORS] + ["users"]
+def _array_names(abstracts: bool = False) -> list[str]:
+    return ([f"news_{k}" for k in _ARRAYS_NEWS] + [f"beh_{k}" for k in _ARRAYS_BEHAVIORS] + ["users"]
+            + ([_ABSTRACTS] if abstracts else []))
 
 
 def _save_split(split: Split, dest: Path) -> None:
@@ -182,6 +188,8 @@ def _save_split(split: Split, dest: Path) -> None:
         arrays = {f"news_{k}": getattr(split.news, k) for k in _ARRAYS_NEWS}
         arrays.update({f"beh_{k}": getattr(split.behaviors, k) for k in _ARRAYS_BEHAVIORS})
         arrays["users"] = split.users
+        if split.news.abstract_tokens is not None:
+            arrays[_ABSTRACTS] = split.news.abstract_tokens
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
         meta = {
@@ -201,17 +209,20 @@ def _save_split(split: Split, dest: Path) -> None:
         raise
 
 
-def _load_cached(dest: Path) -> Split | None:
+def _load_cached(dest: Path, *, abstracts: bool = False) -> Split | None:
     """The cached split, its arrays memory-mapped copy-on-write (pages are read as they are used;
-    a write stays private to this process); None when the entry is missing or damaged."""
+    a write stays private to this process); None when the entry is missing or damaged (or lacks
+    the abstract tokens that ``abstracts`` asks for)."""
     try:
         meta = json.loads((dest / "meta.json").read_text(encoding="utf-8"))
-        arrays = {name: np.load(dest / f"{name}.npy", mmap_mode="c", allow_pickle=False) for name in _array_names()}
+        arrays = {name: np.load(dest / f"{name}.npy", mmap_mode="c", allow_pickle=False)
+                  for name in _array_names(abstracts)}
         overview_data = stats.load(dest)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     reports = [FileReport.from_dict(r) for r in meta["reports"]]
-    news = News(**meta["news"], **{k: arrays[f"news_{k}"] for k in _ARRAYS_NEWS})
+    news = News(**meta["news"], **{k: arrays[f"news_{k}"] for k in _ARRAYS_NEWS},
+                abstract_tokens=arrays.get(_ABSTRACTS))
     behaviors = RawBehaviors(user_ids=CodedIds(meta["user_ids"], arrays["users"]), report=reports[1],
                              **{k: arrays[f"beh_{k}"] for k in _ARRAYS_BEHAVIORS})
     return Split(name=meta["name"], folder=Path(meta["folder"]), news=news, behaviors=behaviors,
@@ -229,38 +240,45 @@ def _discard(entry: Path) -> None:
 
 
 def load_split(name: str, folder: Path, vocab: Vocab, *, title_len: int, strict: bool = False,
-               cache: bool = True, complete: bool = False, progress: ReadProgress | None = None) -> Split:
+               cache: bool = True, complete: bool = False, progress: ReadProgress | None = None,
+               abstract_len: int = 0) -> Split:
     """Parse and encode one split, or load it from the cache when the files and settings match.
     ``complete``: every behaviors row with every candidate (see ``mind.read_behaviors``);
-    ``progress``: told how far each file has been read (a cold parse only)."""
+    ``progress``: told how far each file has been read (a cold parse only); ``abstract_len``: also
+    encode each news' abstract to that many tokens (``News.abstract_tokens``; 0: not at all)."""
+    if abstract_len < 0:
+        raise ValueError(f"abstract_len must be >= 0, got {abstract_len}")
     if not cache:
         return _parse_split(name, folder, vocab, title_len=title_len, strict=strict, complete=complete,
-                            progress=progress)
+                            progress=progress, abstract_len=abstract_len)
+    abstracts = f"|abstracts {abstract_len}" if abstract_len else ""  # a title-only key stays as it was
     key = hashlib.blake2b(
         f"{CACHE_VERSION}|{split_key(folder)}|{vocab.digest}|{title_len}|{int(strict)}|{int(complete)}|{name}"
-        .encode(), digest_size=12,
+        f"{abstracts}".encode(), digest_size=12,
     ).hexdigest()
     dest = nram_home() / "prepared" / key
-    cached = _load_cached(dest) if dest.is_dir() else None
+    cached = _load_cached(dest, abstracts=bool(abstract_len)) if dest.is_dir() else None
     if cached is not None:
         cached.folder = folder
         return cached
     if dest.is_dir():  # damaged (or from an older layout): out of the way, so that the new entry can land
         _discard(dest)
     split = _parse_split(name, folder, vocab, title_len=title_len, strict=strict, complete=complete,
-                         progress=progress)
+                         progress=progress, abstract_len=abstract_len)
     cache_write(lambda: _save_split(split, dest))
     return split
 
 
 def build_vocab(train_folder: Path, *, min_count: int, strict: bool = False, cache: bool = True,
-                progress: ReadProgress | None = None) -> Vocab:
-    """Vocabulary of the train titles, cached by the train files' hash and ``min_count``."""
-    path = nram_home() / "prepared" / f"vocab-{split_key(train_folder)}-{min_count}.json"
+                progress: ReadProgress | None = None, abstracts: bool = False) -> Vocab:
+    """Vocabulary of the train titles (``abstracts``: and abstracts, for a model that reads them),
+    cached by the train files' hash, ``min_count`` and what it covers."""
+    covers = "-abstracts" if abstracts else ""  # a title vocabulary keeps the file name it always had
+    path = nram_home() / "prepared" / f"vocab-{split_key(train_folder)}-{min_count}{covers}.json"
     if cache and path.is_file():
         return Vocab.load(path)
-    vocab = Vocab.build(read_news(train_folder / "news.tsv", strict=strict, progress=progress).titles,
-                        min_count=min_count)
+    raw = read_news(train_folder / "news.tsv", strict=strict, progress=progress)
+    vocab = Vocab.build(raw.titles + raw.abstracts if abstracts else raw.titles, min_count=min_count)
     if cache:
         cache_write(lambda: vocab.save(path))
     return vocab
@@ -332,17 +350,19 @@ def carve_validation(split: Split, fraction: float) -> tuple[Split, Split]:
 
 def load_corpus(layout: Layout, *, title_len: int, min_count: int = 1, vocab: Vocab | None = None,
                 splits: tuple[str, ...] = ("train", "dev"), strict: bool = False, cache: bool = True,
-                progress: ReadProgress | None = None) -> Corpus:
-    """Load the requested splits. Without ``vocab`` (a new model), it is built from train."""
+                progress: ReadProgress | None = None, abstract_len: int = 0) -> Corpus:
+    """Load the requested splits. Without ``vocab`` (a new model), it is built from train: from its
+    titles, and with ``abstract_len`` (a model that reads abstracts) from its abstracts too, whose
+    tokens the splits then carry (``News.abstract_tokens``)."""
     if vocab is None:
         vocab = build_vocab(layout.require("train"), min_count=min_count, strict=strict, cache=cache,
-                            progress=progress)
+                            progress=progress, abstracts=bool(abstract_len))
     loaded = {}
     for name in ("train", "dev"):
         folder = layout.train if name == "train" else layout.dev
         if name in splits and folder is not None:
             loaded[name] = load_split(name, folder, vocab, title_len=title_len, strict=strict, cache=cache,
-                                      progress=progress)
+                                      progress=progress, abstract_len=abstract_len)
     return Corpus(vocab=vocab, train=loaded.get("train"), dev=loaded.get("dev"))
 
 

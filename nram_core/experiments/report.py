@@ -20,9 +20,13 @@ from .suites import KIND_LABELS, model_label
 
 RESULT_FILE = "result.json"  # one per finished run, written last: the run's done marker
 ATTENTION_KEYS = ("word_entropy", "click_entropy", "topical_common_ratio")  # see attention_stats.py
+# The beyond-accuracy figures of each dev user's top 10 (nram_core/beyond.py, FIGURES)
+BEYOND_KEYS = ("coverage", "gini", "intra_list_diversity", "category_entropy", "calibration_kl", "novelty",
+               "personalisation")
 RESULT_COLUMNS = ("model", "label", "kind", "group", "seed", "num_heads", "head_dim", "negatives",
                   "self_attention", "use_categories", *METRIC_NAMES, "impressions", *ATTENTION_KEYS,
-                  "train_seconds", "eval_seconds", "epochs", "parameters", "same_as")
+                  *BEYOND_KEYS, "train_seconds", "eval_seconds", "epochs", "best_epoch", "chosen_on", "parameters",
+                  "same_as")
 SEGMENT_COLUMNS = ("model", "seed", "segment", *METRIC_NAMES, "impressions")
 
 
@@ -51,7 +55,8 @@ def results_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {c: r.get(c) for c in RESULT_COLUMNS}
         row.update(model=r["name"], label=model_label(r), **{m: r["metrics"][m] for m in METRIC_NAMES},
                    impressions=r["metrics"]["impressions"],
-                   **{k: (r.get("attention") or {}).get(k) for k in ATTENTION_KEYS})
+                   **{k: (r.get("attention") or {}).get(k) for k in ATTENTION_KEYS},
+                   **{k: (r.get("beyond") or {}).get(k) for k in BEYOND_KEYS})
         rows.append(row)
     return rows
 
@@ -71,7 +76,8 @@ def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return buffer.getvalue()
 
 
-def summarise(rows: list[dict[str, Any]], keys: tuple[str, ...] = (*METRIC_NAMES, *ATTENTION_KEYS, "train_seconds")
+def summarise(rows: list[dict[str, Any]],
+              keys: tuple[str, ...] = (*METRIC_NAMES, *ATTENTION_KEYS, *BEYOND_KEYS, "train_seconds")
               ) -> list[dict[str, Any]]:
     """Mean and sample std over seeds per model, in first-seen order."""
     by_model: dict[str, list[dict[str, Any]]] = {}
@@ -114,8 +120,9 @@ def results_markdown(folder: Path, records: list[dict[str, Any]]) -> str:
     lines = [f"# Experiment suite `{settings['suite']}`", "",
              f"Preset `{settings['preset']}`, {settings['epochs']} epoch(s), seeds 0..{settings['seeds'] - 1}, "
              f"train overrides {settings['train'] or 'none'}; data: train `{saved['data']['train']}`, "
-             f"dev `{saved['data']['dev']}`. Every model is evaluated once, after its last epoch, on the dev "
-             "impressions (official MIND metrics). Mean ± sample std over seeds.", "",
+             f"dev `{saved['data']['dev']}`. Every model is scored once on the dev impressions (official MIND "
+             "metrics): after the epoch chosen on the latest share of train held out for validation, when the "
+             "recipe holds one out (`validation`), else after its last epoch. Mean ± sample std over seeds.", "",
              "| model | AUC | MRR | nDCG@5 | nDCG@10 | train s/run | parameters | seeds |",
              "|---|---|---|---|---|---|---|---|"]
     for s in summary:
@@ -132,6 +139,18 @@ def results_markdown(folder: Path, records: list[dict[str, Any]]) -> str:
         for s in with_attention:
             lines.append(f"| {s['label']} | " + " | ".join(_pm(s[k], s[f'{k}_std'], 3) for k in ATTENTION_KEYS)
                          + " |")
+    with_beyond = [s for s in summary if not math.isnan(s["coverage"])]
+    if with_beyond:
+        lines += ["", "## Beyond accuracy", "",
+                  "Over the top 10 of each dev user's latest impression with more than 10 candidates "
+                  "(nram_core/beyond.py): catalog coverage, Gini of the recommendation counts, intra-list "
+                  "diversity (cosine distance in the model's own news vectors; – for a model without them), "
+                  "category entropy (bits), calibration KL to the history's categories, novelty (bits) and "
+                  "personalisation (1 − mean Jaccard overlap of two users' lists).", "",
+                  "| model | coverage | Gini | intra-list diversity | category entropy | calibration KL | novelty "
+                  "| personalisation |", "|---|---|---|---|---|---|---|---|"]
+        for s in with_beyond:
+            lines.append(f"| {s['label']} | " + " | ".join(_pm(s[k], s[f'{k}_std'], 3) for k in BEYOND_KEYS) + " |")
     ordering = paper_ordering(summary)
     if ordering:
         lines += ["", ordering]

@@ -13,7 +13,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..baselines import BASELINE_PRESETS, DKN, Popularity, RandomScores, WideDeep
-from ..config import RUNTIME_FIELDS, ModelConfig, RuntimeConfig, TrainConfig, preset as get_preset, to_dict
+from ..checkpoint import committed_file, load_weights
+from ..config import KINDS, RUNTIME_FIELDS, ModelConfig, RuntimeConfig, TrainConfig, preset as get_preset, to_dict
 from ..data.entities import EntityVocab, entity_files, load_entity_vectors, read_entity_ids, with_entities
 from ..data.layout import Layout, resolve_layout
 from ..data.split import CategoryVocab, Corpus, load_corpus, with_train_categories
@@ -101,12 +102,14 @@ def load_suite_data(layout: Layout, *, title_len: int, min_count: int, strict: b
                      strict=strict, cache=cache)
 
 
+BEYOND_TOP = 10  # the list length of the suites' beyond-accuracy figures
+
 # ---- one run -------------------------------------------------------------------------------------
 def build_model(spec: ModelSpec, model_cfg: ModelConfig, *, data: SuiteData, preset: str, seed: int):
     from ..families import build_model as build_family
 
     baseline = BASELINE_PRESETS.get(preset, BASELINE_PRESETS["paper"])
-    if spec.kind == "nram":
+    if spec.kind in KINDS:  # nram and the families of its kind (naml, lstur, npa)
         return build_family(model_cfg)
     if spec.kind == "wide_deep":
         return WideDeep(config=model_cfg, baseline=baseline, num_categories=len(data.categories.categories),
@@ -167,10 +170,12 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
     if spec.kind in ("dkn", "wide_deep"):
         info["baseline"] = to_dict(BASELINE_PRESETS.get(preset, BASELINE_PRESETS["paper"]))
     atomic_write_json(run_dir / "experiment.json", info)
-    train_seconds, epochs_done = 0.0, 0
+    train_seconds, epochs_done, chosen = 0.0, 0, {}
     if spec.trained:
         data.entities.save(run_dir / "entities.json")
-        train_only = Corpus(vocab=data.corpus.vocab, train=data.corpus.train, dev=None)  # evaluated once, below
+        # prepare_run's corpus: the train part (and the validation part that chooses the epoch) aligned to
+        # what this model reads (its users, its abstracts); dev is scored once, below.
+        train_only = dataclasses.replace(prepared.corpus, dev=None)
         trainer = Trainer(**{**prepared.trainer_args(), "corpus": train_only}, run_dir=run_dir,
                           callbacks=[_Relay(emit, stop)], device=device, model=model,
                           resume=(run_dir / "state.json").is_file(), runtime=runtime,
@@ -181,9 +186,12 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
         train_seconds = float(sum(r["seconds"] for r in result.history))
         epochs_done = result.epochs_done
         model = trainer.model
+        chosen = {"best_epoch": result.best_epoch, "chosen_on": result.chosen_on}
+        if result.chosen_on == "validation":  # the epoch chosen on the held-out part of train, not the last
+            load_weights(model, committed_file(run_dir, "best"))
     emit(phase="eval", message="evaluating on dev")
     start = time.perf_counter()
-    evaluation = evaluate_split(model, data.corpus.dev, max_impressions=base_train.max_dev_impressions,
+    evaluation = evaluate_split(model, prepared.corpus.dev, max_impressions=base_train.max_dev_impressions,
                                 segments=HISTORY_SEGMENTS)
     metrics = evaluation.as_dict()
     segments = {name: result.as_dict() for name, result in evaluation.segments.items()}
@@ -192,12 +200,21 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
         from ..attention_stats import attention_stats
         from ..synth import read_truth
 
-        attention = attention_stats(model, data.corpus.dev, data.corpus.vocab,
+        attention = attention_stats(model, prepared.corpus.dev, data.corpus.vocab,
                                     truth=read_truth(data.layout.train.parent),
                                     max_impressions=base_train.max_dev_impressions or 5000)
+    from ..beyond import beyond_accuracy
+
+    # Catalog-level figures of each dev user's top 10 (issue 28); intra-list diversity in the model's own
+    # news vectors (None for a model without them: popularity, random, DKN, Wide&Deep, NPA).
+    try:
+        beyond = beyond_accuracy(model, prepared.corpus.dev, prepared.corpus.train, top=BEYOND_TOP)
+    except DataError as exc:  # e.g. no dev impression long enough for a top 10: the accuracy figures stand alone
+        beyond = {"skipped": str(exc)}
     record = {**info, "run_key": run_key, "metrics": metrics, "segments": segments, "attention": attention,
+              "beyond": beyond,
               "train_seconds": train_seconds,
-              "eval_seconds": time.perf_counter() - start, "epochs": epochs_done,
+              "eval_seconds": time.perf_counter() - start, "epochs": epochs_done, **chosen,
               "parameters": count_parameters(model), "num_heads": model_cfg.num_heads,
               "head_dim": model_cfg.head_dim, "negatives": train_cfg.negatives,
               "self_attention": model_cfg.self_attention, "use_categories": model_cfg.use_categories,
@@ -266,7 +283,7 @@ def run_suite(*, suite: str, data: str | Path | None = None, layout: Layout | No
     runtime = runtime or RuntimeConfig()
     settings = SuiteSettings(suite=suite, preset=preset, epochs=base_train.epochs, seeds=seeds,
                              train=tuple(sorted(overrides.items())))
-    specs = suite_specs(suite, base_model)
+    specs = suite_specs(suite, base_model, preset)
     layout = layout or resolve_layout(data)
     folder = Path(out) if out else default_out(suite, preset, base_train.epochs, layout)
     saved_path = folder / "suite.json"

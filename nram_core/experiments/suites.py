@@ -2,7 +2,9 @@
 
 Suites (``SUITE_NAMES``): paper (NRAM, DKN, Wide&Deep, popularity, random), heads (1/5/10/15
 heads at one total width), negatives (K = 1/2/4/8), ablation (NRAM without self-attention, with
-categories fused, with the residual toggled, with random word vectors), all (their union).
+categories fused, with the residual toggled, with random word vectors), sota (NRAM beside the
+attention models of its family, NAML, LSTUR and NPA, each at its own sizes for the preset
+(``config.FAMILY_SIZES``), with popularity and random as floors), all (their union).
 """
 from __future__ import annotations
 
@@ -10,15 +12,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ModelConfig, TrainConfig
+from ..config import FAMILY_SIZES, ModelConfig, TrainConfig
 from ..fileio import DataError
 
-SUITE_NAMES = ("paper", "heads", "negatives", "ablation", "all")
+SUITE_NAMES = ("paper", "heads", "negatives", "ablation", "sota", "all")
+GROUPS = ("paper", "heads", "negatives", "ablation", "sota")
 HEADS = (1, 5, 10, 15)
 NEGATIVES = (1, 2, 4, 8)
 HEADS_WIDTH_UNIT = 30  # lcm(1, 5, 10, 15): every head count splits the width evenly
-KIND_LABELS = {"nram": "NRAM", "dkn": "DKN", "wide_deep": "Wide&Deep", "popularity": "Popularity",
-               "random": "Random"}
+KIND_LABELS = {"nram": "NRAM", "naml": "NAML", "lstur": "LSTUR", "npa": "NPA", "dkn": "DKN",
+               "wide_deep": "Wide&Deep", "popularity": "Popularity", "random": "Random"}
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class ModelSpec:
     """One model of a suite: a kind and the config fields it changes."""
 
     name: str
-    kind: str  # nram | dkn | wide_deep | popularity | random
+    kind: str  # a family of config.KINDS (nram, naml, lstur, npa) | dkn | wide_deep | popularity | random
     group: str  # paper | heads | negatives | ablation
     model: tuple[tuple[str, Any], ...] = ()  # ModelConfig overrides
     train: tuple[tuple[str, Any], ...] = ()  # TrainConfig overrides
@@ -50,10 +53,17 @@ def suite_groups(suite: str) -> list[str]:
     if unknown:
         raise DataError(f"unknown suite {suite!r}; choose one of {', '.join(SUITE_NAMES)}, or several "
                         "joined by commas")
-    return [g for g in ("paper", "heads", "negatives", "ablation") if g in names or "all" in names]
+    return [g for g in GROUPS if g in names or "all" in names]
 
 
-def suite_specs(suite: str, base: ModelConfig) -> list[ModelSpec]:
+def family_spec(kind: str, group: str, preset: str) -> ModelSpec:
+    """A model of another family at that family's sizes for ``preset`` (``config.FAMILY_SIZES``)."""
+    return ModelSpec(kind, kind, group, model=tuple(sorted(FAMILY_SIZES[kind][preset].items())))
+
+
+def suite_specs(suite: str, base: ModelConfig, preset: str = "demo") -> list[ModelSpec]:
+    """The models of ``suite`` over the preset's NRAM config ``base`` (``preset`` names it, for the
+    other families' sizes)."""
     chosen = suite_groups(suite)
     width = heads_width(base)
     residual = "nram_residual" if not base.residual else "nram_no_residual"
@@ -70,6 +80,9 @@ def suite_specs(suite: str, base: ModelConfig) -> list[ModelSpec]:
                      ModelSpec("nram_categories", "nram", "ablation", model=(("use_categories", True),)),
                      ModelSpec(residual, "nram", "ablation", model=(("residual", not base.residual),)),
                      ModelSpec("nram_no_vectors", "nram", "ablation", train=(("word_vectors", "none"),))],
+        "sota": [ModelSpec("nram", "nram", "sota"),
+                 *(family_spec(kind, "sota", preset) for kind in ("naml", "lstur", "npa")),
+                 ModelSpec("popularity", "popularity", "sota"), ModelSpec("random", "random", "sota")],
     }
     specs, seen = [], set()
     for group in chosen:
