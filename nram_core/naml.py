@@ -6,7 +6,8 @@ News encoder, four views of one news, each ``filters`` wide:
 * body (the abstract): the same with its own CNN and attention, on the same word embeddings;
 * category and subcategory: an embedding -> a dense layer with ReLU to ``filters``;
 then additive attention over the views gives the news vector [N,F] (``news_dim == filters``).
-User encoder: additive attention over the clicked news vectors, u = sum_i a_i n_i.
+User encoder: additive attention over the clicked news vectors, u = sum_i a_i n_i (``model.UserEncoder``
+without self-attention: NRAM's user encoder, reused).
 Click score: the inner product of the user vector and the candidate's news vector.
 
 Sizes (config.FAMILY_SIZES["naml"], "paper"): microsoft/recommenders' naml.yaml, which are the
@@ -39,6 +40,7 @@ U unique news of a batch, E word dim, F filters, Dc category dim, V = 4 views.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,8 +48,8 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import EmptyHistory, TitleCNN
-from .model import AdditiveAttention, evaluating, glorot_init
+from .layers import TitleCNN
+from .model import AdditiveAttention, UserEncoder, evaluating, glorot_init
 
 VIEWS = ("title", "abstract", "category", "subcategory")  # the columns of the view weights
 
@@ -134,23 +136,6 @@ class NAMLAttention:
     views: torch.Tensor  # [N,4] over the views, in ``VIEWS`` order
 
 
-class NAMLUserEncoder(nn.Module):
-    """Clicked news vectors -> user vector [B,F]: additive attention over the clicks; a history with no
-    click gives the learned empty-history vector (``config.empty_history``), else zeros."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.pooling = AdditiveAttention(input_dim=config.filters, query_dim=config.query_dim)
-        self.empty_history = EmptyHistory(config.filters) if config.empty_history else None
-
-    def forward(self, clicked: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
-        """``clicked`` [B,H,F] news vectors, ``mask`` [B,H] bool -> (user [B,F], click weights [B,H] or None)."""
-        user, click_weights = self.pooling(clicked, mask, need_weights)  # [B,H,F] -> [B,F]
-        if self.empty_history is not None:
-            user = self.empty_history(user, mask)  # [B,F]
-        return user, click_weights
-
-
 @dataclass(frozen=True)
 class NAMLExplanation:
     """What NAML attended to for one history and a set of candidates (NumPy, on CPU).
@@ -179,7 +164,9 @@ class NAML(nn.Module):
         config.check_buildable("naml")
         self.config = config
         self.news_encoder = NAMLNewsEncoder(config)
-        self.user_encoder = NAMLUserEncoder(config)
+        # The user encoder is NRAM's without self-attention: additive attention over the clicks, and the
+        # learned empty-history vector (``config.empty_history``).
+        self.user_encoder = UserEncoder(dataclasses.replace(config, self_attention=False))
         if config.init == "glorot":
             glorot_init(self)
             self.news_encoder.title.cnn.glorot_()
@@ -237,7 +224,7 @@ class NAML(nn.Module):
             cand_vecs, cand_att = self.news_encoder(candidate_titles, candidate_abstracts, True, cand_cat,
                                                     cand_sub)  # [C,L], [C,A] -> [C,F]
             mask = torch.ones(1, hist_vecs.shape[0], dtype=torch.bool, device=hist_vecs.device)  # [1,H]
-            user, click_weights = self.user_encoder(hist_vecs.unsqueeze(0), mask, True)  # [1,H,F] -> [1,F]
+            user, click_weights = self.user_encoder.pool(hist_vecs.unsqueeze(0), mask, True)  # [1,H,F] -> [1,F]
             contributions = (cand_vecs @ hist_vecs.T) * click_weights  # [C,F]@[F,H] -> [C,H]
             scores = cand_vecs @ user[0]  # [C,F]@[F] -> [C]
 
