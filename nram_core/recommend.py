@@ -27,7 +27,7 @@ from .data.batching import make_batch
 from .data.split import Split
 from .fileio import DataError
 from .metrics import has_both_labels, impression_metrics
-from .scoring import category_ids, encode_all_news, encode_histories, model_device, score_impressions
+from .scoring import abstract_tokens, category_ids, encode_all_news, encode_histories, model_device, score_impressions
 from .user_quality import UserQuality, per_user_auc
 
 UNKNOWN_USER = 0  # the id of a user the model never trained on (``data.users.UserVocab``)
@@ -317,12 +317,9 @@ class Recommender:
         if self.config.use_categories:
             offered.update(history_categories=category_ids(news, recent, device),
                            candidate_categories=category_ids(news, candidates, device))
-        if getattr(self.config, "reads_abstracts", False):
-            if news.abstract_tokens is None:
-                raise DataError(f"{self.split.folder}: this model reads abstracts, but the {self.split.name} split "
-                                "was read without them (load it with RunInfo.load_split)")
-            offered.update(history_abstracts=tokens(news.abstract_tokens, recent),
-                           candidate_abstracts=tokens(news.abstract_tokens, candidates))
+        abstracts = abstract_tokens(self.model, self.split)  # [N+1,A] for a family that reads them, else None
+        if abstracts is not None:
+            offered.update(history_abstracts=tokens(abstracts, recent), candidate_abstracts=tokens(abstracts, candidates))
         if self.reads_users:
             offered["user"] = self._who(user)
         accepted = inspect.signature(self.model.explain).parameters
