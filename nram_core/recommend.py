@@ -319,7 +319,8 @@ class Recommender:
                            candidate_categories=category_ids(news, candidates, device))
         abstracts = abstract_tokens(self.model, self.split)  # [N+1,A] for a family that reads them, else None
         if abstracts is not None:
-            offered.update(history_abstracts=tokens(abstracts, recent), candidate_abstracts=tokens(abstracts, candidates))
+            offered.update(history_abstracts=tokens(abstracts, recent),
+                           candidate_abstracts=tokens(abstracts, candidates))
         if self.reads_users:
             offered["user"] = self._who(user)
         accepted = inspect.signature(self.model.explain).parameters
