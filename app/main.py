@@ -19,6 +19,10 @@ APP_DIR = Path(__file__).resolve().parent
 if str(APP_DIR) not in sys.path:  # streamlit adds it; AppTest and other runners may not
     sys.path.insert(0, str(APP_DIR))
 
+from nram_core.cpu_wait import short_spin_wait  # noqa: E402
+
+short_spin_wait()  # before anything loads torch: libgomp reads it once
+
 import streamlit as st  # noqa: E402
 
 if __name__ != "__main__":  # imported by `streamlit run` for its server; the studio itself runs below

@@ -7,3 +7,6 @@ that are compared take turns in rounds and the best round of each counts
 typical NRMS code is; they reuse the very same model modules, so only the data path differs.
 docs/benchmarks.md records the figures and the commands behind them.
 """
+from nram_core.cpu_wait import short_spin_wait
+
+short_spin_wait()  # the threads wait as the CLI's do: set before a benchmark module loads torch

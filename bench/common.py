@@ -74,7 +74,9 @@ def hogs(count: int) -> Iterator[list]:
     for the block; killed and reaped after it."""
     import subprocess
 
-    procs = [subprocess.Popen([sys.executable, "-c", HOG], stdout=subprocess.PIPE, text=True)
+    # The hogs run with torch's own defaults, whatever the measured process was started with.
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("OMP_", "GOMP_", "KMP_"))}
+    procs = [subprocess.Popen([sys.executable, "-c", HOG], stdout=subprocess.PIPE, text=True, env=env)
              for _ in range(max(0, count))]
     try:
         for proc in procs:
@@ -232,6 +234,7 @@ def cpu_model() -> str:
 def machine(device: Any = None) -> dict[str, Any]:
     import torch
 
+    from nram_core.cpu_wait import wait_settings
     from nram_core.fastpath import cpu_has_bf16
 
     # the CPU decides the ratios: AMX tiles or only AVX-512 bf16 dot products give different bf16 gains
@@ -240,7 +243,8 @@ def machine(device: Any = None) -> dict[str, Any]:
             "native_bf16": cpu_has_bf16(), "amx": bool(amx_probe()) if callable(amx_probe) else False,
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(terse=True),
-            "loadavg_1m": round(os.getloadavg()[0], 2)}  # other work on the machine while measuring
+            "loadavg_1m": round(os.getloadavg()[0], 2),  # other work on the machine while measuring
+            "omp_wait": wait_settings()}  # how the CPU threads wait between kernels (nram_core.cpu_wait)
     if device is not None and str(device).startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info

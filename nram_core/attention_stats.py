@@ -8,6 +8,20 @@
   the words that carry the topic.
 
 Titles and histories with fewer than two real positions are left out: their attention is fixed.
+Each family reports the attention it has (``attention_stats``):
+
+* NRAM: the word pooling over each title and the click pooling over each history;
+* NAML: the title view's word attention as ``word_entropy`` (titles are what every family attends
+  over), and besides ``abstract_entropy`` (the abstract view's word attention) and ``view_entropy``
+  (the attention over each news' title, abstract, category and subcategory views that exist);
+* LSTUR: the CNN encoder's word attention; its user encoder is a GRU with no per-click attention,
+  so ``click_entropy`` is None and ``histories`` 0;
+* NPA: personalized attention, whose queries come from the reader's id, so weights exist only for
+  a (reader, news) pair: each impression is read by its own user (``Split.model_users``; unknown
+  user 0 when the split carries none). ``word_entropy`` is over the candidate titles of the first
+  impressions (at most ``max_news`` (impression, candidate) pairs, in order), each pooled with its
+  impression's user's word query (``titles`` counts those pairs); ``click_entropy`` over each
+  impression's history, its clicks encoded and pooled with the same user's word and news queries.
 
 And what each head of the news encoder's self-attention looks at across a split
 (``head_summaries``): the words that receive most of its weight, with a head that gives most of it
@@ -17,47 +31,99 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from .config import KINDS
 from .data.batching import gather_histories
 from .data.split import Split
 from .data.text import Vocab
-from .families import require_nram
+from .families import model_class, require_nram
+from .fileio import DataError
 from .metrics import normalized_entropy
-from .model import EncoderAttention, evaluating
-from .scoring import category_ids, encode_all_news, model_device
+from .model import evaluating
+from .naml import VIEWS
+from .scoring import abstract_tokens, category_ids, encode_all_news, model_device
+
+# NPA reads a title anew for each reader: per step, the (impression, candidate) pairs of the word attention
+# and the histories of the click attention (128 x 50 clicks x 30 words x 400 filters: 300 MB of CNN output)
+NPA_PAIRS, NPA_HISTORIES = 1024, 128
+
+
+def family_of(model) -> str:
+    """The model's family (``config.KINDS``); a DataError for a model without this module's attention
+    (DKN, Wide&Deep, popularity, random)."""
+    kind = getattr(getattr(model, "config", None), "kind", None)
+    if kind not in KINDS or not isinstance(model, model_class(kind)):
+        raise DataError(f"the attention figures: built for the NRAM, NAML, LSTUR and NPA families; "
+                        f"a {type(model).__name__} model has no such attention")
+    return kind
 
 
 def _news_encoder_attention(model, split: Split, rows: np.ndarray, batch_size: int
-                            ) -> Iterator[tuple[torch.Tensor, EncoderAttention]]:
-    """The news encoder's attention for news ``rows``, batch by batch: (tokens [b,L], weights)."""
+                            ) -> Iterator[tuple[torch.Tensor, Any]]:
+    """The news encoder's attention for news ``rows``, batch by batch: (tokens [b,L], weights as the
+    family returns them: NRAM's ``EncoderAttention``, NAML's ``NAMLAttention``, LSTUR's word weights)."""
     device = model_device(model)
+    abstracts = abstract_tokens(model, split)  # [N+1,A] for NAML, else None
     for i in range(0, len(rows), batch_size):
         chunk = rows[i: i + batch_size]
         tokens = torch.from_numpy(split.news.tokens[chunk]).to(device)  # [b,L]
         extra = {}
         if getattr(model.config, "use_categories", False):
             extra = dict(zip(("categories", "subcategories"), category_ids(split.news, chunk, device)))
+        if abstracts is not None:
+            extra["abstracts"] = torch.from_numpy(abstracts[chunk]).to(device)  # [b,A]
         _, att = model.news_encoder(tokens, need_weights=True, **extra)
         yield tokens, att
 
 
+def _attention_parts(kind: str, att) -> dict[str, torch.Tensor]:
+    """The pooling weights of one news-encoder call by name: "words" [b,L] over the title, and NAML's
+    "abstract" [b,A] and "views" [b,4]."""
+    if kind == "naml":
+        return {"words": att.title, "abstract": att.abstract, "views": att.views}
+    return {"words": att if kind == "lstur" else att.pooling}
+
+
 @torch.inference_mode()
+def news_weights(model, split: Split, rows: np.ndarray, *, batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """The news encoder's pooling weights for news ``rows`` (zero on padding), by ``_attention_parts``
+    name: "words" [R,L] for every family but NPA, and NAML's "abstract" [R,A] and "views" [R,4]."""
+    kind = family_of(model)
+    parts: dict[str, list[np.ndarray]] = {}
+    for _, att in _news_encoder_attention(model, split, rows, batch_size):
+        for name, weights in _attention_parts(kind, att).items():
+            parts.setdefault(name, []).append(weights.float().cpu().numpy())  # [b,S]
+    if not parts:  # no rows: each part empty, as wide as what it weighs
+        widths = {"words": split.news.tokens.shape[1]}
+        if kind == "naml":
+            widths.update(abstract=split.news.abstract_tokens.shape[1], views=len(VIEWS))
+        return {name: np.zeros((0, width), np.float32) for name, width in widths.items()}
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
 def word_weights(model, split: Split, rows: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-    """The news encoder's word attention [R,L] for news ``rows`` (zero on padding)."""
-    out = [att.pooling.float().cpu().numpy()  # [b,L]
-           for _, att in _news_encoder_attention(model, split, rows, batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, split.news.tokens.shape[1]), np.float32)
+    """The news encoder's word attention [R,L] over the titles of news ``rows`` (zero on padding)."""
+    return news_weights(model, split, rows, batch_size=batch_size)["words"]
+
+
+def naml_view_mask(model, split: Split, rows: np.ndarray) -> np.ndarray:
+    """Which of NAML's views (``naml.VIEWS``) of news ``rows`` exist, [R,4]: a title or abstract with a
+    word, a known category or subcategory (with ``use_categories``); the model gives the others no weight."""
+    news = split.news
+    known = getattr(model.config, "use_categories", False)
+    return np.stack([(news.tokens[rows] != 0).any(1), (news.abstract_tokens[rows] != 0).any(1),
+                     known & (news.category[rows] != 0), known & (news.subcategory[rows] != 0)], axis=1)  # [R,4]
 
 
 @torch.inference_mode()
 def click_weights(model, split: Split, impressions: np.ndarray, *,
                   batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """The user encoder's click attention [I,H] for the histories of ``impressions``, and the
-    histories' mask [I,H] (True on real clicks)."""
+    histories' mask [I,H] (True on real clicks): NRAM's and NAML's additive attention over the clicks."""
     history, mask = gather_histories(split, impressions, model.config.history_len)  # [I,H], [I,H]
     news_vectors = encode_all_news(model, split)  # [N+1,D]
     device = news_vectors.device
@@ -71,24 +137,104 @@ def click_weights(model, split: Split, impressions: np.ndarray, *,
     return weights, mask
 
 
+class PersonalizedWeights(NamedTuple):
+    """NPA's attention over the first impressions of a split, each read by its own user."""
+
+    pairs: np.ndarray  # [P,2] (impression, candidate news row) of each row of ``words``
+    words: np.ndarray  # [P,L] word attention over each candidate's title, with its impression's user's query
+    clicks: np.ndarray  # [I,H] click attention over each impression's history
+    click_mask: np.ndarray  # [I,H] True on real clicks
+
+
+def impression_users(split: Split, impressions: np.ndarray) -> np.ndarray:
+    """[I] each impression's user as an id of the run's user vocabulary (0, the unknown user, for all
+    when the split carries none)."""
+    if split.model_users is None:
+        return np.zeros(len(impressions), dtype=np.int64)
+    return split.model_users[impressions].astype(np.int64)
+
+
+def _npa_read(model, split: Split, news: np.ndarray, real: np.ndarray, users: np.ndarray):
+    """NPA's encoders on news rows ``news`` [B,N] (``real`` [B,N]: the pairs to encode), row b read by
+    user ``users[b]``: (news vectors [B,N,D], word weights [B,N,L], news queries [B,Q])."""
+    device = model_device(model)
+    unique, inverse = np.unique(news, return_inverse=True)  # [U], [B*N]: each title through the CNN once
+    titles = torch.from_numpy(split.news.tokens[unique].astype(np.int64)).to(device)  # [U,L]
+    title_mask = titles != 0  # [U,L]
+    context = model.news_encoder.contextualise(titles, title_mask)  # [U,L] -> [U,L,F]
+    word_query, news_query = model.queries(torch.from_numpy(users).to(device))  # [B] -> 2 x [B,Q]
+    index = torch.from_numpy(inverse.reshape(news.shape)).to(device)  # [B*N] -> [B,N]
+    vectors, weights = model.news_encoder.pool(context, title_mask, index, torch.from_numpy(real).to(device),
+                                               word_query, need_weights=True)  # [B,N] -> [B,N,D], [B,N,L]
+    return vectors, weights, news_query
+
+
+@torch.inference_mode()
+def personalized_weights(model, split: Split, impressions: np.ndarray, *, max_pairs: int) -> PersonalizedWeights:
+    """NPA's word attention over the candidate titles of ``impressions`` (the first ``max_pairs``
+    (impression, candidate) pairs, in order) and its click attention over their histories, each
+    impression read by its own user (``impression_users``). Run it under ``evaluating``: in training
+    mode dropout and user masking would change the weights."""
+    b, users = split.behaviors, impression_users(split, impressions)
+    lo, counts = b.candidate_offsets[impressions], np.diff(b.candidate_offsets)[impressions]  # [I], [I]
+    owner = np.repeat(np.arange(len(impressions)), counts)[:max_pairs]  # [P] position in ``impressions``
+    starts = np.cumsum(counts) - counts  # [I] where each impression's pairs start
+    candidates = b.candidates[lo[owner] + np.arange(len(owner)) - starts[owner]].astype(np.int64)  # [P]
+    words = []
+    for i in range(0, len(candidates), NPA_PAIRS):
+        news = candidates[i: i + NPA_PAIRS, None]  # [p,1]: a pair a row, read by its own user
+        _, weights, _ = _npa_read(model, split, news, np.ones_like(news, dtype=bool), users[owner[i: i + NPA_PAIRS]])
+        words.append(weights[:, 0].float().cpu().numpy())  # [p,1,L] -> [p,L]
+    history, mask = gather_histories(split, impressions, model.config.history_len)  # [I,H], [I,H]
+    clicks = []
+    for i in range(0, len(history), NPA_HISTORIES):
+        hist_mask = mask[i: i + NPA_HISTORIES]  # [b,H]
+        vectors, _, news_query = _npa_read(model, split, history[i: i + NPA_HISTORIES], hist_mask,
+                                           users[i: i + NPA_HISTORIES])  # [b,H] -> [b,H,D]
+        real = torch.from_numpy(hist_mask).to(vectors.device)  # [b,H]
+        _, weights = model.user_encoder(vectors, real, news_query, need_weights=True)  # [b,H,D] -> [b,H]
+        clicks.append(weights.float().cpu().numpy())
+    return PersonalizedWeights(
+        pairs=np.stack([impressions[owner], candidates], axis=1),  # 2 x [P] -> [P,2]
+        words=np.concatenate(words) if words else np.zeros((0, split.news.tokens.shape[1]), np.float32),
+        clicks=np.concatenate(clicks) if clicks else np.zeros((0, model.config.history_len), np.float32),
+        click_mask=mask)
+
+
 def attention_stats(model, split: Split, vocab: Vocab, *, truth: dict[str, Any] | None = None,
                     max_news: int = 5000, max_impressions: int = 5000) -> dict[str, Any]:
     """Peakedness of ``model``'s word and click attention on ``split`` (first ``max_news`` news and
     ``max_impressions`` impressions); ``vocab`` is the model's. ``truth``: a synthetic corpus's
-    truth.json, for the topical/common ratio."""
-    require_nram(model, "the attention figures")
+    truth.json, for the topical/common ratio. What each family measures: the module docstring
+    (NPA: the candidates of those impressions, at most ``max_news`` pairs, each read by its
+    impression's user). NAML adds ``abstract_entropy`` and ``view_entropy``; a family without click
+    attention (LSTUR) has ``click_entropy`` None and ``histories`` 0."""
+    kind = family_of(model)
+    impressions = np.arange(min(split.num_impressions, max_impressions))
+    extra: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # NAML's other attention: name -> (weights, mask)
+    clicks = click_mask = None
     with evaluating(model):
-        rows = np.arange(1, min(len(split.news), max_news + 1))
-        words = word_weights(model, split, rows)  # [R,L]
-        tokens = split.news.tokens[rows]  # [R,L]
-        impressions = np.arange(min(split.num_impressions, max_impressions))
-        clicks, click_mask = click_weights(model, split, impressions)  # [I,H], [I,H]
+        if kind == "npa":
+            personal = personalized_weights(model, split, impressions, max_pairs=max_news)
+            words, tokens = personal.words, split.news.tokens[personal.pairs[:, 1]]  # [P,L], [P,L]
+            clicks, click_mask = personal.clicks, personal.click_mask  # [I,H], [I,H]
+        else:
+            rows = np.arange(1, min(len(split.news), max_news + 1))
+            parts = news_weights(model, split, rows)
+            words, tokens = parts["words"], split.news.tokens[rows]  # [R,L], [R,L]
+            if kind == "naml":
+                extra = {"abstract_entropy": (parts["abstract"], split.news.abstract_tokens[rows] != 0),
+                         "view_entropy": (parts["views"], naml_view_mask(model, split, rows))}
+            if kind != "lstur":  # LSTUR's GRU has no per-click attention
+                clicks, click_mask = click_weights(model, split, impressions)  # [I,H], [I,H]
     word_mask = tokens != 0
     stats: dict[str, Any] = {
         "word_entropy": _mean_or_none(normalized_entropy(words, word_mask)),
-        "click_entropy": _mean_or_none(normalized_entropy(clicks, click_mask)),
-        "titles": int((word_mask.sum(1) >= 2).sum()), "histories": int((click_mask.sum(1) >= 2).sum()),
+        "click_entropy": None if clicks is None else _mean_or_none(normalized_entropy(clicks, click_mask)),
+        "titles": int((word_mask.sum(1) >= 2).sum()),
+        "histories": 0 if click_mask is None else int((click_mask.sum(1) >= 2).sum()),
     }
+    stats.update({name: _mean_or_none(normalized_entropy(w, m)) for name, (w, m) in extra.items()})
     if truth is not None and "topical_words" in truth:
         stats["topical_common_ratio"] = topical_common_ratio(words, tokens, vocab, truth)
     return stats

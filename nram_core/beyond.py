@@ -34,7 +34,7 @@ from .baselines import Popularity
 from .data.split import Split
 from .fileio import DataError
 from .metrics import impression_ranks
-from .scoring import encode_all_news, encodes_apart, score_impressions
+from .scoring import encode_all_news, encodes_news_apart, score_impressions
 
 CALIBRATION_SMOOTHING = 0.01  # Steck's alpha
 MAX_LISTS = 2000  # lists compared pairwise for personalisation (a seeded sample beyond)
@@ -252,8 +252,8 @@ def beyond_accuracy(model, dev_split: Split, train_split: Split, *, top: int = 1
     ``model``: anything ``scoring.score_impressions`` scores (NRAM, the comparators, the baselines,
     ``baselines.Popularity``). ``vectors`` [N+1,D]: the news vectors for ``intra_list_diversity``, by
     dev news row; by default the model's own (``scoring.encode_all_news``); for a model that does not
-    encode news apart (``scoring.encodes_apart``: popularity, DKN, Wide&Deep, a model that reads user
-    ids) ``intra_list_diversity`` is None unless given. Pass
+    encode news apart from the reader (``scoring.encodes_news_apart``: popularity, DKN, Wide&Deep, NPA)
+    ``intra_list_diversity`` is None unless given. Pass
     one model's vectors to compare several models on one ruler. ``news_vectors`` [N+1,D]: the model's
     own, already encoded (a ``recommend.Recommender``'s): scoring reuses them, and so does the diversity
     when no ``vectors`` are given.
@@ -264,7 +264,7 @@ def beyond_accuracy(model, dev_split: Split, train_split: Split, *, top: int = 1
     if not len(impressions):
         raise DataError(f"{dev_split.folder}: no impression has more than {top} candidates to choose a top {top} "
                         "from", settings=("top",))
-    if vectors is None and encodes_apart(model):
+    if vectors is None and encodes_news_apart(model):
         vectors = news_vectors if news_vectors is not None else encode_all_news(model, dev_split)
     if isinstance(vectors, torch.Tensor):
         vectors = vectors.float().cpu().numpy()

@@ -6,6 +6,7 @@ It picks a path by what the model can do:
 * a model that encodes news and users apart (``encode_news`` and ``encode_users``, as NRAM and
   NAML do) is scored the ``run_fast_eval`` way: every news encoded once (with its categories and,
   for a model that reads them, its abstract), every distinct user history once, then dot products;
+  LSTUR the same, with one user vector per distinct (history, user id) (``encodes_users_by_id``);
 * any other trained model (``score_batch``: DKN and Wide&Deep, whose user side depends on the
   candidate) is scored impression by impression, in batches of whole impressions;
 * a count-based model (``score_split``: popularity, random) scores the split itself.
@@ -111,8 +112,11 @@ def abstract_tokens(model: torch.nn.Module, split: Split) -> np.ndarray | None:
 
 @torch.inference_mode()
 def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarray, mask: np.ndarray, *,
-                     batch_size: int = 1024, amp: bool = False, precompute: bool = True) -> torch.Tensor:
-    """User vectors [B,D] fp32 from history rows [B,H] and mask [B,H]; an empty history gives zeros.
+                     batch_size: int = 1024, amp: bool = False, precompute: bool = True,
+                     user_ids: np.ndarray | None = None) -> torch.Tensor:
+    """User vectors [B,D] fp32 from history rows [B,H] and mask [B,H]; an empty history gives NRAM's
+    zeros (or the learned empty-history vector). ``user_ids`` [B]: each row's id in the run's train user
+    vocabulary, for a model that reads them (``encodes_users_by_id``: LSTUR's ``encode_users_with_ids``).
 
     ``precompute``: histories go through the encoder in chunks of one length each (no padding,
     so no attention mask); and when they hold more clicks than there are news, every news
@@ -135,6 +139,9 @@ def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarra
         hist_mask = torch.from_numpy(mask[picked, :width]).to(device)  # [b,width]
         if table is not None:
             return users_from_table(encoder, table, clicked, hist_mask).float()  # [b,width] -> [b,D]
+        if user_ids is not None:
+            ids = torch.from_numpy(user_ids[picked]).to(device)  # [b]
+            return model.encode_users_with_ids(news_vectors[clicked], hist_mask, ids).float()  # [b,width,D] -> [b,D]
         return model.encode_users(news_vectors[clicked], hist_mask).float()  # [b,width] -> [b,width,D] -> [b,D]
 
     with autocast_for(device, amp):
@@ -145,25 +152,34 @@ def encode_histories(model: NRAM, news_vectors: torch.Tensor, history: np.ndarra
 @torch.inference_mode()
 def encode_impression_users(model: NRAM, split: Split, news_vectors: torch.Tensor, impressions: np.ndarray, *,
                             batch_size: int = 1024, amp: bool = False, precompute: bool = True) -> torch.Tensor:
-    """User vector [I,D] of each impression; impressions with the same history are encoded once."""
+    """User vector [I,D] of each impression; impressions with the same history (and, for a model that
+    reads user ids, the same user) are encoded once."""
     history, mask = gather_histories(split, impressions, model.config.history_len)  # [I,H], [I,H]
     if len(history) == 0:
         return encode_histories(model, news_vectors, history, mask, batch_size=batch_size, amp=amp)
-    first, inverse = distinct_histories(history, mask)  # [I'], [I]
+    user_ids = None
+    if encodes_users_by_id(model):  # a split without the run's user ids scores everyone as the unknown user 0
+        user_ids = (split.model_users[impressions] if split.model_users is not None
+                    else np.zeros(len(impressions), dtype=np.int64))  # [I]
+    first, inverse = distinct_histories(history, mask, user_ids)  # [I'], [I]
     users = encode_histories(model, news_vectors, history[first], mask[first], batch_size=batch_size,
-                             amp=amp, precompute=precompute)  # [I',D]
+                             amp=amp, precompute=precompute,
+                             user_ids=None if user_ids is None else user_ids[first])  # [I',D]
     return users[torch.from_numpy(inverse).to(users.device)]  # [I',D] -> [I,D]
 
 
-def distinct_histories(history: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct_histories(history: np.ndarray, mask: np.ndarray,
+                       user_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(first, inverse): the row of each distinct (history, mask) pair's first occurrence, [I'],
-    and each row's distinct pair, [I], so that ``history[first][inverse] == history``.
+    and each row's distinct pair, [I], so that ``history[first][inverse] == history``; with
+    ``user_ids`` [I], of each distinct (history, mask, user) triple.
 
     >>> first, inverse = distinct_histories(np.array([[1, 2], [3, 0], [1, 2]]), np.array([[1, 1], [1, 0], [1, 1]]) > 0)
     >>> first.tolist(), inverse.tolist()
     ([0, 1], [0, 1, 0])
     """
-    key = np.concatenate([history, mask.astype(np.int64)], axis=1)  # [I,2H]
+    columns = [history, mask.astype(np.int64)] + ([] if user_ids is None else [user_ids.astype(np.int64)[:, None]])
+    key = np.concatenate(columns, axis=1)  # [I,2H] (or [I,2H+1] with the user ids)
     # One 64-bit hash per row, then the distinct hashes: ten times faster than np.unique(axis=0).
     # The rows are compared once afterwards, so a hash collision costs time, never a wrong user.
     _, first, inverse = np.unique(_row_hashes(key), return_index=True, return_inverse=True)
@@ -193,6 +209,21 @@ def encodes_apart(model: torch.nn.Module) -> bool:
     return callable(getattr(model, "encode_news", None)) and callable(getattr(model, "encode_users", None))
 
 
+def encodes_users_by_id(model: torch.nn.Module) -> bool:
+    """Whether the model's user vector is a function of the user's id and history alone, with news
+    vectors of their own (LSTUR: ``encode_users_with_ids``): the fast path scores it with one user
+    vector per distinct (history, user). NPA is not: its news vectors depend on the reader."""
+    config = getattr(model, "config", None)
+    return (bool(getattr(config, "reads_users", False)) and callable(getattr(model, "encode_news", None))
+            and callable(getattr(model, "encode_users_with_ids", None)))
+
+
+def encodes_news_apart(model: torch.nn.Module) -> bool:
+    """Whether the model has news vectors apart from the reader, so that the fast path scores it with
+    dot products and its news vectors can be compared (NRAM, NAML, LSTUR; not NPA, DKN or Wide&Deep)."""
+    return encodes_apart(model) or encodes_users_by_id(model)
+
+
 @torch.inference_mode()
 def score_impressions(model, split: Split, *, max_impressions: int = 0, batch_size: int = 1024,
                       news_vectors: torch.Tensor | None = None, amp: bool = False,
@@ -210,7 +241,7 @@ def score_impressions(model, split: Split, *, max_impressions: int = 0, batch_si
         return model.score_split(split, max_impressions=max_impressions)
     abstract_tokens(model, split)  # a model that reads abstracts refuses a split without them, in one line
     with evaluating(model):
-        if (encodes_apart(model) if fast is None else fast):
+        if (encodes_news_apart(model) if fast is None else fast):
             scores = _fast_scores(model, split, max_impressions=max_impressions, batch_size=batch_size,
                                   news_vectors=news_vectors, amp=amp, precompute=precompute)
         else:

@@ -99,6 +99,42 @@ def test_bench_train(demo_corpus, capsys):
     assert r["precision"] in ("fp32 (amp asked, but this cpu has no native bf16 matmuls)", "bf16 matmuls, fp32 weights")
 
 
+@pytest.mark.parametrize("kind", ["naml", "lstur", "npa"])
+def test_bench_train_times_another_family(demo_corpus, capsys, kind):
+    """``--model``: the family's own Trainer against its plain fp32 path; the reference loop is NRAM's only."""
+    r = run_in_process(capsys, "train", "--data", demo_corpus, "--preset", "demo", "--steps", 2, "--warmup", 1,
+                       "--rounds", 1, "--threads", 1, "--model", kind)
+    assert r["model"] == kind and r["settings"]["model"] == kind
+    assert_positive(r, ["samples_per_s", "fp32_eager_samples_per_s", "speedup_vs_fp32_eager", "epoch_samples"])
+    assert "baseline_samples_per_s" not in r
+
+
+def test_bench_hogs_keep_libgomps_defaults(monkeypatch):
+    """The hogs run as a second training job would, whatever wait the measured process chose; the JSON
+    line records that choice."""
+    from bench import common
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    seen = {}
+
+    class Popen:
+        def __init__(self, args, **kwargs):
+            seen.update(kwargs)
+            self.stdout = type("Out", (), {"readline": lambda _self: "ready\n"})()
+
+        def kill(self):
+            pass
+
+        def wait(self):
+            pass
+
+    monkeypatch.setattr("subprocess.Popen", Popen)
+    with common.hogs(1):
+        pass
+    assert "OMP_WAIT_POLICY" not in seen["env"] and "PATH" in seen["env"]
+    assert common.machine()["omp_wait"]["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
 def test_bench_evaluate(demo_corpus, capsys):
     r = run_in_process(capsys, "evaluate", "--data", demo_corpus, "--preset", "demo", "--impressions", 40, "--rounds", 1,
                   "--threads", 1)
@@ -136,6 +172,23 @@ def test_bench_evaluate_scores_a_trained_run(demo_corpus, capsys):
     assert 0 <= r["impressions_auc_changed_at_exact_ties"] <= r["impressions_auc_changed"]
     assert 0 <= r["per_impression_auc_max_diff_without_exact_ties"] < 0.05  # float rounding, not a model change
     assert r["machine"]["cpu_capability"]
+
+
+def test_bench_scoring_paths_times_lsturs_fast_path_against_per_impression(demo_corpus, capsys, tmp_path):
+    """An LSTUR run: one user vector per (history, user id) and dot products against ``score_batch`` per
+    impression; the two agree."""
+    from nram_core.cli import main as cli
+
+    run = tmp_path / "lstur"
+    assert cli(["train", "--data", str(demo_corpus), "--out", str(run), "--model", "lstur", "--filters", "16",
+                "--category-dim", "8", "--title-len", "12", "--history-len", "20", "--epochs", "1",
+                "--max-impressions", "60", "--max-dev-impressions", "30", "--word-vectors", "none",
+                "--no-progress"]) == 0
+    capsys.readouterr()
+    r = run_in_process(capsys, "scoring_paths", "--data", demo_corpus, "--run", run, "--impressions", 60,
+                       "--rounds", 1, "--threads", 1)
+    assert r["kind"] == "lstur" and r["impressions"] == 60 and r["max_score_diff"] < 1e-4
+    assert_positive(r, ["impressions_per_s", "per_impression_impressions_per_s", "speedup"])
 
 
 def test_auc_changes_tell_rounding_swaps_from_broken_exact_ties():

@@ -1,6 +1,7 @@
 """LSTUR (nram_core/lstur.py) and the shared CNN-family layers (nram_core/layers.py)."""
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -267,3 +268,16 @@ def test_trains_one_demo_epoch_above_popularity(demo_corpus):
     assert result.epochs_done == 1
     popularity = evaluate_split(Popularity(prepared.corpus.train), prepared.corpus.dev, max_impressions=300).auc
     assert result.metrics["auc"] > max(0.5, popularity + 0.03), (result.metrics, popularity)
+    # The fast path (one user vector per distinct history and user id) gives the per-impression scores,
+    # for both long-term variants, with the split's user ids and without them (everyone unknown).
+    from nram_core.scoring import encodes_users_by_id, score_impressions
+
+    dev = prepared.corpus.dev
+    assert dev.model_users is not None and (dev.model_users > 0).any()
+    con = LSTUR(dataclasses.replace(prepared.model_config, long_short="con"))
+    for model in (trainer.model, con):
+        assert encodes_users_by_id(model)
+        for split in (dev, dataclasses.replace(dev, model_users=None)):
+            fast, labels, _ = score_impressions(model, split, max_impressions=300)
+            slow, _, _ = score_impressions(model, split, max_impressions=300, fast=False)
+            assert labels.size and np.abs(fast - slow).max() < 1e-4

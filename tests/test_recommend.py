@@ -78,6 +78,19 @@ def test_vocab_fit_of_the_vocabulary_the_data_builds(tmp_path):
     assert fit.unk_rate == 0.0 and fit.truncated == 0.0 and fit.known_titles == 1.0
 
 
+def test_vocab_fit_knows_a_vocabulary_built_with_the_abstracts(tmp_path):
+    """A NAML run's vocabulary holds the train abstracts' words too: it is the one its train folder builds
+    with ``abstracts=True``, and not the titles-only one."""
+    from nram_core.data.split import build_vocab
+
+    folder = write_split(tmp_path / "train", TITLES)
+    with_abstracts = build_vocab(folder, min_count=1, abstracts=True, cache=False)
+    assert len(with_abstracts) == len(build_vocab(folder, min_count=1, cache=False)) + 1  # "abstract", their one word
+    split = load_split("train", folder, with_abstracts, title_len=8)
+    assert vocab_fit(split, with_abstracts, title_len=8, train_folder=folder, abstracts=True).same_vocab is True
+    assert vocab_fit(split, with_abstracts, title_len=8, train_folder=folder).same_vocab is False
+
+
 @pytest.mark.parametrize("titles,title_len,level,says", [
     (["zq1 zq2 rates", "zq3 zq4 coast", "zq5 final zq6", "zq7 zq8 stocks"] * 2, 8, "warn", "map to <unk>"),
     (TITLES, 2, "warn", "are cut"),

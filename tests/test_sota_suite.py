@@ -33,3 +33,17 @@ def test_sota_suite_one_epoch_every_neural_model_beats_popularity(demo_corpus, t
         assert record["metrics"]["auc"] >= popularity + 0.03, (name, record["metrics"]["auc"], popularity)
     assert records["nram"]["segments"]["cold (0)"]["auc"] > 0.5  # the learned empty-history vector
     assert (out / "results.md").read_text().count("NAML") >= 1
+
+
+def test_validation_zero_keeps_the_old_protocol(demo_corpus, tmp_path, monkeypatch):
+    """``--validation 0``: each model trains on all of train and its last epoch is scored on dev, as before
+    the held-out part: no epoch is chosen, and the record says so."""
+    monkeypatch.setenv("NRAM_HOME", str(tmp_path / "home"))
+    out = tmp_path / "sota0"
+    code = main(["experiment", "--suite", "sota", "--data", str(demo_corpus), "--out", str(out), "--no-progress",
+                 "--epochs", "1", "--seeds", "1", "--max-impressions", "40", "--max-dev-impressions", "60",
+                 "--batch-size", "32", "--validation", "0"])
+    assert code == 0
+    records = {record["name"]: record for record in read_records(out)}
+    for name in ("nram", "naml", "lstur", "npa"):
+        assert records[name]["chosen_on"] is None and records[name]["epochs"] == 1, records[name]

@@ -342,7 +342,7 @@ def beyond_figures(rec: Recommender, train: tuple, *, top: int = 10, ruler: Reco
     popularity and novelty). Recorded for ``ready_beyond``; a failure is recorded, then raised."""
     from nram_core.baselines import Popularity
     from nram_core.beyond import beyond_accuracy
-    from nram_core.scoring import encodes_apart
+    from nram_core.scoring import encodes_news_apart
 
     key = beyond_key(_identity(rec), train, top=top, ruler=None if ruler is None else _identity(ruler),
                      popularity=popularity)
@@ -350,12 +350,12 @@ def beyond_figures(rec: Recommender, train: tuple, *, top: int = 10, ruler: Reco
     _beyond_running.add(key)
     try:
         train_split = get_split("train", folder, folder, model_path, model_mtime)
-        vectors = ruler.news_vectors if ruler is not None and encodes_apart(ruler.model) else None
+        vectors = ruler.news_vectors if ruler is not None and encodes_news_apart(ruler.model) else None
         if popularity:
             figures = beyond_accuracy(Popularity(train_split), rec.split, train_split, top=top, vectors=vectors)
         else:
             figures = beyond_accuracy(rec.model, rec.split, train_split, top=top, vectors=vectors,
-                                      news_vectors=rec.news_vectors if encodes_apart(rec.model) else None)
+                                      news_vectors=rec.news_vectors if encodes_news_apart(rec.model) else None)
     except Exception as exc:
         _beyond_ready[key] = exc  # a page says why instead of offering to compute it again
         raise

@@ -275,8 +275,9 @@ def need_user() -> Ctx:
 
 # ---- users picked by the model's AUC ---------------------------------------------------------------
 AUTO_QUALITY_IMPRESSIONS = 1_000_000  # larger splits: per-user AUC only when asked (scoring takes minutes)
-# A family that reads user ids (LSTUR, NPA) is scored impression by impression (``scoring.encodes_apart``),
-# every news encoded again in each batch: beyond this many, per-user AUC only when asked.
+# A family that reads user ids scores slower: NPA impression by impression (every news encoded again in each
+# batch), LSTUR with one user vector per (history, user) (``scoring.encodes_news_apart``). Beyond this
+# many, per-user AUC only when asked.
 AUTO_QUALITY_PER_IMPRESSION = 5_000
 USER_PENDING = "_user_pending"  # a provisional default user, replaced by the typical one once AUCs are known
 PENDING_PICK = "_pending_pick"  # a pick ("best", ...) the sidebar applies before drawing the user box

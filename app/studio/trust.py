@@ -319,10 +319,10 @@ def compare_beyond(c: Ctx, second: ModelEntry, rec_b: Recommender) -> None:
     train = _titled_train(c, "Beyond accuracy: A beside B")
     if train is None:
         return
-    from nram_core.scoring import encodes_apart
+    from nram_core.scoring import encodes_news_apart
 
     recs = {"A": c.rec, "B": rec_b}
-    ruler = next((side for side, rec in recs.items() if encodes_apart(rec.model)), None)
+    ruler = next((side for side, rec in recs.items() if encodes_news_apart(rec.model)), None)
     ruler_id = None if ruler is None else recs[ruler].identity
     wanted = {side: (cache.beyond_key(rec.identity, train, top=BEYOND_TOP, ruler=ruler_id), {})
               for side, rec in recs.items()}

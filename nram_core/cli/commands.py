@@ -314,7 +314,7 @@ def cmd_faithfulness(args: argparse.Namespace) -> int:
 def cmd_beyond(args: argparse.Namespace) -> int:
     from ..baselines import Popularity
     from ..beyond import beyond_accuracy, list_impressions
-    from ..scoring import encode_all_news, encodes_apart
+    from ..scoring import encode_all_news, encodes_news_apart
 
     layout = _layout(args)
     if layout.dev is None or layout.train is None:
@@ -329,7 +329,7 @@ def cmd_beyond(args: argparse.Namespace) -> int:
     with _scoring_run(args):
         # One ruler for intra-list diversity: the run's news vectors measure both rankings' lists,
         # or none when the model has none of its own (then the figure is null for both).
-        vectors = encode_all_news(run.model, dev).float().cpu().numpy() if encodes_apart(run.model) else None
+        vectors = encode_all_news(run.model, dev).float().cpu().numpy() if encodes_news_apart(run.model) else None
         model = beyond_accuracy(run.model, dev, train, top=args.top, vectors=vectors)
         popular = beyond_accuracy(Popularity(train), dev, train, top=args.top, vectors=vectors)
     _print_json({**_rounded(model), "popularity": _rounded(popular), "split": str(dev.folder)})

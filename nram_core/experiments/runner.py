@@ -196,11 +196,12 @@ def run_one(spec: ModelSpec, *, seed: int, run_dir: Path, data: SuiteData, base_
     metrics = evaluation.as_dict()
     segments = {name: result.as_dict() for name, result in evaluation.segments.items()}
     attention = {}
-    if spec.kind == "nram":
+    if spec.kind in KINDS:  # the neural families: each reports the attention it has (attention_stats.py)
         from ..attention_stats import attention_stats
         from ..synth import read_truth
 
-        attention = attention_stats(model, prepared.corpus.dev, data.corpus.vocab,
+        # prepared.corpus.vocab: NAML's own covers the abstracts too, so the suite's shared one may not fit it
+        attention = attention_stats(model, prepared.corpus.dev, prepared.corpus.vocab,
                                     truth=read_truth(data.layout.train.parent),
                                     max_impressions=base_train.max_dev_impressions or 5000)
     from ..beyond import beyond_accuracy
