@@ -45,7 +45,7 @@ from .fileio import DataError
 from .metrics import normalized_entropy
 from .model import evaluating
 from .naml import VIEWS
-from .scoring import abstract_tokens, category_ids, encode_all_news, model_device
+from .scoring import abstract_tokens, category_ids, encode_all_news, impression_user_ids, model_device
 
 # NPA reads a title anew for each reader: per step, the (impression, candidate) pairs of the word attention
 # and the histories of the click attention (128 x 50 clicks x 30 words x 400 filters: 300 MB of CNN output)
@@ -146,14 +146,6 @@ class PersonalizedWeights(NamedTuple):
     click_mask: np.ndarray  # [I,H] True on real clicks
 
 
-def impression_users(split: Split, impressions: np.ndarray) -> np.ndarray:
-    """[I] each impression's user as an id of the run's user vocabulary (0, the unknown user, for all
-    when the split carries none)."""
-    if split.model_users is None:
-        return np.zeros(len(impressions), dtype=np.int64)
-    return split.model_users[impressions].astype(np.int64)
-
-
 def _npa_read(model, split: Split, news: np.ndarray, real: np.ndarray, users: np.ndarray):
     """NPA's encoders on news rows ``news`` [B,N] (``real`` [B,N]: the pairs to encode), row b read by
     user ``users[b]``: (news vectors [B,N,D], word weights [B,N,L], news queries [B,Q])."""
@@ -173,9 +165,9 @@ def _npa_read(model, split: Split, news: np.ndarray, real: np.ndarray, users: np
 def personalized_weights(model, split: Split, impressions: np.ndarray, *, max_pairs: int) -> PersonalizedWeights:
     """NPA's word attention over the candidate titles of ``impressions`` (the first ``max_pairs``
     (impression, candidate) pairs, in order) and its click attention over their histories, each
-    impression read by its own user (``impression_users``). Run it under ``evaluating``: in training
-    mode dropout and user masking would change the weights."""
-    b, users = split.behaviors, impression_users(split, impressions)
+    impression read by its own user (``scoring.impression_user_ids``). Run it under ``evaluating``: in
+    training mode dropout and user masking would change the weights."""
+    b, users = split.behaviors, impression_user_ids(split, impressions)
     lo, counts = b.candidate_offsets[impressions], np.diff(b.candidate_offsets)[impressions]  # [I], [I]
     owner = np.repeat(np.arange(len(impressions)), counts)[:max_pairs]  # [P] position in ``impressions``
     starts = np.cumsum(counts) - counts  # [I] where each impression's pairs start

@@ -266,8 +266,8 @@ class Recommender:
     def user_quality(self) -> UserQuality:
         """Every user's mean AUC over their scorable impressions of the split (``per_user_auc``): the
         whole split scored once by ``score_impressions`` (on the fast path, reusing the news vectors
-        encoded here, for a family that scores by history alone; per impression with each one's user
-        id for the families that read it)."""
+        encoded here, for a family with news vectors of its own, LSTUR with each impression's user id;
+        per impression, with its user id, for NPA)."""
         scores, labels, offsets = score_impressions(self.model, self.split, news_vectors=self.news_vectors)
         return per_user_auc(labels, scores, offsets, users=self.split.users, num_users=len(self.split.user_ids))
 

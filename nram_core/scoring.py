@@ -157,15 +157,20 @@ def encode_impression_users(model: NRAM, split: Split, news_vectors: torch.Tenso
     history, mask = gather_histories(split, impressions, model.config.history_len)  # [I,H], [I,H]
     if len(history) == 0:
         return encode_histories(model, news_vectors, history, mask, batch_size=batch_size, amp=amp)
-    user_ids = None
-    if encodes_users_by_id(model):  # a split without the run's user ids scores everyone as the unknown user 0
-        user_ids = (split.model_users[impressions] if split.model_users is not None
-                    else np.zeros(len(impressions), dtype=np.int64))  # [I]
+    user_ids = impression_user_ids(split, impressions) if encodes_users_by_id(model) else None  # [I] or None
     first, inverse = distinct_histories(history, mask, user_ids)  # [I'], [I]
     users = encode_histories(model, news_vectors, history[first], mask[first], batch_size=batch_size,
                              amp=amp, precompute=precompute,
                              user_ids=None if user_ids is None else user_ids[first])  # [I',D]
     return users[torch.from_numpy(inverse).to(users.device)]  # [I',D] -> [I,D]
+
+
+def impression_user_ids(split: Split, impressions: np.ndarray) -> np.ndarray:
+    """[I] each impression's user as an id of the run's train user vocabulary (``Split.model_users``); 0, the
+    unknown user, for all when the split carries none, as ``score_batch`` reads a batch without users."""
+    if split.model_users is None:
+        return np.zeros(len(impressions), dtype=np.int64)
+    return split.model_users[impressions].astype(np.int64)
 
 
 def distinct_histories(history: np.ndarray, mask: np.ndarray,
@@ -178,7 +183,9 @@ def distinct_histories(history: np.ndarray, mask: np.ndarray,
     >>> first.tolist(), inverse.tolist()
     ([0, 1], [0, 1, 0])
     """
-    columns = [history, mask.astype(np.int64)] + ([] if user_ids is None else [user_ids.astype(np.int64)[:, None]])
+    columns = [history, mask.astype(np.int64)]  # [I,H], [I,H]
+    if user_ids is not None:
+        columns.append(user_ids.astype(np.int64)[:, None])  # [I] -> [I,1]
     key = np.concatenate(columns, axis=1)  # [I,2H] (or [I,2H+1] with the user ids)
     # One 64-bit hash per row, then the distinct hashes: ten times faster than np.unique(axis=0).
     # The rows are compared once afterwards, so a hash collision costs time, never a wrong user.
@@ -200,9 +207,9 @@ def _row_hashes(rows: np.ndarray) -> np.ndarray:
 
 
 def encodes_apart(model: torch.nn.Module) -> bool:
-    """Whether the model encodes news and users apart, so that the fast path can score it. A model that
-    reads user ids takes the per-impression path: the fast path shares one user vector between
-    impressions with the same history, which is right only when the history is all the user is."""
+    """Whether the model encodes news and users from their content alone (``encode_news``, ``encode_users``:
+    NRAM, NAML). A model that also reads user ids is not: one user vector per history is right only when
+    the history is all the user is (LSTUR: ``encodes_users_by_id``; ``encodes_news_apart`` covers both)."""
     config = getattr(model, "config", None)
     if getattr(config, "reads_users", False):
         return False

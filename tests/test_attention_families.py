@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from nram_core.attention_stats import (attention_stats, click_weights, impression_users, news_weights,
+from nram_core.attention_stats import (attention_stats, click_weights, news_weights,
                                        personalized_weights)
 from nram_core.config import preset, with_overrides
 from nram_core.families import build_model
 from nram_core.fileio import DataError
 from nram_core.model import evaluating
+from nram_core.scoring import impression_user_ids
 
 FAMILIES = ("naml", "lstur", "npa")
 SIZES = dict(history_len=20, title_len=12, filters=32)  # test_lstur / test_npa's small models
@@ -124,7 +125,7 @@ def test_npa_reads_each_impression_with_its_own_user(prepared):
     dev = corpus.dev
     model = model_of(prepared, "npa")
     impressions = np.arange(60)
-    assert dev.model_users is not None and (impression_users(dev, impressions) > 0).any()
+    assert dev.model_users is not None and (impression_user_ids(dev, impressions) > 0).any()
 
     def read_by(users):
         split = dataclasses.replace(dev, model_users=None if users is None else np.full(dev.num_impressions, users))

@@ -128,9 +128,10 @@ def test_bench_hogs_keep_libgomps_defaults(monkeypatch):
         def wait(self):
             pass
 
-    monkeypatch.setattr("subprocess.Popen", Popen)
-    with common.hogs(1):
-        pass
+    with monkeypatch.context() as patched:  # platform.platform(), in machine() below, runs a subprocess
+        patched.setattr("subprocess.Popen", Popen)
+        with common.hogs(1):
+            pass
     assert "OMP_WAIT_POLICY" not in seen["env"] and "PATH" in seen["env"]
     assert common.machine()["omp_wait"]["OMP_WAIT_POLICY"] == "PASSIVE"
 

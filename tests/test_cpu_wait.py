@@ -4,8 +4,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from nram_core.cpu_wait import SHORT_SPIN, short_spin_wait, wait_settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _clean_env() -> dict[str, str]:
@@ -50,6 +53,23 @@ def test_the_cli_sets_it_before_torch_loads():
             "except SystemExit:\n    pass\n"
             "print(os.environ.get('GOMP_SPINCOUNT'))\n")
     assert _child(code, _clean_env()).splitlines()[-1] == str(SHORT_SPIN)
+
+
+def test_the_benchmarks_and_the_studio_set_it_before_torch_loads(tmp_path):
+    """``import bench`` (every ``python -m bench.NAME``), and the lines of app/main.py above its call,
+    import nothing that loads torch first."""
+    out = _child("import os, sys, bench; print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)", _clean_env())
+    assert out == f"{SHORT_SPIN} False"
+    main = (ROOT / "app" / "main.py").read_text(encoding="utf-8")
+    call = main.index("\nshort_spin_wait()")  # the module-level call, and every line above it
+    top = main[: main.index("\n", call + 1) + 1]
+    script = tmp_path / "main_top.py"
+    script.write_text(top + "import os, sys\nprint(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)\n",
+                      encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], env=_clean_env(), capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"{SHORT_SPIN} False"
 
 
 def test_wait_settings_reports_both():

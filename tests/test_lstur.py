@@ -281,3 +281,30 @@ def test_trains_one_demo_epoch_above_popularity(demo_corpus):
             fast, labels, _ = score_impressions(model, split, max_impressions=300)
             slow, _, _ = score_impressions(model, split, max_impressions=300, fast=False)
             assert labels.size and np.abs(fast - slow).max() < 1e-4
+
+
+@pytest.mark.parametrize("long_short", ["ini", "con"])
+def test_fast_path_keys_user_vectors_on_history_and_user_id(demo_corpus, long_short):
+    """An untrained LSTUR whose user embeddings are not zero: the fast path (one user vector per distinct
+    history and user id) gives ``score_batch``'s scores, and the ids change them (a key of history alone
+    would give two users with one history the same vector)."""
+    from nram_core.config import with_overrides
+    from nram_core.data import resolve_layout
+    from nram_core.scoring import encodes_users_by_id, score_impressions
+    from nram_core.train import prepare_run
+
+    model_config, train_config = preset("demo", kind="lstur")
+    model_config = with_overrides(model_config, dict(history_len=20, title_len=12, filters=32, long_short=long_short))
+    prepared = prepare_run(resolve_layout(demo_corpus), model_config, with_overrides(train_config, dict(
+        word_vectors="none")), cache=False)
+    torch.manual_seed(0)
+    model = LSTUR(prepared.model_config)
+    with torch.no_grad():
+        model.user_encoder.long_term.table.weight[1:].normal_()
+    assert encodes_users_by_id(model)
+    dev = prepared.corpus.dev
+    fast, _, _ = score_impressions(model, dev, max_impressions=300)
+    slow, _, _ = score_impressions(model, dev, max_impressions=300, fast=False)
+    assert np.abs(fast - slow).max() < 1e-4
+    unknown, _, _ = score_impressions(model, dataclasses.replace(dev, model_users=None), max_impressions=300)
+    assert np.abs(fast - unknown).max() > 1e-3

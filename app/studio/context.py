@@ -275,9 +275,8 @@ def need_user() -> Ctx:
 
 # ---- users picked by the model's AUC ---------------------------------------------------------------
 AUTO_QUALITY_IMPRESSIONS = 1_000_000  # larger splits: per-user AUC only when asked (scoring takes minutes)
-# A family that reads user ids scores slower: NPA impression by impression (every news encoded again in each
-# batch), LSTUR with one user vector per (history, user) (``scoring.encodes_news_apart``). Beyond this
-# many, per-user AUC only when asked.
+# NPA, with no news vectors apart from the reader (``scoring.encodes_news_apart``), is scored impression by
+# impression, every news encoded again in each batch: beyond this many, per-user AUC only when asked.
 AUTO_QUALITY_PER_IMPRESSION = 5_000
 USER_PENDING = "_user_pending"  # a provisional default user, replaced by the typical one once AUCs are known
 PENDING_PICK = "_pending_pick"  # a pick ("best", ...) the sidebar applies before drawing the user box
@@ -291,7 +290,7 @@ def auto_quality(c: Ctx) -> bool:
     and awaited for the default user): splits small enough to score in seconds for this model's family."""
     if c.split is None or c.info is None:
         return False
-    per_impression = getattr(c.info.model_config, "reads_users", False)
+    per_impression = getattr(c.info.model_config, "kind", "nram") == "npa"
     return c.split.num_impressions <= (AUTO_QUALITY_PER_IMPRESSION if per_impression else AUTO_QUALITY_IMPRESSIONS)
 
 

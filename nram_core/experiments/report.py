@@ -132,8 +132,9 @@ def results_markdown(folder: Path, records: list[dict[str, Any]]) -> str:
     if with_attention:
         lines += ["", "## How peaked the attention is", "",
                   "Mean normalised entropy of the additive attention (1 = uniform, 0 = one position) over the "
-                  "words of each dev title and over the clicks of each dev history, and, on a synthetic "
-                  "corpus, the mean word weight of topical words over that of common words.", "",
+                  "words of each dev title (NPA: each dev candidate title, read by its impression's user) and "
+                  "over the clicks of each dev history (none for LSTUR's GRU), and, on a synthetic corpus, the "
+                  "mean word weight of topical words over that of common words.", "",
                   "| model | word attention entropy | click attention entropy | topical / common |",
                   "|---|---|---|---|"]
         for s in with_attention:
