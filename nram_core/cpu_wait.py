@@ -5,11 +5,10 @@ each parallel region before they sleep. On an idle machine the spin saves a wake
 kernels; on a busy one (a second training job, a laptop's other work) the spinning threads burn the
 time slices that the working threads and the other processes need, and a step of many small
 kernels pays for it at every one of them: with two other torch processes on the cores, the default
-training path's lead over plain fp32 fell from 2x to between 0.94x and 1.28x (docs/benchmarks.md).
-libgomp itself cuts its spin to 100 or 1,000 rounds when it knows that its threads outnumber the
-cores, but it cannot see other processes; so ``short_spin_wait`` asks for 1,000 rounds (about 10 us)
-from the start, which measured as fast as the long spin on an idle machine and kept the speed-ups
-on a busy one.
+training path lost most of its lead over plain fp32 (the figures: docs/benchmarks.md, "A busy
+machine"). libgomp itself cuts its spin to 100 or 1,000 rounds when it knows that its threads
+outnumber the cores, but it cannot see other processes; so ``short_spin_wait`` asks for 1,000 rounds
+(about 10 us) from the start, which kept the idle speed and the speed-ups on a busy machine.
 
 libgomp reads its settings once, when torch loads it, so only a process that has not imported torch
 yet can choose; a user's own ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is left as it is. The setting
