@@ -252,6 +252,8 @@ def _draw_beyond(c: Ctx, figures: dict[str, dict], *, ruler: str | None, key: st
                                 "what it measures": st.column_config.TextColumn(width=260),
                                 "reading": st.column_config.TextColumn(width=240)})
     summary = beyond_summary(figures)
+    if all(f.get("intra_list_diversity") is None for f in figures.values()):
+        ruler = None  # the ruler named had no news vectors of its own (NPA): no diversity was measured
     st.caption((summary + " " if summary else "")
                + f"Over the top-{first['top']} lists of {first['lists']:,} users of the {c.split_name} split "
                f"(each user's latest impression with more than {first['top']} candidates), chosen from a pool of "
