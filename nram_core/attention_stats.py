@@ -152,13 +152,9 @@ def _npa_read(model, split: Split, news: np.ndarray, real: np.ndarray, users: np
     device = model_device(model)
     unique, inverse = np.unique(news, return_inverse=True)  # [U], [B*N]: each title through the CNN once
     titles = torch.from_numpy(split.news.tokens[unique].astype(np.int64)).to(device)  # [U,L]
-    title_mask = titles != 0  # [U,L]
-    context = model.news_encoder.contextualise(titles, title_mask)  # [U,L] -> [U,L,F]
-    word_query, news_query = model.queries(torch.from_numpy(users).to(device))  # [B] -> 2 x [B,Q]
     index = torch.from_numpy(inverse.reshape(news.shape)).to(device)  # [B*N] -> [B,N]
-    vectors, weights = model.news_encoder.pool(context, title_mask, index, torch.from_numpy(real).to(device),
-                                               word_query, need_weights=True)  # [B,N] -> [B,N,D], [B,N,L]
-    return vectors, weights, news_query
+    return model.read(titles, index, torch.from_numpy(real).to(device), torch.from_numpy(users).to(device),
+                      need_weights=True)  # [B,N] -> [B,N,D], [B,N,L], [B,Q]
 
 
 @torch.inference_mode()

@@ -223,15 +223,25 @@ class NPA(nn.Module):
         user vocabulary (None: every sample is the unknown user 0)."""
         if users is None:
             users = torch.zeros(history.shape[0], dtype=torch.long, device=history.device)  # [B]
-        word_query, news_query = self.queries(users)  # [B] -> 2 x [B,Q]
-        mask = titles != 0  # [U,L]
-        context = self.news_encoder.contextualise(titles, mask)  # [U,L] -> [U,L,F]
         news = torch.cat([history, candidates], dim=1)  # [B,H]+[B,C] -> [B,N]
         real = torch.cat([history_mask, torch.ones_like(candidates, dtype=torch.bool)], dim=1)  # [B,N]
-        vectors, _ = self.news_encoder.pool(context, mask, news, real, word_query)  # [B,N] -> [B,N,D]
+        vectors, _, news_query = self.read(titles, news, real, users)  # [B,N] -> [B,N,D]
         clicked, candidate = vectors.split([history.shape[1], candidates.shape[1]], dim=1)  # [B,H,D], [B,C,D]
         user, _ = self.user_encoder(clicked, history_mask, news_query)  # [B,H,D] -> [B,D]
         return (candidate @ user.to(candidate.dtype).unsqueeze(-1)).squeeze(-1)  # [B,C,D]@[B,D,1] -> [B,C]
+
+    def read(self, titles: torch.Tensor, news: torch.Tensor, real: torch.Tensor, users: torch.Tensor,
+             need_weights: bool = False):
+        """Each (reader, news) pair's vector: ``titles`` [U,L] of the unique news, each run through the CNN
+        once; ``news`` [B,N] indexes them; ``real`` [B,N] bool marks the pairs to encode; row b is read by
+        user ``users[b]`` [B]. Returns (vectors [B,N,D], word weights [B,N,L] when ``need_weights``, else
+        None, and the readers' news queries [B,Q], which the user encoder takes)."""
+        word_query, news_query = self.queries(users)  # [B] -> 2 x [B,Q]
+        mask = titles != 0  # [U,L]
+        context = self.news_encoder.contextualise(titles, mask)  # [U,L] -> [U,L,F]
+        vectors, weights = self.news_encoder.pool(context, mask, news, real, word_query,
+                                                  need_weights)  # [B,N] -> [B,N,D], [B,N,L] or None
+        return vectors, weights, news_query
 
     def score_batch(self, batch) -> torch.Tensor:
         """Logits [B,C] of a ``nram_core.data.batching.Batch``. Its ``users`` are ids of the run's train
@@ -254,12 +264,10 @@ class NPA(nn.Module):
             clicks, shown = history_titles.shape[0], candidate_titles.shape[0]
             device = history_titles.device
             titles = torch.cat([history_titles, candidate_titles])  # [H,L]+[C,L] -> [N,L]
-            mask = titles != 0  # [N,L]
-            context = self.news_encoder.contextualise(titles, mask)  # [N,L] -> [N,L,F]
-            word_query, news_query = self.queries(torch.tensor([user, 0], device=device))  # [2] -> 2 x [2,Q]
             news = torch.arange(clicks + shown, device=device).expand(2, -1)  # [2,N]: this user, the unknown user
-            vectors, word_weights = self.news_encoder.pool(context, mask, news, torch.ones_like(news, dtype=torch.bool),
-                                                           word_query, need_weights=True)  # [2,N] -> [2,N,D]
+            readers = torch.tensor([user, 0], device=device)  # [2]
+            vectors, word_weights, news_query = self.read(titles, news, torch.ones_like(news, dtype=torch.bool),
+                                                          readers, need_weights=True)  # [2,N] -> [2,N,D]
             clicked, candidate = vectors.split([clicks, shown], dim=1)  # [2,H,D], [2,C,D]
             history_mask = torch.ones(2, clicks, dtype=torch.bool, device=device)  # [2,H]
             users, click_weights = self.user_encoder(clicked, history_mask, news_query, need_weights=True)  # [2,D]
