@@ -112,6 +112,18 @@ def paper_ordering(summary: list[dict[str, Any]], metric: str = "auc") -> str | 
     return f"{metric.upper()}: {shown} — the paper's ordering NRAM > DKN > Wide&Deep {verdict}."
 
 
+def _figure_section(summary: list[dict[str, Any]], keys: tuple[str, ...], *, title: str, about: str,
+                    headers: tuple[str, ...]) -> list[str]:
+    """A section of the report: the mean ± std (3 places) of ``keys`` for each model that has the first
+    one, under ``title`` and ``about``; no lines when no model has it."""
+    rows = [s for s in summary if not math.isnan(s[keys[0]])]
+    if not rows:
+        return []
+    lines = ["", f"## {title}", "", about, "",
+             "| model | " + " | ".join(headers) + " |", "|---" * (len(keys) + 1) + "|"]  # a column per key
+    return lines + [f"| {s['label']} | " + " | ".join(_pm(s[k], s[f'{k}_std'], 3) for k in keys) + " |" for s in rows]
+
+
 def results_markdown(folder: Path, records: list[dict[str, Any]]) -> str:
     saved = json.loads((folder / "suite.json").read_text(encoding="utf-8"))
     settings = saved["settings"]
@@ -128,30 +140,22 @@ def results_markdown(folder: Path, records: list[dict[str, Any]]) -> str:
     for s in summary:
         lines.append(f"| {s['label']} | " + " | ".join(_pm(s[m], s[f'{m}_std']) for m in METRIC_NAMES)
                      + f" | {s['train_seconds']:.0f} | {s['parameters'] or 0:,} | {s['seeds']} |")
-    with_attention = [s for s in summary if not math.isnan(s["word_entropy"])]
-    if with_attention:
-        lines += ["", "## How peaked the attention is", "",
-                  "Mean normalised entropy of the additive attention (1 = uniform, 0 = one position) over the "
-                  "words of each dev title (NPA: each dev candidate title, read by its impression's user) and "
-                  "over the clicks of each dev history (none for LSTUR's GRU), and, on a synthetic corpus, the "
-                  "mean word weight of topical words over that of common words.", "",
-                  "| model | word attention entropy | click attention entropy | topical / common |",
-                  "|---|---|---|---|"]
-        for s in with_attention:
-            lines.append(f"| {s['label']} | " + " | ".join(_pm(s[k], s[f'{k}_std'], 3) for k in ATTENTION_KEYS)
-                         + " |")
-    with_beyond = [s for s in summary if not math.isnan(s["coverage"])]
-    if with_beyond:
-        lines += ["", "## Beyond accuracy", "",
-                  "Over the top 10 of each dev user's latest impression with more than 10 candidates "
-                  "(nram_core/beyond.py): catalog coverage, Gini of the recommendation counts, intra-list "
-                  "diversity (cosine distance in the model's own news vectors; – for a model without them), "
-                  "category entropy (bits), calibration KL to the history's categories, novelty (bits) and "
-                  "personalisation (1 − mean Jaccard overlap of two users' lists).", "",
-                  "| model | coverage | Gini | intra-list diversity | category entropy | calibration KL | novelty "
-                  "| personalisation |", "|---|---|---|---|---|---|---|---|"]
-        for s in with_beyond:
-            lines.append(f"| {s['label']} | " + " | ".join(_pm(s[k], s[f'{k}_std'], 3) for k in BEYOND_KEYS) + " |")
+    lines += _figure_section(
+        summary, ATTENTION_KEYS, title="How peaked the attention is",
+        about="Mean normalised entropy of the additive attention (1 = uniform, 0 = one position) over the "
+              "words of each dev title (NPA: each dev candidate title, read by its impression's user) and "
+              "over the clicks of each dev history (none for LSTUR's GRU), and, on a synthetic corpus, the "
+              "mean word weight of topical words over that of common words.",
+        headers=("word attention entropy", "click attention entropy", "topical / common"))
+    lines += _figure_section(
+        summary, BEYOND_KEYS, title="Beyond accuracy",
+        about="Over the top 10 of each dev user's latest impression with more than 10 candidates "
+              "(nram_core/beyond.py): catalog coverage, Gini of the recommendation counts, intra-list "
+              "diversity (cosine distance in the model's own news vectors; – for a model without them), "
+              "category entropy (bits), calibration KL to the history's categories, novelty (bits) and "
+              "personalisation (1 − mean Jaccard overlap of two users' lists).",
+        headers=("coverage", "Gini", "intra-list diversity", "category entropy", "calibration KL", "novelty",
+                 "personalisation"))
     ordering = paper_ordering(summary)
     if ordering:
         lines += ["", ordering]
